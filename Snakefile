@@ -1,0 +1,30 @@
+# LDS benchmark for training-data attribution in diffusion models.
+# Stages: data -> subsets -> training -> queries -> measurements -> curvature
+# -> scores per method -> LDS per (method, measurement) -> summary.
+import os
+
+
+# Anchored to this folder so that --directory elsewhere still finds it.
+configfile: os.path.join(workflow.basedir, "config.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/queries.smk"
+include: "rules/measure.smk"
+include: "rules/curvature.smk"
+include: "rules/score.smk"
+include: "rules/lds.smk"
+
+
+rule all:
+    input:
+        summary_outputs(),
+    default_target: True
+
+
+rule rescore:
+    """Scores, LDS and summary only; use after changing a method."""
+    input:
+        summary_outputs(),

@@ -1,0 +1,21 @@
+rule fit_curvature:
+    input:
+        model=f"{R}/models/full",
+        train=f"{R}/data/train.npz",
+    output:
+        f"{R}/curvature/{{curvature}}.pt",
+    params:
+        settings=lambda w: CURVATURES[w.curvature],
+        code=code_version("curvature.py", "diffusion.py", "noise.py"),
+        device=config["runtime"]["device"],
+    threads: THREADS
+    resources:
+        gpu=1,
+    conda:
+        CONDA_ENV
+    log:
+        f"{R}/logs/curvature/{{curvature}}.log",
+    benchmark:
+        f"{R}/benchmarks/curvature/{{curvature}}.tsv"
+    script:
+        f"{STEPS}/fit_curvature.py"

@@ -1,0 +1,57 @@
+rule compute_lds:
+    input:
+        scores=f"{R}/scores/{{method}}/{{measurement}}.npy",
+        sweep=f"{R}/scores/{{method}}/{{measurement}}.sweep.npz",
+        subsets=f"{R}/subsets.parquet",
+        ground_truth=f"{R}/ground_truth/{{measurement}}.parquet",
+    output:
+        per_query=f"{R}/lds/{{method}}/{{measurement}}.parquet",
+        sweep=f"{R}/lds/{{method}}/{{measurement}}.sweep.parquet",
+    params:
+        code=code_version("lds.py"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{R}/logs/lds/{{method}}/{{measurement}}.log",
+    benchmark:
+        f"{R}/benchmarks/lds/{{method}}/{{measurement}}.tsv"
+    script:
+        f"{STEPS}/compute_lds.py"
+
+
+rule retraining_ceiling:
+    input:
+        ground_truth=f"{R}/ground_truth/{{measurement}}.parquet",
+    output:
+        per_query=f"{R}/lds/retraining_ceiling/{{measurement}}.parquet",
+    params:
+        code=code_version("lds.py"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{R}/logs/lds/retraining_ceiling/{{measurement}}.log",
+    script:
+        f"{STEPS}/retraining_ceiling.py"
+
+
+rule summarize:
+    input:
+        lds=lds_outputs(),
+        sweeps=[f"{R}/lds/{m}/{s}.sweep.parquet" for m in METHODS for s in MEASUREMENTS],
+    output:
+        summary=f"{R}/lds_summary.parquet",
+        per_query=f"{R}/lds_per_query.parquet",
+        sweep=f"{R}/lds_sweep.parquet",
+        plot=f"{R}/lds_summary.png",
+        sweep_plot=f"{R}/lds_vs_damping.png",
+        table=f"{R}/lds_summary.md",
+    params:
+        n_subsets=M,
+        n_seeds=K,
+        code=code_version("lds.py", "plots.py"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{R}/logs/summarize.log",
+    script:
+        f"{STEPS}/summarize.py"

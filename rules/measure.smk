@@ -1,0 +1,39 @@
+rule measure_model:
+    input:
+        model=f"{R}/models/subset_{{subset}}/seed_{{seed}}",
+        queries=f"{R}/queries/queries.npz",
+    output:
+        f"{R}/measurements/{{measurement}}/subset_{{subset}}_seed_{{seed}}.parquet",
+    params:
+        settings=lambda w: config["measurements"][w.measurement],
+        device=config["runtime"]["device"],
+    threads: THREADS
+    resources:
+        gpu=1,
+    conda:
+        CONDA_ENV
+    log:
+        f"{R}/logs/measure/{{measurement}}/subset_{{subset}}_seed_{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/measure/{{measurement}}/subset_{{subset}}_seed_{{seed}}.tsv"
+    script:
+        f"{STEPS}/measure_model.py"
+
+
+rule collect_ground_truth:
+    input:
+        lambda w: [
+            f"{R}/measurements/{w.measurement}/subset_{j}_seed_{k}.parquet"
+            for j in range(M)
+            for k in range(K)
+        ],
+    output:
+        f"{R}/ground_truth/{{measurement}}.parquet",
+    conda:
+        CONDA_ENV
+    log:
+        f"{R}/logs/ground_truth/{{measurement}}.log",
+    benchmark:
+        f"{R}/benchmarks/ground_truth/{{measurement}}.tsv"
+    script:
+        f"{STEPS}/collect_ground_truth.py"

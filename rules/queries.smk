@@ -1,0 +1,20 @@
+rule generate_queries:
+    input:
+        model=f"{R}/models/full",
+        heldout=f"{R}/data/heldout.npz",
+    output:
+        f"{R}/queries/queries.npz",
+    params:
+        queries=config["queries"],
+        device=config["runtime"]["device"],
+    threads: THREADS
+    resources:
+        gpu=1,
+    conda:
+        CONDA_ENV
+    log:
+        f"{R}/logs/generate_queries.log",
+    benchmark:
+        f"{R}/benchmarks/generate_queries.tsv"
+    script:
+        f"{STEPS}/generate_queries.py"

@@ -1,0 +1,28 @@
+# One job per (method, measurement). The method's own settings are its params,
+# so changing one method reruns only that method's scores and LDS.
+
+
+rule score_method:
+    input:
+        model=f"{R}/models/full",
+        train=f"{R}/data/train.npz",
+        queries=f"{R}/queries/queries.npz",
+        curvature=method_curvature,
+    output:
+        scores=f"{R}/scores/{{method}}/{{measurement}}.npy",
+        sweep=f"{R}/scores/{{method}}/{{measurement}}.sweep.npz",
+    params:
+        settings=lambda w: config["methods"][w.method],
+        code=code_version("scoring.py", "gradients.py", "curvature.py", "trak.py", "projection.py"),
+        device=config["runtime"]["device"],
+    threads: THREADS
+    resources:
+        gpu=1,
+    conda:
+        CONDA_ENV
+    log:
+        f"{R}/logs/scores/{{method}}/{{measurement}}.log",
+    benchmark:
+        f"{R}/benchmarks/scores/{{method}}/{{measurement}}.tsv"
+    script:
+        f"{STEPS}/score_method.py"

@@ -1,0 +1,54 @@
+# Resume state lives under {R}/resume/, which is not a declared output:
+# Snakemake deletes declared outputs before a job runs, so a killed training
+# continues from its last checkpoint when re-run.
+
+
+rule train_full_model:
+    input:
+        train=f"{R}/data/train.npz",
+    output:
+        directory(f"{R}/models/full"),
+    params:
+        model=config["model"],
+        training=config["training"],
+        subset=None,
+        seed=None,
+        resume=f"{R}/resume/full",
+        device=config["runtime"]["device"],
+    threads: THREADS
+    resources:
+        gpu=1,
+    conda:
+        CONDA_ENV
+    log:
+        f"{R}/logs/train/full.log",
+    benchmark:
+        f"{R}/benchmarks/train/full.tsv"
+    script:
+        f"{STEPS}/train_model.py"
+
+
+rule train_subset_model:
+    input:
+        train=f"{R}/data/train.npz",
+        subsets=f"{R}/subsets.parquet",
+    output:
+        directory(f"{R}/models/subset_{{subset}}/seed_{{seed}}"),
+    params:
+        model=config["model"],
+        training=config["training"],
+        subset=lambda w: int(w.subset),
+        seed=lambda w: int(w.seed),
+        resume=lambda w: f"{R}/resume/subset_{w.subset}/seed_{w.seed}",
+        device=config["runtime"]["device"],
+    threads: THREADS
+    resources:
+        gpu=1,
+    conda:
+        CONDA_ENV
+    log:
+        f"{R}/logs/train/subset_{{subset}}_seed_{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/train/subset_{{subset}}_seed_{{seed}}.tsv"
+    script:
+        f"{STEPS}/train_model.py"

@@ -1,0 +1,85 @@
+"""Tests for ldsbench.plots: figures are written, the markdown table is complete."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+from ldsbench.plots import plot_lds_summary, plot_lds_vs_damping, summary_markdown
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+METHODS = ["TRAK", "D-TRAK | ekfac", "retraining ceiling"]
+
+
+def _summary():
+    rows = []
+    for k, method in enumerate(METHODS):
+        for j, measurement in enumerate(["loss", "elbo_at_t500"]):
+            lds = 0.1 + 0.2 * k + 0.05 * j
+            rows.append(
+                dict(method=method, measurement=measurement, lds=lds,
+                     ci_low=lds - 0.03, ci_high=lds + 0.05, n_queries=64,
+                     n_subsets=100, n_seeds=3)
+            )
+    # A method with an undefined LDS must not break the figure.
+    rows.append(dict(method="constant", measurement="loss", lds=np.nan, ci_low=np.nan,
+                     ci_high=np.nan, n_queries=0, n_subsets=100, n_seeds=3))
+    return pd.DataFrame(rows)
+
+
+def _damping_frame():
+    rows = []
+    for k, method in enumerate(METHODS[:2]):
+        for measurement in ["loss", "elbo_at_t500"]:
+            for damping in [1e-4, 1e-2, 1.0, 100.0]:
+                lds = 0.3 + 0.1 * k - 0.02 * abs(np.log10(damping))
+                rows.append(dict(method=method, measurement=measurement, damping=damping,
+                                 lds=lds, ci_low=lds - 0.04, ci_high=lds + 0.04))
+    return pd.DataFrame(rows)
+
+
+def _assert_png(path):
+    assert path.is_file() and path.stat().st_size > 1000
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    image = imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_summary_plot_written(tmp_path):
+    path = tmp_path / "figures" / "lds_summary.png"  # parent is created
+    plot_lds_summary(_summary(), path)
+    _assert_png(path)
+
+
+def test_damping_plot_written(tmp_path):
+    path = tmp_path / "lds_vs_damping.png"
+    plot_lds_vs_damping(_damping_frame(), path)
+    _assert_png(path)
+
+
+def test_damping_plot_rejects_nonpositive_damping(tmp_path):
+    frame = _damping_frame()
+    frame.loc[0, "damping"] = 0.0
+    with pytest.raises(ValueError, match="damping"):
+        plot_lds_vs_damping(frame, tmp_path / "x.png")
+
+
+def test_summary_plot_requires_columns(tmp_path):
+    with pytest.raises(ValueError, match="n_seeds"):
+        plot_lds_summary(_summary().drop(columns="n_seeds"), tmp_path / "x.png")
+
+
+def test_summary_markdown_lists_every_method():
+    summary = _summary()
+    text = summary_markdown(summary)
+    for method in METHODS:
+        assert method.replace("|", "\\|") in text
+    assert "constant" in text
+    lines = text.strip().splitlines()
+    assert len(lines) == 2 + len(summary)  # header, separator, one line per row
+    # First row: lds 0.1 with interval [0.07, 0.15], three decimals.
+    assert "0.100 [0.070, 0.150]" in lines[2]
+    assert "nan [nan, nan]" in lines[-1]
+    # Every line has the same number of cells (escaped "|" does not split).
+    n_cells = {line.replace("\\|", "").count("|") for line in lines}
+    assert len(n_cells) == 1

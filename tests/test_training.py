@@ -1,0 +1,58 @@
+"""Training resumes exactly, stops on divergence, and samples batches per epoch."""
+
+import numpy as np
+import pytest
+import torch
+
+from ldsbench.model import build_scheduler
+from ldsbench.training import TrainingDivergedError, TrainingSettings, batch_indices, train_diffusion_model
+from test_measurement import UNET
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _images(n=12, seed=0):
+    return torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_batches_cover_each_epoch_once():
+    rows = np.concatenate([batch_indices(10, 5, step, seed=3) for step in range(4)])
+    assert sorted(rows[:10]) == list(range(10)) and sorted(rows[10:]) == list(range(10))
+    assert not np.array_equal(rows[:10], rows[10:])
+    np.testing.assert_array_equal(batch_indices(10, 4, 2, seed=3), np.concatenate([batch_indices(10, 4, 2, seed=3)]))
+
+
+def test_resumed_training_is_bitwise_identical(tmp_path):
+    settings = TrainingSettings(steps=12, batch_size=4, learning_rate=1e-3, checkpoint_every=5, seed=1)
+    scheduler, images = build_scheduler({}), _images()
+    reference = train_diffusion_model(images, UNET, scheduler, settings, tmp_path / "reference")
+
+    def stop_at_eight(step, loss):
+        if step == 8:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_diffusion_model(images, UNET, scheduler, settings, tmp_path / "resumed", stop_at_eight)
+    assert (tmp_path / "resumed" / "checkpoint.pt").exists()
+    steps_seen = []
+    resumed = train_diffusion_model(images, UNET, scheduler, settings, tmp_path / "resumed", lambda s, l: steps_seen.append(s))
+    assert steps_seen[0] == 6, "training must continue after the last checkpoint (step 5)"
+    for (name, a), (_, b) in zip(reference.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_divergence_raises(tmp_path):
+    images = _images()
+    images[0, 0, 0, 0] = float("nan")
+    settings = TrainingSettings(steps=5, batch_size=12, seed=0)
+    with pytest.raises(TrainingDivergedError, match="at step 0"):
+        train_diffusion_model(images, UNET, build_scheduler({}), settings, tmp_path)
+
+
+def test_training_lowers_the_loss(tmp_path):
+    losses = []
+    settings = TrainingSettings(steps=60, batch_size=12, learning_rate=2e-3, warmup_fraction=0.0, seed=0)
+    train_diffusion_model(_images(), UNET, build_scheduler({}), settings, tmp_path, lambda s, l: losses.append(l))
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])

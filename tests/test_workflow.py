@@ -1,0 +1,120 @@
+"""The workflow as users drive it: a full-size dry run, one tiny real run of
+every rule, and what a change of config reschedules afterwards."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workflow_api import default_config, dry_run, run_workflow, tiny_config, with_changes
+
+SUMMARY_FILES = ["lds_summary.parquet", "lds_per_query.parquet", "lds_sweep.parquet", "lds_summary.png", "lds_vs_damping.png", "lds_summary.md"]
+
+
+def _count(files, pattern):
+    return sum(bool(re.search(pattern, f)) for f in files)
+
+
+def test_full_size_dry_run_schedules_every_retraining(tmp_path):
+    config = with_changes(default_config(), {"benchmark.subsets": 100, "benchmark.seeds": 5})
+    files = dry_run(config, tmp_path)
+    assert _count(files, r"results/models/subset_\d+/seed_\d+$") == 500
+    assert _count(files, r"results/models/full$") == 1
+    assert _count(files, r"results/measurements/loss/subset_\d+_seed_\d+\.parquet$") == 500
+    assert _count(files, r"results/curvature/.*\.pt$") == 2, "K-FAC and EK-FAC factors are fitted once each"
+    assert _count(files, r"results/scores/[^/]+/loss\.npy$") == len(config["methods"])
+    assert _count(files, r"results/lds/retraining_ceiling/loss\.parquet$") == 1
+
+
+def test_methods_with_equal_curvature_share_factors(tmp_path):
+    config = default_config()
+    config["methods"]["ekfac_strong_damping"] = dict(config["methods"]["ekfac_influence"], damping=0.01)
+    files = dry_run(config, tmp_path)
+    assert _count(files, r"results/curvature/.*\.pt$") == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    config = tiny_config()
+    result = run_workflow(config, workdir)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return config, workdir
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_documented_outputs(tiny_run):
+    config, workdir = tiny_run
+    results = workdir / "results"
+    for name in SUMMARY_FILES:
+        assert (results / name).stat().st_size > 0, name
+    summary = pd.read_parquet(results / "lds_summary.parquet")
+    assert list(summary.columns) == ["method", "measurement", "lds", "ci_low", "ci_high", "n_queries", "n_subsets", "n_seeds"]
+    assert set(summary["method"]) == set(config["methods"]) | {"retraining_ceiling"}
+    assert ((summary["ci_low"] <= summary["lds"]) & (summary["lds"] <= summary["ci_high"])).all()
+    assert (summary["lds"].between(-1, 1)).all()
+
+    n_train, n_queries = config["dataset"]["n_train"], config["queries"]["generated"] + config["queries"]["heldout"]
+    M, K = config["benchmark"]["subsets"], config["benchmark"]["seeds"]
+    subsets = pd.read_parquet(results / "subsets.parquet")
+    assert list(subsets.columns) == ["subset", "train_index"]
+    assert len(subsets) == M * round(config["benchmark"]["fraction"] * n_train)
+    truth = pd.read_parquet(results / "ground_truth" / "loss.parquet")
+    assert {"subset", "seed", "query", "value"} <= set(truth.columns) and len(truth) == M * K * n_queries
+    assert (truth["orientation"] == "lower_is_better").all()
+    for method in config["methods"]:
+        scores = np.load(results / "scores" / method / "loss.npy")
+        assert scores.shape == (n_queries, n_train) and scores.dtype == np.float32
+        assert np.isfinite(scores).all()
+    per_query = pd.read_parquet(results / "lds_per_query.parquet")
+    assert list(per_query.columns) == ["method", "measurement", "query", "lds"]
+
+
+@pytest.mark.slow
+def test_tiny_run_models_load_with_diffusers(tiny_run):
+    from diffusers import DDPMPipeline, UNet2DModel
+
+    _, workdir = tiny_run
+    model_dir = workdir / "results" / "models" / "subset_1" / "seed_0"
+    pipeline = DDPMPipeline.from_pretrained(model_dir)
+    assert isinstance(pipeline.unet, UNet2DModel)
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    assert manifest["subset"] == 1 and manifest["seed"] == 0
+    assert {"config_hash", "data_sha256", "versions", "weights_sha256"} <= set(manifest)
+    subsets = pd.read_parquet(workdir / "results" / "subsets.parquet")
+    assert manifest["train_rows"] == sorted(subsets.loc[subsets["subset"] == 1, "train_index"].tolist())
+
+
+@pytest.mark.slow
+def test_nothing_to_do_after_a_complete_run(tiny_run):
+    config, workdir = tiny_run
+    assert dry_run(config, workdir) == []
+
+
+@pytest.mark.slow
+def test_changing_one_method_reruns_only_that_method(tiny_run):
+    config, workdir = tiny_run
+    files = dry_run(with_changes(config, {"methods.trak.lambda_grid": [0.5]}), workdir)
+    expected = {f"results/scores/trak/loss.npy", "results/scores/trak/loss.sweep.npz", "results/lds/trak/loss.parquet", "results/lds/trak/loss.sweep.parquet"}
+    assert expected <= set(files)
+    others = set(files) - expected - {f"results/{name}" for name in SUMMARY_FILES}
+    assert others == set(), f"changing trak rescheduled {sorted(others)}"
+
+
+@pytest.mark.slow
+def test_changing_damping_does_not_refit_curvature(tiny_run):
+    config, workdir = tiny_run
+    files = dry_run(with_changes(config, {"methods.ekfac_influence.damping": 0.001}), workdir)
+    assert "results/scores/ekfac_influence/loss.npy" in files
+    assert _count(files, r"curvature/") == 0 and _count(files, r"models/") == 0
+
+
+@pytest.mark.slow
+def test_changing_training_reschedules_training(tiny_run):
+    config, workdir = tiny_run
+    files = dry_run(with_changes(config, {"training.subset_steps": 61}), workdir)
+    assert _count(files, r"results/models/subset_\d+/seed_\d+$") == config["benchmark"]["subsets"] * config["benchmark"]["seeds"]
+    assert "results/models/full" not in files, "the full model's training did not change"

@@ -1,0 +1,70 @@
+"""Driving the workflow from tests: dry runs through the Snakemake Python API,
+real runs through the command line a user types."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEFILE = ROOT / "Snakefile"
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+
+def load_yaml(path) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def default_config() -> dict:
+    return load_yaml(ROOT / "config.yaml")
+
+
+def tiny_config() -> dict:
+    return load_yaml(ROOT / "tests" / "configs" / "tiny.yaml")
+
+
+def with_changes(config: dict, changes: dict) -> dict:
+    """Deep copy of ``config`` with dotted keys replaced: {"benchmark.subsets": 3}."""
+    config = copy.deepcopy(config)
+    for dotted, value in changes.items():
+        keys = dotted.split(".")
+        node = config
+        for key in keys[:-1]:
+            node = node[key]
+        node[keys[-1]] = value
+    return config
+
+
+def dry_run(config: dict, workdir: Path, targets=("all",)) -> list[str]:
+    """Files a run would (re)create, as Snakemake's dry run decides them."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+
+    updated: list[str] = []
+    with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+        workflow = api.workflow(
+            resource_settings=ResourceSettings(cores=2),
+            config_settings=ConfigSettings(config=config, replace_workflow_config=True),
+            snakefile=SNAKEFILE,
+            workdir=Path(workdir),
+        )
+        dag = workflow.dag(DAGSettings(targets=set(targets)))
+        dag.execute_workflow(executor="local", pseudo_executor="dryrun", updated_files=updated)
+    return [str(Path(f)) for f in updated]
+
+
+def run_workflow(config: dict, workdir: Path, *extra: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+    """``snakemake --cores 2`` in ``workdir`` with ``config`` as the only config file."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "run_config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    command = [
+        str(SNAKEMAKE), "--snakefile", str(SNAKEFILE), "--directory", str(workdir), "--cores", "2",
+        "--configfile", str(config_path), "--replace-workflow-config", "--scheduler", "greedy", *extra,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)

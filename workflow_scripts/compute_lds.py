@@ -1,0 +1,31 @@
+"""LDS of one method for one measurement, per query and over its sweep."""
+
+import numpy as np
+import pandas as pd
+
+from ldsbench.io import save_parquet
+from ldsbench.jobs import start_job
+from ldsbench.lds import bootstrap_mean_ci, ground_truth_array, lds_per_query
+from ldsbench.subsets import subsets_from_frame
+
+log = start_job(snakemake)
+w = snakemake.wildcards
+scores = np.load(snakemake.input.scores)
+truth_frame = pd.read_parquet(snakemake.input.ground_truth)
+n_subsets, n_seeds = truth_frame["subset"].nunique(), truth_frame["seed"].nunique()
+n_queries = truth_frame["query"].nunique()
+if scores.shape[0] != n_queries:
+    raise ValueError(f"{snakemake.input.scores} has {scores.shape[0]} queries but the ground truth has {n_queries}; they come from different query sets")
+mask = subsets_from_frame(pd.read_parquet(snakemake.input.subsets), scores.shape[1])
+truth = ground_truth_array(truth_frame, n_subsets, n_seeds, n_queries).mean(axis=0)
+
+per_query = lds_per_query(scores, mask, truth)
+save_parquet(snakemake.output.per_query, pd.DataFrame({"method": w.method, "measurement": w.measurement, "query": np.arange(n_queries), "lds": per_query}))
+
+sweep = np.load(snakemake.input.sweep)
+rows = []
+for value, grid_scores in zip([sweep["values"][0], *sweep["grid_values"]], [scores, *sweep["scores"]]):
+    stats = bootstrap_mean_ci(lds_per_query(grid_scores, mask, truth))
+    rows.append({"method": w.method, "measurement": w.measurement, "damping": float(value), "lds": stats["mean"], "ci_low": stats["ci_low"], "ci_high": stats["ci_high"]})
+save_parquet(snakemake.output.sweep, pd.DataFrame(rows))
+log.info("LDS %s: %s", w.method, rows)

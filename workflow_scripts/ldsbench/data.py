@@ -1,0 +1,156 @@
+"""Training and held-out image sets.
+
+A dataset file is an ``.npz`` with ``images`` float32 [N, C, H, W] scaled to
+[-1, 1], ``labels`` int64 [N] and ``source_index`` int64 [N] (the row in the
+original source, for provenance). Train index ``i`` is row ``i`` of the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .io import atomic_path
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+
+
+@dataclass
+class ImageSet:
+    images: np.ndarray  # float32 [N, C, H, W] in [-1, 1]
+    labels: np.ndarray  # int64 [N]
+    source_index: np.ndarray  # int64 [N]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: np.ndarray) -> "ImageSet":
+        return ImageSet(self.images[index], self.labels[index], self.source_index[index])
+
+
+def save_image_set(path, image_set: ImageSet) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(
+                handle,
+                images=image_set.images.astype(np.float32),
+                labels=image_set.labels.astype(np.int64),
+                source_index=image_set.source_index.astype(np.int64),
+            )
+
+
+def load_image_set(path) -> ImageSet:
+    with np.load(path) as data:
+        return ImageSet(data["images"], data["labels"], data["source_index"])
+
+
+def image_set_hash(image_set: ImageSet) -> str:
+    """sha256 of the pixel values and labels, identifying a training set."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(image_set.images, dtype=np.float32).tobytes())
+    digest.update(np.ascontiguousarray(image_set.labels, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def _split(images, labels, n_train, n_heldout, seed, classes) -> tuple[ImageSet, ImageSet]:
+    source_index = np.arange(len(labels))
+    if classes is not None:
+        keep = np.isin(labels, classes)
+        images, labels, source_index = images[keep], labels[keep], source_index[keep]
+    if n_train + n_heldout > len(labels):
+        raise ValueError(
+            f"dataset: n_train + n_heldout = {n_train + n_heldout} exceeds the "
+            f"{len(labels)} available images"
+        )
+    order = np.random.default_rng(seed).permutation(len(labels))
+    train, heldout = order[:n_train], order[n_train : n_train + n_heldout]
+    full = ImageSet(images.astype(np.float32), labels.astype(np.int64), source_index)
+    return full.subset(train), full.subset(heldout)
+
+
+def load_digits_split(n_train: int, n_heldout: int, seed: int, classes=None):
+    """scikit-learn's bundled 8x8 handwritten digits (1797 images, no download).
+
+    Pixel values 0..16 are mapped linearly to [-1, 1]. Returns (train, heldout).
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images.astype(np.float32) / 8.0 - 1.0)[:, None, :, :]
+    return _split(images, digits.target, n_train, n_heldout, seed, classes)
+
+
+def _read_cifar_batches(path: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Read CIFAR-10 python batches from the archive or its extracted folder."""
+    arrays, labels = [], []
+    if path.is_dir():
+        folder = path / "cifar-10-batches-py" if (path / "cifar-10-batches-py").is_dir() else path
+        for name in names:
+            with open(folder / name, "rb") as handle:
+                batch = pickle.load(handle, encoding="bytes")
+            arrays.append(batch[b"data"])
+            labels.extend(batch[b"labels"])
+    else:
+        with tarfile.open(path, "r:gz") as archive:
+            for name in names:
+                member = archive.extractfile(f"cifar-10-batches-py/{name}")
+                batch = pickle.load(member, encoding="bytes")
+                arrays.append(batch[b"data"])
+                labels.extend(batch[b"labels"])
+    images = np.concatenate(arrays).reshape(-1, 3, 32, 32).astype(np.float32) / 127.5 - 1.0
+    return images, np.asarray(labels, dtype=np.int64)
+
+
+def check_cifar10_path(path) -> Path:
+    """Fail with instructions when the CIFAR-10 python archive is missing."""
+    if path is None or not Path(path).exists():
+        raise FileNotFoundError(
+            f"dataset.path: the CIFAR-10 python archive was not found at {path!r}. "
+            f"Download {CIFAR10_URL} (163 MB) and set dataset.path to the .tar.gz "
+            "file or to the folder it extracts to (cifar-10-batches-py)."
+        )
+    return Path(path)
+
+
+def load_cifar2_split(path, n_train: int, n_heldout: int, seed: int, classes=(1, 7)):
+    """CIFAR-2 (by default automobile=1 and horse=7), class-balanced.
+
+    Training images come from the CIFAR-10 training batches (n_train/len(classes)
+    per class, chosen with ``seed``); held-out images from the test batch.
+    """
+    path = check_cifar10_path(path)
+    train_images, train_labels = _read_cifar_batches(path, [f"data_batch_{i}" for i in range(1, 6)])
+    test_images, test_labels = _read_cifar_batches(path, ["test_batch"])
+    rng = np.random.default_rng(seed)
+    picks = []
+    for label in classes:
+        candidates = np.flatnonzero(train_labels == label)
+        picks.append(rng.choice(candidates, n_train // len(classes), replace=False))
+    train_index = np.sort(np.concatenate(picks))
+    test_pool = np.flatnonzero(np.isin(test_labels, classes))
+    heldout_index = np.sort(rng.choice(test_pool, n_heldout, replace=False))
+    train = ImageSet(train_images[train_index], train_labels[train_index], train_index)
+    heldout = ImageSet(test_images[heldout_index], test_labels[heldout_index], heldout_index)
+    return train, heldout
+
+
+def load_dataset_split(dataset_config: dict) -> tuple[ImageSet, ImageSet]:
+    """Dispatch on ``dataset.name`` ("digits" or "cifar2")."""
+    name = dataset_config["name"]
+    n_train, n_heldout, seed = (
+        dataset_config["n_train"],
+        dataset_config.get("n_heldout", 0),
+        dataset_config.get("seed", 0),
+    )
+    if name == "digits":
+        return load_digits_split(n_train, n_heldout, seed, dataset_config.get("classes"))
+    if name == "cifar2":
+        return load_cifar2_split(
+            dataset_config.get("path"), n_train, n_heldout, seed, tuple(dataset_config.get("classes", (1, 7)))
+        )
+    raise ValueError(f"dataset.name: unknown dataset {name!r} (known: digits, cifar2)")

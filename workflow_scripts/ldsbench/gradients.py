@@ -1,0 +1,52 @@
+"""Per-example gradients of the attributed weights, streamed in batches.
+
+The gradient for example i is that of the Monte Carlo average
+(1/n_draws) sum_d f(x_i, t_d, eps_d) of a per-draw output function f
+(``diffusion.per_draw_output``), taken with respect to the weights listed by
+``model.attributed_parameters``. Gradients are never written to disk.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from .diffusion import per_draw_output
+from .model import attributed_parameters
+from .noise import noise_draws
+
+
+def example_gradient(unet, scheduler, image: torch.Tensor, item: int, output_fn: str, n_draws: int, stream: int, draws_per_pass: int = 64) -> torch.Tensor:
+    """Gradient of one example's averaged output: image [C, H, W] -> [P] float32."""
+    params = attributed_parameters(unet)
+    shape, num_timesteps = tuple(image.shape), scheduler.config.num_train_timesteps
+    total = [torch.zeros_like(p) for p in params]
+    for start in range(0, n_draws, draws_per_pass):
+        count = min(draws_per_pass, n_draws - start)
+        timesteps, noise = noise_draws(stream, item, start, count, shape, num_timesteps)
+        x0 = image.unsqueeze(0).expand(count, *shape)
+        value = per_draw_output(unet, scheduler, x0, noise.to(image.dtype), timesteps, output_fn).sum() / n_draws
+        for acc, grad in zip(total, torch.autograd.grad(value, params)):
+            acc += grad
+    return torch.cat([g.reshape(-1) for g in total])
+
+
+def iter_example_gradients(
+    unet, scheduler, images: torch.Tensor, output_fn: str, n_draws: int, stream: int, batch_examples: int = 32, draws_per_pass: int = 64
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Yield (rows, gradients [B, P]) for consecutive blocks of ``images`` [N, C, H, W].
+
+    Draws for example i are keyed by (stream, i), so gradients do not depend on
+    the block size. The UNet is put in eval mode (no dropout).
+    """
+    unet.eval()
+    for first in range(0, len(images), batch_examples):
+        rows = slice(first, min(first + batch_examples, len(images)))
+        grads = torch.stack(
+            [
+                example_gradient(unet, scheduler, images[i], i, output_fn, n_draws, stream, draws_per_pass)
+                for i in range(rows.start, rows.stop)
+            ]
+        )
+        yield rows, grads

@@ -1,0 +1,298 @@
+"""Linear Datamodeling Score (LDS, Park et al. 2023).
+
+Notation and array shapes used throughout:
+
+* ``scores``  ``[Q, N]``: attribution tau(q, i) of training example i for
+  query q.
+* ``mask``    ``[M, N]``: boolean membership of the M training subsets S_j.
+* ``truth``   ``[M, Q]``: ground truth y_j(q), the measurement of query q
+  under the model retrained on S_j, averaged over seeds; or ``[K, M, Q]``
+  before that average.
+
+LDS(q) is the Spearman rank correlation over subsets j of the group
+prediction g_j(q) = sum_{i in S_j} tau(q, i) and y_j(q). A query whose
+prediction or truth is constant over subsets has no rank correlation; its
+LDS is NaN, and :func:`bootstrap_mean_ci` reports how many such queries it
+left out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+__all__ = [
+    "group_predictions",
+    "spearman_per_query",
+    "lds_per_query",
+    "bootstrap_mean_ci",
+    "retraining_ceiling_per_query",
+    "ground_truth_array",
+]
+
+
+def group_predictions(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Group predictions g_j(q) = sum of tau(q, i) over i in S_j.
+
+    Args:
+        scores: ``[Q, N]`` attribution scores.
+        mask: ``[M, N]`` boolean subset membership.
+
+    Returns:
+        ``[M, Q]`` float64 array.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    mask = np.asarray(mask)
+    if scores.ndim != 2 or mask.ndim != 2:
+        raise ValueError(
+            f"scores and mask must be 2-D, got shapes {scores.shape} and {mask.shape}"
+        )
+    if mask.dtype != bool:
+        raise ValueError(f"mask must be boolean, got dtype {mask.dtype}")
+    if scores.shape[1] != mask.shape[1]:
+        raise ValueError(
+            f"scores has {scores.shape[1]} training columns but mask has {mask.shape[1]}"
+        )
+    # A 0/1 matrix product sums exactly the selected columns per subset.
+    return mask.astype(np.float64) @ scores.T
+
+
+def spearman_per_query(predictions: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Spearman rank correlation over subsets, one value per query.
+
+    Ties receive average ranks. A column in which either side is constant
+    (or holds a NaN) gives NaN.
+
+    Args:
+        predictions: ``[M, Q]``.
+        truth: ``[M, Q]``.
+
+    Returns:
+        ``[Q]`` float64 array of correlations in [-1, 1] or NaN.
+    """
+    predictions = np.asarray(predictions, dtype=np.float64)
+    truth = np.asarray(truth, dtype=np.float64)
+    if predictions.shape != truth.shape or predictions.ndim != 2:
+        raise ValueError(
+            f"predictions and truth must be 2-D of equal shape [M, Q], got "
+            f"{predictions.shape} and {truth.shape}"
+        )
+    if predictions.shape[0] < 2:
+        raise ValueError(
+            f"a rank correlation needs at least 2 subsets, got M={predictions.shape[0]}"
+        )
+
+    # Constancy is judged on the raw values so that it does not depend on
+    # floating-point noise in the centred ranks.
+    constant = (np.ptp(predictions, axis=0) == 0) | (np.ptp(truth, axis=0) == 0)
+    invalid = constant | np.isnan(predictions).any(axis=0) | np.isnan(truth).any(axis=0)
+
+    # Spearman = Pearson correlation of the (average-tie) ranks.
+    rp = rankdata(predictions, method="average", axis=0)
+    rt = rankdata(truth, method="average", axis=0)
+    rp = rp - rp.mean(axis=0)
+    rt = rt - rt.mean(axis=0)
+    num = (rp * rt).sum(axis=0)
+    den = np.sqrt((rp * rp).sum(axis=0) * (rt * rt).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = num / den
+    rho = np.clip(rho, -1.0, 1.0)
+    rho[invalid] = np.nan
+    return rho
+
+
+def _mean_truth(truth: np.ndarray) -> np.ndarray:
+    """Average ``[K, M, Q]`` ground truth over seeds; pass ``[M, Q]`` through."""
+    truth = np.asarray(truth, dtype=np.float64)
+    if truth.ndim == 3:
+        return truth.mean(axis=0)
+    if truth.ndim == 2:
+        return truth
+    raise ValueError(f"truth must be [M, Q] or [K, M, Q], got shape {truth.shape}")
+
+
+def lds_per_query(scores: np.ndarray, mask: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """LDS for every query.
+
+    Args:
+        scores: ``[Q, N]`` attribution scores.
+        mask: ``[M, N]`` boolean subset membership.
+        truth: ``[M, Q]`` seed-averaged ground truth (``[K, M, Q]`` is
+            averaged over seeds first).
+
+    Returns:
+        ``[Q]`` Spearman correlations; NaN where prediction or truth is
+        constant over subsets.
+    """
+    truth = _mean_truth(truth)
+    predictions = group_predictions(scores, mask)
+    if predictions.shape != truth.shape:
+        raise ValueError(
+            f"group predictions have shape {predictions.shape} [M, Q] but truth "
+            f"has shape {truth.shape}"
+        )
+    return spearman_per_query(predictions, truth)
+
+
+def bootstrap_mean_ci(
+    values: np.ndarray,
+    n_resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """Mean over queries with a percentile bootstrap interval.
+
+    NaN entries (queries without a defined LDS) are excluded and counted.
+    Queries are resampled with replacement; the interval is given by the
+    ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles of the resampled
+    means.
+
+    Args:
+        values: ``[Q]`` per-query values.
+        n_resamples: number of bootstrap resamples.
+        level: coverage of the interval, in (0, 1).
+        seed: seed of the numpy Generator, so the interval is reproducible.
+
+    Returns:
+        ``{"mean", "ci_low", "ci_high", "n", "n_excluded"}``; ``n`` counts the
+        queries used. With no usable query, mean and interval are NaN.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1:
+        raise ValueError(f"values must be 1-D [Q], got shape {values.shape}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    if np.isinf(values).any():
+        raise ValueError("values contain infinities; only NaN marks an undefined query")
+
+    kept = values[~np.isnan(values)]
+    n, n_excluded = int(kept.size), int(values.size - kept.size)
+    if n == 0:
+        nan = float("nan")
+        return {"mean": nan, "ci_low": nan, "ci_high": nan, "n": 0, "n_excluded": n_excluded}
+
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_resamples)
+    # Resample in blocks to bound memory at about 8 MB of indices per block.
+    block = max(1, 1_000_000 // n)
+    for start in range(0, n_resamples, block):
+        stop = min(start + block, n_resamples)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        means[start:stop] = kept[idx].mean(axis=1)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return {
+        "mean": float(kept.mean()),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "n": n,
+        "n_excluded": n_excluded,
+    }
+
+
+def retraining_ceiling_per_query(truth_per_seed: np.ndarray) -> np.ndarray:
+    """LDS that exact retraining with one seed would reach.
+
+    For each seed k, the Spearman correlation over subsets of y_{j,k}(q) with
+    the mean of the other seeds' y_{j,k'}(q); the result per query is the mean
+    over k. It measures how well one retraining run predicts the others, i.e.
+    the seed noise in the ground truth. A NaN for any seed makes the query NaN,
+    so it is reported rather than averaged away.
+
+    Args:
+        truth_per_seed: ``[K, M, Q]`` with K >= 2.
+
+    Returns:
+        ``[Q]`` float64 array.
+    """
+    truth_per_seed = np.asarray(truth_per_seed, dtype=np.float64)
+    if truth_per_seed.ndim != 3:
+        raise ValueError(
+            f"truth_per_seed must be [K, M, Q], got shape {truth_per_seed.shape}"
+        )
+    n_seeds = truth_per_seed.shape[0]
+    if n_seeds < 2:
+        raise ValueError(f"the retraining ceiling needs K >= 2 seeds, got K={n_seeds}")
+    rhos = []
+    for k in range(n_seeds):
+        # Explicit leave-one-out mean (not total minus y_k) keeps ties exact.
+        others = np.delete(truth_per_seed, k, axis=0).mean(axis=0)
+        rhos.append(spearman_per_query(truth_per_seed[k], others))
+    return np.mean(rhos, axis=0)
+
+
+def ground_truth_array(
+    frame: pd.DataFrame, n_subsets: int, n_seeds: int, n_queries: int
+) -> np.ndarray:
+    """Dense ``[K, M, Q]`` ground truth from a long table.
+
+    Args:
+        frame: columns ``subset``, ``seed``, ``query`` (integer indices in
+            ``[0, n_subsets)``, ``[0, n_seeds)``, ``[0, n_queries)``) and
+            ``value`` (the measurement, finite).
+        n_subsets: M.
+        n_seeds: K (number of seeds, indexed 0..K-1).
+        n_queries: Q.
+
+    Returns:
+        ``[K, M, Q]`` float64 array with ``out[seed, subset, query] = value``.
+
+    Raises:
+        ValueError: naming the missing column, out-of-range ids, duplicated or
+            missing (subset, seed, query) combinations, or non-finite values.
+    """
+    keys = ["subset", "seed", "query"]
+    missing_cols = set(keys + ["value"]) - set(frame.columns)
+    if missing_cols:
+        raise ValueError(f"ground-truth frame lacks columns {sorted(missing_cols)}")
+
+    sizes = {"subset": int(n_subsets), "seed": int(n_seeds), "query": int(n_queries)}
+    ids = {}
+    for name in keys:
+        col = frame[name].to_numpy()
+        if len(col) and not np.issubdtype(col.dtype, np.integer):
+            raise ValueError(f"column {name} must be integer, got {col.dtype}")
+        col = col.astype(np.int64)
+        bad = (col < 0) | (col >= sizes[name])
+        if bad.any():
+            raise ValueError(
+                f"column {name} has ids outside [0, {sizes[name]}): "
+                f"{sorted(set(col[bad].tolist()))[:10]}"
+            )
+        ids[name] = col
+
+    dup = frame.duplicated(subset=keys, keep=False)
+    if dup.any():
+        rows = frame.loc[dup, keys].drop_duplicates().head(10)
+        raise ValueError(
+            f"duplicated (subset, seed, query) entries: "
+            f"{rows.to_records(index=False).tolist()}"
+        )
+
+    values = frame["value"].to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all():
+        rows = frame.loc[~np.isfinite(values), keys].head(10)
+        raise ValueError(
+            f"non-finite value for (subset, seed, query): "
+            f"{rows.to_records(index=False).tolist()}"
+        )
+
+    out = np.full((sizes["seed"], sizes["subset"], sizes["query"]), np.nan)
+    out[ids["seed"], ids["subset"], ids["query"]] = values
+    absent = np.argwhere(np.isnan(out))
+    if absent.size:
+        # argwhere gives (seed, subset, query); report as (subset, seed, query).
+        examples = [(int(j), int(k), int(q)) for k, j, q in absent[:10]]
+        affected = (
+            f"subsets {np.unique(absent[:, 1])[:10].tolist()}, "
+            f"seeds {np.unique(absent[:, 0])[:10].tolist()}, "
+            f"queries {np.unique(absent[:, 2])[:10].tolist()}"
+        )
+        raise ValueError(
+            f"ground truth incomplete: {len(absent)} of {out.size} "
+            f"(subset, seed, query) entries missing ({affected}), e.g. {examples}"
+        )
+    return out

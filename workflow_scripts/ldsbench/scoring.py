@@ -1,0 +1,84 @@
+"""Attribution scores tau(q, i) for every (query, training example) pair.
+
+Orientation (the same for every method): tau(q, i) is the predicted change of
+the measurement m(q) caused by including training example i, i.e.
+m(with i) - m(without i). Positive means including i raises m(q).
+
+With the training objective L = (1/N) sum_i loss_i, removing example i moves
+the optimum by about (1/N) H^{-1} grad loss_i, so to first order
+
+    tau(q, i) = -(1/N) grad m(q)^T (H + lambda I)^{-1} grad loss_i.
+
+Influence methods use K-FAC/EK-FAC for H (the GGN of L); TRAK methods use
+the projected-gradient Gram matrix Phi^T Phi, which already sums over the N
+examples, so its 1/N is implicit. ``SCORE_SIGN`` is the one place the minus
+sign lives.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .gradients import iter_example_gradients
+from .measurement import get_measurement
+from .noise import stream_seed
+
+SCORE_SIGN = -1.0
+
+
+def query_gradients(unet, scheduler, queries, output_fn: str, n_draws: int, seed: int, batch_examples: int = 32) -> torch.Tensor:
+    """[Q, P] gradients of each query's output function (usually the measurement)."""
+    stream = stream_seed(seed, "query_gradient", output_fn)
+    return torch.cat([g for _, g in iter_example_gradients(unet, scheduler, queries, output_fn, n_draws, stream, batch_examples)])
+
+
+def training_gradient_batches(unet, scheduler, train_images, output_fn: str, n_draws: int, seed: int, batch_examples: int = 32):
+    """Stream of (rows, [B, P]) gradients of each training example's output function."""
+    stream = stream_seed(seed, "train_gradient", output_fn)
+    return iter_example_gradients(unet, scheduler, train_images, output_fn, n_draws, stream, batch_examples)
+
+
+def influence_scores(unet, scheduler, train_images, queries, basis, dampings, *, measurement: str, train_draws: int, query_draws: int, seed: int) -> np.ndarray:
+    """K-FAC/EK-FAC influence for every damping in one pass: [L, Q, N] float32.
+
+    ``basis`` is a ``curvature.KroneckerEigenbasis`` of the training loss's GGN.
+    Query gradients are preconditioned once per damping; training gradients
+    are streamed and never stored.
+    """
+    output_fn = get_measurement(measurement).output_fn
+    preconditioned = basis.precondition(query_gradients(unet, scheduler, queries, output_fn, query_draws, seed), dampings)
+    n_train = len(train_images)
+    scores = np.zeros((len(dampings), len(queries), n_train), dtype=np.float64)
+    for rows, grads in training_gradient_batches(unet, scheduler, train_images, "loss", train_draws, seed):
+        block = torch.einsum("lqp,bp->lqb", preconditioned, grads.double())
+        scores[:, :, rows] = block.numpy()
+    return (SCORE_SIGN * scores / n_train).astype(np.float32)
+
+
+def trak_scores(unet, scheduler, train_images, queries, lambdas, *, measurement: str, output_fn: str, projection_dim, projection_seed: int, train_draws: int, query_draws: int, seed: int) -> np.ndarray:
+    """TRAK (output_fn "loss") or D-TRAK (output_fn "squared_norm"): [L, Q, N] float32.
+
+    Features are randomly projected gradients of ``output_fn`` for training
+    examples; for queries the gradient of the measurement when output_fn is
+    "loss", otherwise of the same output function (as in D-TRAK).
+    """
+    from .projection import RandomProjector
+    from .trak import trak_kernel_scores
+
+    query_fn = get_measurement(measurement).output_fn if output_fn == "loss" else output_fn
+    train_features, projector = [], None
+    # Large blocks: the projection matrix is generated (or read from cache)
+    # once per block, which dominates the cost for small blocks.
+    for _, grads in training_gradient_batches(unet, scheduler, train_images, output_fn, train_draws, seed, batch_examples=256):
+        if projector is None:
+            projector = RandomProjector(grads.shape[1], projection_dim, projection_seed)
+        train_features.append(projector.project(grads))
+    query_features = projector.project(query_gradients(unet, scheduler, queries, query_fn, query_draws, seed))
+    raw = trak_kernel_scores(query_features, torch.cat(train_features), lambdas)
+    return (SCORE_SIGN * raw.numpy()).astype(np.float32)
+
+
+def random_scores(n_queries: int, n_train: int, seed: int) -> np.ndarray:
+    """Independent standard normal scores, a baseline whose LDS is 0 in expectation: [1, Q, N]."""
+    return np.random.default_rng(seed).standard_normal((1, n_queries, n_train)).astype(np.float32)

@@ -1,0 +1,143 @@
+"""Training a DDPM noise predictor, resumable and deterministic per step.
+
+Every source of randomness at step ``s`` (the batch, its timesteps, noise,
+flips and dropout) is seeded by (seed, s) alone, so a run resumed from a
+checkpoint continues exactly as an uninterrupted run would: on CPU the final
+weights are bitwise identical.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers.optimization import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
+
+from .diffusion import noised
+from .io import atomic_path
+from .model import build_unet
+from .noise import stream_seed
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    steps: int
+    batch_size: int = 128
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-6
+    warmup_fraction: float = 0.1
+    lr_schedule: str = "cosine"  # "cosine" | "constant"
+    grad_clip: float = 1.0
+    ema_max_decay: float = 0.999
+    ema_power: float = 0.75
+    random_flip: bool = False
+    checkpoint_every: int = 500
+    seed: int = 0
+
+
+def batch_indices(n_examples: int, batch_size: int, step: int, seed: int) -> np.ndarray:
+    """Rows of batch ``step``: consecutive slices of per-epoch permutations,
+    each permutation seeded by (seed, epoch)."""
+    positions = np.arange(step * batch_size, (step + 1) * batch_size)
+    epochs, offsets = positions // n_examples, positions % n_examples
+    rows = np.empty(batch_size, dtype=np.int64)
+    for epoch in np.unique(epochs):
+        order = np.random.default_rng(stream_seed(seed, "epoch", int(epoch))).permutation(n_examples)
+        mask = epochs == epoch
+        rows[mask] = order[offsets[mask]]
+    return rows
+
+
+def _lr_scheduler(optimizer, settings: TrainingSettings):
+    warmup = int(round(settings.warmup_fraction * settings.steps))
+    if settings.lr_schedule == "cosine":
+        return get_cosine_schedule_with_warmup(optimizer, warmup, settings.steps)
+    if settings.lr_schedule == "constant":
+        return get_constant_schedule_with_warmup(optimizer, warmup)
+    raise ValueError(f"training.lr_schedule: {settings.lr_schedule!r} is not cosine or constant")
+
+
+def _save_checkpoint(path: Path, step, unet, optimizer, lr_scheduler, ema) -> None:
+    state = {
+        "step": step,
+        "unet": unet.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "lr_scheduler": lr_scheduler.state_dict(),
+        "ema": ema.state_dict(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def train_diffusion_model(
+    images: torch.Tensor,
+    unet_config: dict,
+    noise_scheduler,
+    settings: TrainingSettings,
+    resume_dir,
+    progress=None,
+):
+    """Train on ``images`` [N, C, H, W] in [-1, 1]; return the UNet holding the
+    EMA weights (the weights that are measured and attributed).
+
+    Resume state lives in ``resume_dir`` (a path the workflow never deletes):
+    the latest checkpoint is loaded if present and training continues from it.
+    ``progress`` is an optional callable(step, loss) for logging.
+    """
+    resume_path = Path(resume_dir) / "checkpoint.pt"
+    torch.manual_seed(stream_seed(settings.seed, "init"))
+    unet = build_unet(unet_config)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    lr_scheduler = _lr_scheduler(optimizer, settings)
+    ema = EMAModel(unet.parameters(), decay=settings.ema_max_decay, use_ema_warmup=True, power=settings.ema_power)
+
+    start = 0
+    if resume_path.exists():
+        state = torch.load(resume_path, weights_only=False)
+        unet.load_state_dict(state["unet"])
+        optimizer.load_state_dict(state["optimizer"])
+        lr_scheduler.load_state_dict(state["lr_scheduler"])
+        ema.load_state_dict(state["ema"])
+        start = state["step"]
+
+    n_examples = images.shape[0]
+    num_timesteps = noise_scheduler.config.num_train_timesteps
+    unet.train()
+    for step in range(start, settings.steps):
+        generator = torch.Generator().manual_seed(stream_seed(settings.seed, "batch", step))
+        x0 = images[torch.from_numpy(batch_indices(n_examples, settings.batch_size, step, settings.seed))]
+        if settings.random_flip:
+            flip = torch.rand(x0.shape[0], generator=generator) < 0.5
+            x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
+        timesteps = torch.randint(0, num_timesteps, (x0.shape[0],), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        torch.manual_seed(stream_seed(settings.seed, "dropout", step))
+
+        prediction = unet(noised(noise_scheduler, x0, noise, timesteps), timesteps).sample
+        loss = torch.nn.functional.mse_loss(prediction, noise)
+        if not math.isfinite(loss.item()):
+            raise TrainingDivergedError(f"training loss is {loss.item()} at step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), settings.grad_clip)
+        optimizer.step()
+        lr_scheduler.step()
+        ema.step(unet.parameters())
+
+        done = step + 1
+        if progress is not None:
+            progress(done, loss.item())
+        if done % settings.checkpoint_every == 0 and done < settings.steps:
+            _save_checkpoint(resume_path, done, unet, optimizer, lr_scheduler, ema)
+
+    ema.copy_to(unet.parameters())
+    unet.eval()
+    return unet

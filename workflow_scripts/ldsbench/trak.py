@@ -1,0 +1,232 @@
+"""TRAK / D-TRAK kernel scores from (projected) gradient features.
+
+With training features ``Phi`` (``[N, k]``, one row ``phi_i`` per training
+example) and a query feature ``q``, the TRAK attribution of training example
+``i`` to the query is the kernel value
+
+    score(q, i) = q^T (Phi^T Phi + lambda I)^{-1} phi_i .
+
+``lambda`` is absolute: it is added to the *sum* ``Phi^T Phi`` over the N
+training examples, not to a mean.  Values are returned raw, with no sign
+flipping; callers apply the package's score orientation.
+
+A benchmark sweeps several ``lambda``.  Refitting per value would repeat an
+``O(k^3)`` solve; instead ``Phi^T Phi = V diag(e) V^T`` is diagonalised once and
+
+    score_l(q, i) = (V^T q)^T diag(1 / (e + lambda_l)) (V^T phi_i)
+
+is a cheap reweighting per ``lambda_l``.  When ``k > N`` the thin SVD
+``Phi = U S V^T`` (``V`` is ``[k, N]``) gives the same eigenvectors for the
+non-zero spectrum at lower cost.  Dropping the null space of ``Phi^T Phi`` is
+exact there: every ``phi_i`` lies in the row space of ``Phi``, and ``V^T phi_i``
+ignores the rest, so the formula stays exact for every ``lambda > 0``.
+
+``lambda = 0`` with a singular ``Phi^T Phi``: the inverse does not exist and
+the Moore-Penrose pseudo-inverse is used instead, i.e. eigenvalues at or below
+``rtol * max(e)`` are dropped (default ``rtol = k * float64 eps``).  For
+``lambda > 0`` every eigenvalue is kept, since ``e + lambda > 0``.
+
+For large N, stream the training features twice: ``accumulate_gram`` builds
+``Phi^T Phi`` batch by batch, ``GramSpectrum.from_gram`` diagonalises it once,
+and ``GramSpectrum.kernel_scores`` scores one batch of training examples at a
+time (concatenate the results along the last axis).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["GramSpectrum", "accumulate_gram", "trak_kernel_scores"]
+
+_EPS64 = torch.finfo(torch.float64).eps
+
+
+def trak_kernel_scores(
+    query_features: torch.Tensor,
+    train_features: torch.Tensor,
+    lambdas: Sequence[float],
+    rtol: float | None = None,
+) -> torch.Tensor:
+    """TRAK kernel scores for every query, training example and lambda.
+
+    Args:
+        query_features: ``[Q, k]`` query features.
+        train_features: ``[N, k]`` training features ``Phi``.
+        lambdas: ``L`` absolute ridge values ``>= 0``.
+        rtol: relative eigenvalue cut-off for the pseudo-inverse at
+            ``lambda = 0`` (see the module docstring); ``None`` for ``k * eps``.
+
+    Returns:
+        ``[L, Q, N]`` float64, entry ``(l, q, i)`` =
+        ``query_q^T (Phi^T Phi + lambda_l I)^{-1} phi_i``.
+    """
+    spectrum = GramSpectrum.from_features(train_features, rtol=rtol)
+    return spectrum.kernel_scores(query_features, train_features, lambdas)
+
+
+def accumulate_gram(train_feature_batches: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Sum of ``Phi_b^T Phi_b`` over batches ``Phi_b`` of shape ``[N_b, k]``.
+
+    Accumulates in float64 (on the device of the first batch) so that summing
+    many float32 batches does not lose precision.
+
+    Returns:
+        ``[k, k]`` float64 Gram matrix ``Phi^T Phi`` of the concatenated batches.
+    """
+    gram: torch.Tensor | None = None
+    for b, batch in enumerate(train_feature_batches):
+        _check_matrix(f"train feature batch {b}", batch)
+        if gram is None:
+            k = batch.shape[1]
+            gram = torch.zeros(k, k, dtype=torch.float64, device=batch.device)
+        elif batch.shape[1] != gram.shape[0]:
+            raise ValueError(
+                f"train feature batch {b} has {batch.shape[1]} features, "
+                f"earlier batches have {gram.shape[0]}"
+            )
+        phi = batch.to(device=gram.device, dtype=torch.float64)
+        gram.addmm_(phi.T, phi)
+    if gram is None:
+        raise ValueError("train_feature_batches is empty; cannot build a Gram matrix")
+    return gram
+
+
+@dataclass(frozen=True)
+class GramSpectrum:
+    """Eigendecomposition of ``Phi^T Phi``, reusable for any lambda and batch.
+
+    Attributes:
+        eigenvalues: ``[r]`` float64, clamped to ``>= 0``.
+        eigenvectors: ``[k, r]`` float64, orthonormal columns.  ``r = k`` from
+            a Gram matrix; ``r = min(N, k)`` from features with ``k > N``,
+            where the omitted directions have eigenvalue 0 and are orthogonal
+            to every training feature.
+        rtol: relative cut-off used for the pseudo-inverse at ``lambda = 0``.
+    """
+
+    eigenvalues: torch.Tensor
+    eigenvectors: torch.Tensor
+    rtol: float
+
+    @property
+    def num_features(self) -> int:
+        """``k``, the feature dimension."""
+        return self.eigenvectors.shape[0]
+
+    @classmethod
+    def from_gram(cls, gram: torch.Tensor, rtol: float | None = None) -> GramSpectrum:
+        """Diagonalise a symmetric PSD ``[k, k]`` Gram matrix (e.g. from ``accumulate_gram``)."""
+        _check_matrix("gram", gram)
+        if gram.shape[0] != gram.shape[1]:
+            raise ValueError(f"gram must be square, got shape {list(gram.shape)}")
+        gram = gram.to(torch.float64)
+        # Symmetrise: accumulated round-off can leave it slightly asymmetric.
+        eigenvalues, eigenvectors = torch.linalg.eigh((gram + gram.T) / 2)
+        return cls._build(eigenvalues, eigenvectors, rtol)
+
+    @classmethod
+    def from_features(cls, train_features: torch.Tensor, rtol: float | None = None) -> GramSpectrum:
+        """Spectrum of ``Phi^T Phi`` from ``Phi`` (``[N, k]``) directly.
+
+        Uses the eigendecomposition of the ``[k, k]`` Gram matrix when
+        ``k <= N`` and the thin SVD of ``Phi`` when ``k > N`` (cheaper, and the
+        Gram matrix would have rank at most N anyway).
+        """
+        _check_matrix("train_features", train_features)
+        n, k = train_features.shape
+        if k <= n:
+            return cls.from_gram(accumulate_gram([train_features]), rtol=rtol)
+        phi = train_features.to(torch.float64)
+        _, singular_values, vh = torch.linalg.svd(phi, full_matrices=False)
+        return cls._build(singular_values.square(), vh.T, rtol, num_features=k)
+
+    @classmethod
+    def _build(
+        cls,
+        eigenvalues: torch.Tensor,
+        eigenvectors: torch.Tensor,
+        rtol: float | None,
+        num_features: int | None = None,
+    ) -> GramSpectrum:
+        k = num_features if num_features is not None else eigenvectors.shape[0]
+        if rtol is None:
+            rtol = k * _EPS64
+        elif not (math.isfinite(rtol) and rtol >= 0):
+            raise ValueError(f"rtol must be a finite float >= 0, got {rtol!r}")
+        if not torch.isfinite(eigenvalues).all():
+            raise ValueError("Phi^T Phi has non-finite eigenvalues; check features for NaN/inf")
+        # Phi^T Phi is PSD; negative eigenvalues are round-off.
+        return cls(eigenvalues.clamp(min=0.0), eigenvectors, float(rtol))
+
+    def inverse_eigenvalues(self, lam: float) -> torch.Tensor:
+        """``[r]`` float64 diagonal of ``(Phi^T Phi + lam I)^{-1}`` in the eigenbasis.
+
+        At ``lam = 0`` eigenvalues at or below ``rtol * max(e)`` get weight 0
+        (pseudo-inverse); otherwise the weight is ``1 / (e + lam)``.
+        """
+        shifted = self.eigenvalues + lam
+        if lam > 0:
+            return shifted.reciprocal()
+        cutoff = self.rtol * float(self.eigenvalues.max()) if self.eigenvalues.numel() else 0.0
+        keep = self.eigenvalues > cutoff
+        return torch.where(keep, shifted, torch.ones_like(shifted)).reciprocal() * keep
+
+    def kernel_scores(
+        self,
+        query_features: torch.Tensor,
+        train_features: torch.Tensor,
+        lambdas: Sequence[float],
+    ) -> torch.Tensor:
+        """Kernel scores of queries against (a batch of) training examples.
+
+        Args:
+            query_features: ``[Q, k]``.
+            train_features: ``[N_b, k]``; any subset of the training set, so
+                large sets can be scored batch by batch.
+            lambdas: ``L`` absolute ridge values ``>= 0``.
+
+        Returns:
+            ``[L, Q, N_b]`` float64 on the spectrum's device.
+        """
+        lambdas = _check_lambdas(lambdas)
+        k = self.num_features
+        for name, features in (("query_features", query_features), ("train_features", train_features)):
+            _check_matrix(name, features)
+            if features.shape[1] != k:
+                raise ValueError(f"{name} has {features.shape[1]} features, expected k={k}")
+
+        basis = self.eigenvectors
+        # Coordinates in the eigenbasis: [Q, r] and [N_b, r].
+        query_coords = query_features.to(device=basis.device, dtype=torch.float64) @ basis
+        train_coords = train_features.to(device=basis.device, dtype=torch.float64) @ basis
+        # [L, r] weights, then one batched matmul: [L, Q, r] @ [r, N_b].
+        weights = torch.stack([self.inverse_eigenvalues(lam) for lam in lambdas])
+        return (query_coords.unsqueeze(0) * weights.unsqueeze(1)) @ train_coords.T
+
+
+def _check_matrix(name: str, value: object) -> None:
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {list(value.shape)}")
+    if not value.is_floating_point():
+        raise ValueError(f"{name} must be floating point, got dtype {value.dtype}")
+
+
+def _check_lambdas(lambdas: Sequence[float]) -> list[float]:
+    if isinstance(lambdas, torch.Tensor):
+        lambdas = lambdas.reshape(-1).tolist()
+    if isinstance(lambdas, (int, float, str)):
+        # A bare number would silently yield [1, Q, N]; make the caller say so.
+        raise ValueError(f"lambdas must be a sequence of floats, got {lambdas!r}")
+    values = [float(lam) for lam in lambdas]
+    if not values:
+        raise ValueError("lambdas is empty; give at least one value")
+    for lam in values:
+        if not (math.isfinite(lam) and lam >= 0):
+            raise ValueError(f"lambdas must be finite and >= 0, got {lam!r}")
+    return values

@@ -1,0 +1,66 @@
+"""Train the full-data model or one (subset, seed) model; save its EMA weights."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ldsbench.data import image_set_hash, load_image_set
+from ldsbench.io import config_hash
+from ldsbench.jobs import save_model, select_device, start_job
+from ldsbench.model import build_scheduler
+from ldsbench.noise import stream_seed
+from ldsbench.training import TrainingDivergedError, TrainingSettings, train_diffusion_model
+
+log = start_job(snakemake)
+params = snakemake.params
+subset, seed = params.subset, params.seed
+train = load_image_set(snakemake.input.train)
+fields = {f.name for f in dataclasses.fields(TrainingSettings)}
+training = {k: v for k, v in params.training.items() if k in fields}
+
+if subset is None:
+    name, rows = "full model", np.arange(len(train))
+else:
+    name = f"subset {subset} seed {seed}"
+    frame = pd.read_parquet(snakemake.input.subsets)
+    rows = np.sort(frame.loc[frame["subset"] == subset, "train_index"].to_numpy())
+    if rows.size == 0:
+        raise ValueError(f"subset {subset} is not in {snakemake.input.subsets}")
+    training["steps"] = params.training["subset_steps"]
+    training["seed"] = stream_seed(params.training["seed"], "subset", subset, seed)
+settings = TrainingSettings(**training)
+
+device = select_device(params.device)
+images = torch.from_numpy(train.images[rows])
+scheduler = build_scheduler(params.model["scheduler"])
+log.info("training %s on %s examples for %s steps (device %s)", name, len(rows), settings.steps, device)
+
+
+def progress(step, loss):
+    if step % 100 == 0 or step == settings.steps:
+        log.info("step %s/%s loss %.5f", step, settings.steps, loss)
+
+
+try:
+    unet = train_diffusion_model(images, params.model["unet"], scheduler, settings, params.resume, progress)
+except TrainingDivergedError as error:
+    raise RuntimeError(f"training diverged for {name}: {error}; no model was written") from error
+
+save_model(
+    unet,
+    scheduler,
+    snakemake.output[0],
+    {
+        "model": name,
+        "subset": subset,
+        "seed": seed,
+        "training_seed": settings.seed,
+        "config_hash": config_hash({"model": params.model, "training": params.training}),
+        "data_sha256": image_set_hash(train),
+        "train_rows": rows.tolist(),
+        "settings": dataclasses.asdict(settings),
+    },
+)
+log.info("saved %s", snakemake.output[0])

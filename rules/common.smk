@@ -1,5 +1,9 @@
 import hashlib
+import sys
 from pathlib import Path
+
+# The package lives next to the step scripts; importable without installing.
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
 
 from ldsbench.config import validate_config
 from ldsbench.curvature_keys import curvature_key
@@ -15,6 +19,11 @@ THREADS = config["runtime"]["threads_per_job"]
 PACKAGE = Path(workflow.basedir) / "workflow_scripts" / "ldsbench"
 STEPS = "../workflow_scripts"
 CONDA_ENV = "../envs/ldsbench.yaml"
+
+# Each training rule sees only the settings that affect it, so that changing
+# subset_steps does not retrain the full model (and everything after it).
+FULL_TRAINING = {k: v for k, v in config["training"].items() if k != "subset_steps"}
+SUBSET_TRAINING = {k: v for k, v in config["training"].items() if k != "steps"}
 
 # Curvature factors are shared by every influence method with the same
 # curvature settings: the file name is a hash of those settings.

@@ -10,7 +10,7 @@ rule train_full_model:
         directory(f"{R}/models/full"),
     params:
         model=config["model"],
-        training=config["training"],
+        training=FULL_TRAINING,
         subset=None,
         seed=None,
         resume=f"{R}/resume/full",
@@ -36,7 +36,7 @@ rule train_subset_model:
         directory(f"{R}/models/subset_{{subset}}/seed_{{seed}}"),
     params:
         model=config["model"],
-        training=config["training"],
+        training=SUBSET_TRAINING,
         subset=lambda w: int(w.subset),
         seed=lambda w: int(w.seed),
         resume=lambda w: f"{R}/resume/subset_{w.subset}/seed_{w.seed}",

@@ -55,3 +55,11 @@ def test_missing_cifar_archive_says_how_to_get_it(tmp_path):
     with pytest.raises(ConfigError) as error:
         validate_config(config)
     assert "cifar-10-python.tar.gz" in str(error.value) and "dataset.path" in str(error.value)
+
+
+def test_validated_config_is_canonical():
+    config = default_config()
+    config["training"] = dict(reversed(list(config["training"].items())))
+    validated = validate_config(config)
+    assert list(validated["training"]) == sorted(validated["training"])
+    assert list(validated["methods"]) == list(config["methods"]), "method order is the display order"

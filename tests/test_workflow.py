@@ -95,6 +95,20 @@ def test_nothing_to_do_after_a_complete_run(tiny_run):
 
 
 @pytest.mark.slow
+def test_reordering_config_keys_reruns_nothing(tiny_run):
+    config, workdir = tiny_run
+
+    def reversed_keys(node):
+        if isinstance(node, dict):
+            return {key: reversed_keys(node[key]) for key in reversed(list(node))}
+        return node
+
+    reordered = reversed_keys(config)
+    reordered["methods"] = {name: reversed_keys(config["methods"][name]) for name in config["methods"]}
+    assert dry_run(reordered, workdir) == []
+
+
+@pytest.mark.slow
 def test_changing_one_method_reruns_only_that_method(tiny_run):
     config, workdir = tiny_run
     files = dry_run(with_changes(config, {"methods.trak.lambda_grid": [0.5]}), workdir)

@@ -62,7 +62,7 @@ def run_workflow(config: dict, workdir: Path, *extra: str, timeout: int = 1800) 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "run_config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     command = [
         str(SNAKEMAKE), "--snakefile", str(SNAKEFILE), "--directory", str(workdir), "--cores", "2",
         "--configfile", str(config_path), "--replace-workflow-config", "--scheduler", "greedy", *extra,

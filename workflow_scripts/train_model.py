@@ -29,6 +29,7 @@ else:
     if rows.size == 0:
         raise ValueError(f"subset {subset} is not in {snakemake.input.subsets}")
     training["steps"] = params.training["subset_steps"]
+    # Seeds of the subset models are distinct streams derived from the base seed.
     training["seed"] = stream_seed(params.training["seed"], "subset", subset, seed)
 settings = TrainingSettings(**training)
 
@@ -44,7 +45,7 @@ def progress(step, loss):
 
 
 try:
-    unet = train_diffusion_model(images, params.model["unet"], scheduler, settings, params.resume, progress)
+    unet = train_diffusion_model(images, params.model["unet"], scheduler, settings, params.resume, progress, device)
 except TrainingDivergedError as error:
     raise RuntimeError(f"training diverged for {name}: {error}; no model was written") from error
 

@@ -101,8 +101,21 @@ def _semantic_errors(config: dict) -> list[str]:
     return errors
 
 
+def _canonical(node):
+    """Recursively key-sorted copy. Snakemake's params trigger compares
+    ``repr`` strings, so without this, reordering keys in a config file would
+    look like a changed parameter and rerun (for example) every training."""
+    if isinstance(node, dict):
+        return {key: _canonical(node[key]) for key in sorted(node)}
+    if isinstance(node, list):
+        return [_canonical(item) for item in node]
+    return node
+
+
 def validate_config(config: dict, schema: dict | None = None) -> dict:
-    """Return a validated copy of ``config`` with defaults filled.
+    """Return a validated copy of ``config`` with defaults filled, in canonical
+    key order (``methods`` and ``measurements`` keep the user's order, which is
+    the order of tables and figures).
 
     Raises ConfigError listing every problem, each with its dotted key.
     """
@@ -122,4 +135,7 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
         problems = _semantic_errors(config)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
-    return config
+    canonical = _canonical(config)
+    for section in ("methods", "measurements"):
+        canonical[section] = {name: _canonical(config[section][name]) for name in config[section]}
+    return canonical

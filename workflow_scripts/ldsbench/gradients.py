@@ -26,7 +26,8 @@ def example_gradient(unet, scheduler, image: torch.Tensor, item: int, output_fn:
         count = min(draws_per_pass, n_draws - start)
         timesteps, noise = noise_draws(stream, item, start, count, shape, num_timesteps)
         x0 = image.unsqueeze(0).expand(count, *shape)
-        value = per_draw_output(unet, scheduler, x0, noise.to(image.dtype), timesteps, output_fn).sum() / n_draws
+        noise, timesteps = noise.to(image.device, image.dtype), timesteps.to(image.device)
+        value = per_draw_output(unet, scheduler, x0, noise, timesteps, output_fn).sum() / n_draws
         for acc, grad in zip(total, torch.autograd.grad(value, params)):
             acc += grad
     return torch.cat([g.reshape(-1) for g in total])

@@ -66,8 +66,11 @@ def measure(unet, scheduler, queries: torch.Tensor, measurement: str, n_draws: i
             items.append(torch.full((count,), item))
             timesteps.append(t)
             noise.append(eps)
-        items, timesteps, noise = torch.cat(items), torch.cat(timesteps), torch.cat(noise).to(queries.dtype)
-        values = per_draw_output(unet, scheduler, queries[items], noise, timesteps, spec.output_fn).double().numpy()
+        # Draws are generated on the CPU (identical on every device), then moved.
+        items = torch.cat(items)
+        timesteps = torch.cat(timesteps).to(queries.device)
+        noise = torch.cat(noise).to(queries.device, queries.dtype)
+        values = per_draw_output(unet, scheduler, queries[items.to(queries.device)], noise, timesteps, spec.output_fn).double().cpu().numpy()
         np.add.at(total, items.numpy(), values)
         np.add.at(total_sq, items.numpy(), values**2)
     mean = total / n_draws

@@ -156,7 +156,7 @@ def plot_lds_vs_damping(frame: pd.DataFrame, path) -> None:
         ax.set_xscale("log")
         ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_title(str(measurement), fontsize=11)
-        ax.set_xlabel("damping (log scale)", fontsize=10)
+        ax.set_xlabel("damping (influence) or lambda (TRAK), log scale", fontsize=10)
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
         ax.set_ylabel(LDS_LABEL, fontsize=10)

@@ -24,9 +24,10 @@ def ddpm_sample(unet, scheduler, n_samples: int, num_inference_steps: int, seed:
     for index, first in enumerate(range(0, n_samples, batch_size)):
         count = min(batch_size, n_samples - first)
         generator = torch.Generator().manual_seed(seed * 100_003 + index)
-        sample = torch.randn((count, *shape), generator=generator)
+        device = next(unet.parameters()).device
+        sample = torch.randn((count, *shape), generator=generator).to(device)
         for t in scheduler.timesteps:
             eps = unet(sample, t).sample
             sample = scheduler.step(eps, t, sample, generator=generator).prev_sample
-        batches.append(sample.clamp(-1, 1))
+        batches.append(sample.clamp(-1, 1).cpu())
     return torch.cat(batches)

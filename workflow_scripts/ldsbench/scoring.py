@@ -52,7 +52,7 @@ def influence_scores(unet, scheduler, train_images, queries, basis, dampings, *,
     scores = np.zeros((len(dampings), len(queries), n_train), dtype=np.float64)
     for rows, grads in training_gradient_batches(unet, scheduler, train_images, "loss", train_draws, seed):
         block = torch.einsum("lqp,bp->lqb", preconditioned, grads.double())
-        scores[:, :, rows] = block.numpy()
+        scores[:, :, rows] = block.cpu().numpy()
     return (SCORE_SIGN * scores / n_train).astype(np.float32)
 
 
@@ -76,7 +76,7 @@ def trak_scores(unet, scheduler, train_images, queries, lambdas, *, measurement:
         train_features.append(projector.project(grads))
     query_features = projector.project(query_gradients(unet, scheduler, queries, query_fn, query_draws, seed))
     raw = trak_kernel_scores(query_features, torch.cat(train_features), lambdas)
-    return (SCORE_SIGN * raw.numpy()).astype(np.float32)
+    return (SCORE_SIGN * raw.cpu().numpy()).astype(np.float32)
 
 
 def random_scores(n_queries: int, n_train: int, seed: int) -> np.ndarray:

@@ -84,24 +84,26 @@ def train_diffusion_model(
     settings: TrainingSettings,
     resume_dir,
     progress=None,
+    device="cpu",
 ):
     """Train on ``images`` [N, C, H, W] in [-1, 1]; return the UNet holding the
     EMA weights (the weights that are measured and attributed).
 
     Resume state lives in ``resume_dir`` (a path the workflow never deletes):
     the latest checkpoint is loaded if present and training continues from it.
-    ``progress`` is an optional callable(step, loss) for logging.
+    ``progress`` is an optional callable(step, loss) for logging. Random draws
+    are made on the CPU and moved to ``device``, so they do not depend on it.
     """
     resume_path = Path(resume_dir) / "checkpoint.pt"
     torch.manual_seed(stream_seed(settings.seed, "init"))
-    unet = build_unet(unet_config)
+    unet = build_unet(unet_config).to(device)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     lr_scheduler = _lr_scheduler(optimizer, settings)
     ema = EMAModel(unet.parameters(), decay=settings.ema_max_decay, use_ema_warmup=True, power=settings.ema_power)
 
     start = 0
     if resume_path.exists():
-        state = torch.load(resume_path, weights_only=False)
+        state = torch.load(resume_path, map_location=device, weights_only=False)
         unet.load_state_dict(state["unet"])
         optimizer.load_state_dict(state["optimizer"])
         lr_scheduler.load_state_dict(state["lr_scheduler"])
@@ -119,6 +121,7 @@ def train_diffusion_model(
             x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
         timesteps = torch.randint(0, num_timesteps, (x0.shape[0],), generator=generator)
         noise = torch.randn(x0.shape, generator=generator)
+        x0, timesteps, noise = x0.to(device), timesteps.to(device), noise.to(device)
         torch.manual_seed(stream_seed(settings.seed, "dropout", step))
 
         prediction = unet(noised(noise_scheduler, x0, noise, timesteps), timesteps).sample

@@ -22,9 +22,3 @@ rule all:
     input:
         summary_outputs(),
     default_target: True
-
-
-rule rescore:
-    """Scores, LDS and summary only; use after changing a method."""
-    input:
-        summary_outputs(),

@@ -8,6 +8,8 @@ rule compute_lds:
         per_query=f"{R}/lds/{{method}}/{{measurement}}.parquet",
         sweep=f"{R}/lds/{{method}}/{{measurement}}.sweep.parquet",
     params:
+        n_subsets=M,
+        n_seeds=K,
         code=code_version("lds.py"),
     conda:
         CONDA_ENV
@@ -30,6 +32,8 @@ rule retraining_ceiling:
         CONDA_ENV
     log:
         f"{R}/logs/lds/retraining_ceiling/{{measurement}}.log",
+    benchmark:
+        f"{R}/benchmarks/lds/retraining_ceiling/{{measurement}}.tsv"
     script:
         f"{STEPS}/retraining_ceiling.py"
 
@@ -53,5 +57,7 @@ rule summarize:
         CONDA_ENV
     log:
         f"{R}/logs/summarize.log",
+    benchmark:
+        f"{R}/benchmarks/summarize.tsv"
     script:
         f"{STEPS}/summarize.py"

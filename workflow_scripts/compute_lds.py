@@ -12,12 +12,14 @@ log = start_job(snakemake)
 w = snakemake.wildcards
 scores = np.load(snakemake.input.scores)
 truth_frame = pd.read_parquet(snakemake.input.ground_truth)
-n_subsets, n_seeds = truth_frame["subset"].nunique(), truth_frame["seed"].nunique()
 n_queries = truth_frame["query"].nunique()
 if scores.shape[0] != n_queries:
     raise ValueError(f"{snakemake.input.scores} has {scores.shape[0]} queries but the ground truth has {n_queries}; they come from different query sets")
 mask = subsets_from_frame(pd.read_parquet(snakemake.input.subsets), scores.shape[1])
-truth = ground_truth_array(truth_frame, n_subsets, n_seeds, n_queries).mean(axis=0)
+if mask.shape[0] != snakemake.params.n_subsets:
+    raise ValueError(f"{snakemake.input.subsets} holds {mask.shape[0]} subsets but benchmark.subsets is {snakemake.params.n_subsets}")
+# Raises, naming what is missing, unless every (subset, seed, query) is present.
+truth = ground_truth_array(truth_frame, snakemake.params.n_subsets, snakemake.params.n_seeds, n_queries).mean(axis=0)
 
 per_query = lds_per_query(scores, mask, truth)
 save_parquet(snakemake.output.per_query, pd.DataFrame({"method": w.method, "measurement": w.measurement, "query": np.arange(n_queries), "lds": per_query}))

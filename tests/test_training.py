@@ -56,3 +56,19 @@ def test_training_lowers_the_loss(tmp_path):
     settings = TrainingSettings(steps=60, batch_size=12, learning_rate=2e-3, warmup_fraction=0.0, seed=0)
     train_diffusion_model(_images(), UNET, build_scheduler({}), settings, tmp_path, lambda s, l: losses.append(l))
     assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
+
+
+def test_checkpoint_of_another_run_is_not_resumed(tmp_path):
+    scheduler, images = build_scheduler({}), _images()
+    first = TrainingSettings(steps=12, batch_size=4, learning_rate=1e-3, checkpoint_every=5, seed=1)
+
+    def stop_at_eight(step, loss):
+        if step == 8:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_diffusion_model(images, UNET, scheduler, first, tmp_path / "resume", stop_at_eight)
+    changed = TrainingSettings(steps=12, batch_size=4, learning_rate=5e-4, checkpoint_every=5, seed=1)
+    steps_seen = []
+    train_diffusion_model(images, UNET, scheduler, changed, tmp_path / "resume", lambda s, l: steps_seen.append(s))
+    assert steps_seen[0] == 1, "a checkpoint written with another learning rate must not be resumed"

@@ -71,6 +71,9 @@ def test_tiny_run_writes_documented_outputs(tiny_run):
         assert np.isfinite(scores).all()
     per_query = pd.read_parquet(results / "lds_per_query.parquet")
     assert list(per_query.columns) == ["method", "measurement", "query", "lds"]
+    assert not list((results / "resume").rglob("checkpoint.pt")), "finished trainings leave no resume state"
+    for log in ["prepare_data.log", "train/full.log", "summarize.log"]:
+        assert (results / "logs" / log).stat().st_size > 0, log
 
 
 @pytest.mark.slow

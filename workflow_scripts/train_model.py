@@ -1,6 +1,7 @@
 """Train the full-data model or one (subset, seed) model; save its EMA weights."""
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -64,4 +65,6 @@ save_model(
         "settings": dataclasses.asdict(settings),
     },
 )
+# The model is complete: its resume state is no longer needed.
+shutil.rmtree(params.resume, ignore_errors=True)
 log.info("saved %s", snakemake.output[0])

@@ -8,8 +8,9 @@ weights are bitwise identical.
 
 from __future__ import annotations
 
+import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from diffusers.optimization import get_constant_schedule_with_warmup, get_cosine
 from diffusers.training_utils import EMAModel
 
 from .diffusion import noised
-from .io import atomic_path
+from .io import atomic_path, config_hash
 from .model import build_unet
 from .noise import stream_seed
 
@@ -65,8 +66,16 @@ def _lr_scheduler(optimizer, settings: TrainingSettings):
     raise ValueError(f"training.lr_schedule: {settings.lr_schedule!r} is not cosine or constant")
 
 
-def _save_checkpoint(path: Path, step, unet, optimizer, lr_scheduler, ema) -> None:
+def run_key(images: torch.Tensor, unet_config: dict, settings: TrainingSettings) -> str:
+    """Identifies a training run: a checkpoint is resumed only by the same run,
+    never by a run with other settings, architecture or data."""
+    data = hashlib.sha256(images.detach().cpu().numpy().tobytes()).hexdigest()[:16]
+    return f"{config_hash({'unet': unet_config, 'settings': asdict(settings)})}-{data}"
+
+
+def _save_checkpoint(path: Path, key: str, step, unet, optimizer, lr_scheduler, ema) -> None:
     state = {
+        "key": key,
         "step": step,
         "unet": unet.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -90,7 +99,8 @@ def train_diffusion_model(
     EMA weights (the weights that are measured and attributed).
 
     Resume state lives in ``resume_dir`` (a path the workflow never deletes):
-    the latest checkpoint is loaded if present and training continues from it.
+    the latest checkpoint is loaded if present and written by the same run
+    (``run_key``); a checkpoint of any other run is ignored.
     ``progress`` is an optional callable(step, loss) for logging. Random draws
     are made on the CPU and moved to ``device``, so they do not depend on it.
     """
@@ -101,9 +111,9 @@ def train_diffusion_model(
     lr_scheduler = _lr_scheduler(optimizer, settings)
     ema = EMAModel(unet.parameters(), decay=settings.ema_max_decay, use_ema_warmup=True, power=settings.ema_power)
 
-    start = 0
-    if resume_path.exists():
-        state = torch.load(resume_path, map_location=device, weights_only=False)
+    start, key = 0, run_key(images, unet_config, settings)
+    state = torch.load(resume_path, map_location=device, weights_only=False) if resume_path.exists() else None
+    if state is not None and state.get("key") == key:
         unet.load_state_dict(state["unet"])
         optimizer.load_state_dict(state["optimizer"])
         lr_scheduler.load_state_dict(state["lr_scheduler"])
@@ -139,7 +149,7 @@ def train_diffusion_model(
         if progress is not None:
             progress(done, loss.item())
         if done % settings.checkpoint_every == 0 and done < settings.steps:
-            _save_checkpoint(resume_path, done, unet, optimizer, lr_scheduler, ema)
+            _save_checkpoint(resume_path, key, done, unet, optimizer, lr_scheduler, ema)
 
     ema.copy_to(unet.parameters())
     unet.eval()

@@ -11,7 +11,7 @@ import torch
 from ldsbench.curvature import CurvatureSettings, fit_kronecker_eigenbasis
 from ldsbench.curvature_data import NoisedTrainingData, batch_size_of
 from ldsbench.model import FlatNoisePredictor, attributed_modules, attributed_parameters, build_scheduler, build_unet
-from ldsbench.scoring import SCORE_SIGN, influence_scores, query_gradients, random_scores, trak_scores
+from ldsbench.scoring import SCORE_SIGN, influence_scores, query_gradients, random_scores, trak_scores, training_gradient_batches
 from test_measurement import UNET
 
 
@@ -51,7 +51,6 @@ def test_influence_is_minus_one_over_n_preconditioned_dot_product(setup):
     assert scores.shape == (2, 2, 6)
 
     query_grads = query_gradients(unet, scheduler, queries, "loss", 4, seed=0)
-    from ldsbench.scoring import training_gradient_batches
 
     train_grads = torch.cat([g for _, g in training_gradient_batches(unet, scheduler, train, "loss", 4, seed=0)])
     for index, damping in enumerate(dampings):
@@ -65,7 +64,6 @@ def test_trak_without_projection_is_the_exact_kernel(setup, output_fn):
     lam = 0.5
     scores = trak_scores(unet, scheduler, train, queries, [lam], measurement="loss", output_fn=output_fn,
                          projection_dim=None, projection_seed=0, train_draws=4, query_draws=4, seed=0)[0]
-    from ldsbench.scoring import training_gradient_batches
 
     phi = torch.cat([g for _, g in training_gradient_batches(unet, scheduler, train, output_fn, 4, seed=0)]).double()
     q = query_gradients(unet, scheduler, queries, output_fn, 4, seed=0).double()

@@ -26,7 +26,7 @@ save_parquet(snakemake.output.per_query, pd.DataFrame({"method": w.method, "meas
 
 sweep = np.load(snakemake.input.sweep)
 rows = []
-for value, grid_scores in zip([sweep["values"][0], *sweep["grid_values"]], [scores, *sweep["scores"]]):
+for value, grid_scores in zip(sweep["values"], [scores, *sweep["scores"]]):
     stats = bootstrap_mean_ci(lds_per_query(grid_scores, mask, truth))
     rows.append({"method": w.method, "measurement": w.measurement, "damping": float(value), "lds": stats["mean"], "ci_low": stats["ci_low"], "ci_high": stats["ci_high"]})
 save_parquet(snakemake.output.sweep, pd.DataFrame(rows))

@@ -7,7 +7,6 @@ original source, for provenance). Train index ``i`` is row ``i`` of the file.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import tarfile
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_path
+from .io import array_sha256, atomic_path
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 
@@ -51,10 +50,7 @@ def load_image_set(path) -> ImageSet:
 
 def image_set_hash(image_set: ImageSet) -> str:
     """sha256 of the pixel values and labels, identifying a training set."""
-    digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(image_set.images, dtype=np.float32).tobytes())
-    digest.update(np.ascontiguousarray(image_set.labels, dtype=np.int64).tobytes())
-    return digest.hexdigest()
+    return array_sha256(image_set.images.astype(np.float32), image_set.labels.astype(np.int64))
 
 
 def _split(images, labels, n_train, n_heldout, seed, classes) -> tuple[ImageSet, ImageSet]:

@@ -55,6 +55,14 @@ def file_sha256(path) -> str:
     return digest.hexdigest()
 
 
+def array_sha256(*arrays) -> str:
+    """sha256 over the raw bytes of one or more arrays, in order."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
 def config_hash(section) -> str:
     """Short stable hash of a JSON-serialisable config section."""
     text = json.dumps(section, sort_keys=True, default=str)

@@ -20,11 +20,11 @@ def ddpm_sample(unet, scheduler, n_samples: int, num_inference_steps: int, seed:
     unet.eval()
     size = unet.config.sample_size
     shape = (unet.config.in_channels, size, size) if isinstance(size, int) else (unet.config.in_channels, *size)
+    device = next(unet.parameters()).device
     batches = []
     for index, first in enumerate(range(0, n_samples, batch_size)):
         count = min(batch_size, n_samples - first)
         generator = torch.Generator().manual_seed(seed * 100_003 + index)
-        device = next(unet.parameters()).device
         sample = torch.randn((count, *shape), generator=generator).to(device)
         for t in scheduler.timesteps:
             eps = unet(sample, t).sample

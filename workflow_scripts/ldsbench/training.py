@@ -8,7 +8,6 @@ weights are bitwise identical.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from diffusers.optimization import get_constant_schedule_with_warmup, get_cosine
 from diffusers.training_utils import EMAModel
 
 from .diffusion import noised
-from .io import atomic_path, config_hash
+from .io import array_sha256, atomic_path, config_hash
 from .model import build_unet
 from .noise import stream_seed
 
@@ -69,7 +68,7 @@ def _lr_scheduler(optimizer, settings: TrainingSettings):
 def run_key(images: torch.Tensor, unet_config: dict, settings: TrainingSettings) -> str:
     """Identifies a training run: a checkpoint is resumed only by the same run,
     never by a run with other settings, architecture or data."""
-    data = hashlib.sha256(images.detach().cpu().numpy().tobytes()).hexdigest()[:16]
+    data = array_sha256(images.detach().cpu().numpy())[:16]
     return f"{config_hash({'unet': unet_config, 'settings': asdict(settings)})}-{data}"
 
 

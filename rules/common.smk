@@ -16,6 +16,9 @@ K = config["benchmark"]["seeds"]
 METHODS = list(config["methods"])
 MEASUREMENTS = list(config["measurements"])
 THREADS = config["runtime"]["threads_per_job"]
+# GPU rules declare one gpu (Snakemake counts it; the job picks its device
+# through a slot, see ldsbench.device_slots); with device cpu they need none.
+GPUS_PER_JOB = 0 if config["runtime"]["device"] == "cpu" else 1
 PACKAGE = Path(workflow.basedir) / "workflow_scripts" / "ldsbench"
 STEPS = "../workflow_scripts"
 CONDA_ENV = "../envs/ldsbench.yaml"

@@ -10,7 +10,7 @@ rule fit_curvature:
         device=config["runtime"]["device"],
     threads: THREADS
     resources:
-        gpu=1,
+        gpu=GPUS_PER_JOB,
     conda:
         CONDA_ENV
     log:

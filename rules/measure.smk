@@ -9,7 +9,7 @@ rule measure_model:
         device=config["runtime"]["device"],
     threads: THREADS
     resources:
-        gpu=1,
+        gpu=GPUS_PER_JOB,
     conda:
         CONDA_ENV
     log:

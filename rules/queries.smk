@@ -9,7 +9,7 @@ rule generate_queries:
         device=config["runtime"]["device"],
     threads: THREADS
     resources:
-        gpu=1,
+        gpu=GPUS_PER_JOB,
     conda:
         CONDA_ENV
     log:

@@ -17,7 +17,7 @@ rule score_method:
         device=config["runtime"]["device"],
     threads: THREADS
     resources:
-        gpu=1,
+        gpu=GPUS_PER_JOB,
     conda:
         CONDA_ENV
     log:

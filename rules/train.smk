@@ -17,7 +17,7 @@ rule train_full_model:
         device=config["runtime"]["device"],
     threads: THREADS
     resources:
-        gpu=1,
+        gpu=GPUS_PER_JOB,
     conda:
         CONDA_ENV
     log:
@@ -43,7 +43,7 @@ rule train_subset_model:
         device=config["runtime"]["device"],
     threads: THREADS
     resources:
-        gpu=1,
+        gpu=GPUS_PER_JOB,
     conda:
         CONDA_ENV
     log:

@@ -9,10 +9,19 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "rules/common.smk"
-include: "rules/data.smk"
-include: "rules/train.smk"
-include: "rules/queries.smk"
-include: "rules/measure.smk"
+
+
+# `snakemake rescore` knows no rule that trains, samples queries or measures:
+# it scores and computes LDS from the models and ground truth on disk, and
+# can never schedule a retraining.
+if not RESCORE:
+
+    include: "rules/data.smk"
+    include: "rules/train.smk"
+    include: "rules/queries.smk"
+    include: "rules/measure.smk"
+
+
 include: "rules/curvature.smk"
 include: "rules/score.smk"
 include: "rules/lds.smk"
@@ -22,3 +31,12 @@ rule all:
     input:
         summary_outputs(),
     default_target: True
+
+
+rule rescore:
+    input:
+        summary_outputs(),
+
+
+onstart:
+    refuse_unconfirmed_retraining(workflow.dag)

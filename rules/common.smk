@@ -1,12 +1,16 @@
 import hashlib
+import os
 import sys
 from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
 
 # The package lives next to the step scripts; importable without installing.
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
 
 from ldsbench.config import validate_config
 from ldsbench.curvature_keys import curvature_key
+from ldsbench.protection import existing_model_changes, retraining_report
 
 config = validate_config(config)
 
@@ -85,3 +89,31 @@ def summary_outputs():
         f"{R}/lds_vs_damping.png",
         f"{R}/lds_summary.md",
     ]
+
+
+# `snakemake rescore`: scoring and LDS only. Snakemake reads the targets after
+# this file, so the target is taken from the command line here.
+RESCORE = "rescore" in sys.argv[1:]
+RESCORE_INPUTS = [f"{R}/data/train.npz", f"{R}/subsets.parquet", f"{R}/models/full", f"{R}/queries/queries.npz"]
+RESCORE_INPUTS += [f"{R}/ground_truth/{m}.parquet" for m in MEASUREMENTS]
+if RESCORE and not all(os.path.exists(path) for path in RESCORE_INPUTS):
+    missing = [path for path in RESCORE_INPUTS if not os.path.exists(path)]
+    raise WorkflowError(
+        f"`snakemake rescore` scores the models and ground truth on disk, but {', '.join(missing)} "
+        "do not exist yet; run `snakemake` first."
+    )
+
+
+def refuse_unconfirmed_retraining(dag):
+    """Stop before any job starts if finished models would be retrained,
+    unless the run says --config confirm_retraining=true."""
+    if config["confirm_retraining"]:
+        return
+    changes = {}
+    for job in dag.needrun_jobs():
+        if job.rule.name in ("train_full_model", "train_subset_model"):
+            changed = existing_model_changes(job.output[0], job.params.model, job.params.training)
+            if changed is not None:
+                changes[job.output[0]] = changed
+    if changes:
+        raise WorkflowError(retraining_report(changes))

@@ -2,6 +2,7 @@ rule compute_lds:
     input:
         scores=f"{R}/scores/{{method}}/{{measurement}}.npy",
         sweep=f"{R}/scores/{{method}}/{{measurement}}.sweep.npz",
+        manifest=f"{R}/scores/{{method}}/{{measurement}}.json",
         subsets=f"{R}/subsets.parquet",
         ground_truth=f"{R}/ground_truth/{{measurement}}.parquet",
     output:
@@ -10,7 +11,7 @@ rule compute_lds:
     params:
         n_subsets=M,
         n_seeds=K,
-        code=code_version("lds.py"),
+        code=code_version("lds.py", "provenance.py"),
     conda:
         CONDA_ENV
     log:

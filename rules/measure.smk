@@ -22,13 +22,18 @@ rule measure_model:
 
 rule collect_ground_truth:
     input:
-        lambda w: [
+        subsets=f"{R}/subsets.parquet",
+        measurements=lambda w: [
             f"{R}/measurements/{w.measurement}/subset_{j}_seed_{k}.parquet"
             for j in range(M)
             for k in range(K)
         ],
     output:
         f"{R}/ground_truth/{{measurement}}.parquet",
+    params:
+        # (subset, seed) of each measurement file, in input order.
+        models=[(j, k) for j in range(M) for k in range(K)],
+        code=code_version("provenance.py"),
     conda:
         CONDA_ENV
     log:

@@ -11,9 +11,10 @@ rule score_method:
     output:
         scores=f"{R}/scores/{{method}}/{{measurement}}.npy",
         sweep=f"{R}/scores/{{method}}/{{measurement}}.sweep.npz",
+        manifest=f"{R}/scores/{{method}}/{{measurement}}.json",
     params:
         settings=lambda w: config["methods"][w.method],
-        code=code_version("scoring.py", "gradients.py", "curvature.py", "trak.py", "projection.py"),
+        code=code_version("scoring.py", "gradients.py", "curvature.py", "trak.py", "projection.py", "provenance.py"),
         device=config["runtime"]["device"],
     threads: THREADS
     resources:

@@ -72,3 +72,32 @@ def test_checkpoint_of_another_run_is_not_resumed(tmp_path):
     steps_seen = []
     train_diffusion_model(images, UNET, scheduler, changed, tmp_path / "resume", lambda s, l: steps_seen.append(s))
     assert steps_seen[0] == 1, "a checkpoint written with another learning rate must not be resumed"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_damaged_checkpoint_is_never_resumed(tmp_path, damage, caplog):
+    settings = TrainingSettings(steps=12, batch_size=4, learning_rate=1e-3, checkpoint_every=5, seed=1)
+    scheduler, images = build_scheduler({}), _images()
+    reference = train_diffusion_model(images, UNET, scheduler, settings, tmp_path / "reference")
+
+    def stop_at_eight(step, loss):
+        if step == 8:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_diffusion_model(images, UNET, scheduler, settings, tmp_path / "resume", stop_at_eight)
+    checkpoint = tmp_path / "resume" / "checkpoint.pt"
+    data = bytearray(checkpoint.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:  # one bit flip in the middle of the tensor payload: unpickling still succeeds
+        data[len(data) // 2] ^= 0x01
+    checkpoint.write_bytes(bytes(data))
+
+    steps_seen = []
+    with caplog.at_level("WARNING"):
+        retrained = train_diffusion_model(images, UNET, scheduler, settings, tmp_path / "resume", lambda s, l: steps_seen.append(s))
+    assert steps_seen[0] == 1, "a damaged checkpoint must be ignored, training starts over"
+    assert "ignoring" in caplog.text
+    for (name, a), (_, b) in zip(reference.state_dict().items(), retrained.state_dict().items()):
+        assert torch.equal(a, b), name

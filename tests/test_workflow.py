@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_api import default_config, dry_run, run_workflow, tiny_config, with_changes
+from workflow_api import default_config, dry_run, with_changes
 
 SUMMARY_FILES = ["lds_summary.parquet", "lds_per_query.parquet", "lds_sweep.parquet", "lds_summary.png", "lds_vs_damping.png", "lds_summary.md"]
 
@@ -36,15 +36,6 @@ def test_methods_with_equal_curvature_share_factors(tmp_path):
     assert _count(files, r"results/curvature/.*\.pt$") == 2
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tiny")
-    config = tiny_config()
-    result = run_workflow(config, workdir)
-    assert result.returncode == 0, result.stderr[-5000:]
-    return config, workdir
-
-
 @pytest.mark.slow
 def test_tiny_run_writes_documented_outputs(tiny_run):
     config, workdir = tiny_run
@@ -69,6 +60,8 @@ def test_tiny_run_writes_documented_outputs(tiny_run):
         scores = np.load(results / "scores" / method / "loss.npy")
         assert scores.shape == (n_queries, n_train) and scores.dtype == np.float32
         assert np.isfinite(scores).all()
+        checksums = json.loads((results / "scores" / method / "loss.json").read_text())
+        assert set(checksums["files"]) == {"scores", "sweep"} and "queries_sha256" in checksums["provenance"]
     per_query = pd.read_parquet(results / "lds_per_query.parquet")
     assert list(per_query.columns) == ["method", "measurement", "query", "lds"]
     assert not list((results / "resume").rglob("checkpoint.pt")), "finished trainings leave no resume state"
@@ -115,7 +108,7 @@ def test_reordering_config_keys_reruns_nothing(tiny_run):
 def test_changing_one_method_reruns_only_that_method(tiny_run):
     config, workdir = tiny_run
     files = dry_run(with_changes(config, {"methods.trak.lambda_grid": [0.5]}), workdir)
-    expected = {f"results/scores/trak/loss.npy", "results/scores/trak/loss.sweep.npz", "results/lds/trak/loss.parquet", "results/lds/trak/loss.sweep.parquet"}
+    expected = {"results/scores/trak/loss.npy", "results/scores/trak/loss.sweep.npz", "results/scores/trak/loss.json", "results/lds/trak/loss.parquet", "results/lds/trak/loss.sweep.parquet"}
     assert expected <= set(files)
     others = set(files) - expected - {f"results/{name}" for name in SUMMARY_FILES}
     assert others == set(), f"changing trak rescheduled {sorted(others)}"

@@ -4,6 +4,7 @@ real runs through the command line a user types."""
 from __future__ import annotations
 
 import copy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -57,14 +58,29 @@ def dry_run(config: dict, workdir: Path, targets=("all",)) -> list[str]:
     return [str(Path(f)) for f in updated]
 
 
-def run_workflow(config: dict, workdir: Path, *extra: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+def workflow_command(config: dict, workdir: Path, *extra: str) -> list[str]:
     """``snakemake --cores 2`` in ``workdir`` with ``config`` as the only config file."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "run_config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    command = [
+    return [
         str(SNAKEMAKE), "--snakefile", str(SNAKEFILE), "--directory", str(workdir), "--cores", "2",
         "--configfile", str(config_path), "--replace-workflow-config", "--scheduler", "greedy", *extra,
     ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def run_workflow(config: dict, workdir: Path, *extra: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+    return subprocess.run(workflow_command(config, workdir, *extra), capture_output=True, text=True, timeout=timeout)
+
+
+def start_workflow(config: dict, workdir: Path, *extra: str) -> subprocess.Popen:
+    """A run in the background, in its own process group (to kill it whole)."""
+    command = workflow_command(config, workdir, *extra)
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def copy_run(workdir: Path, destination: Path) -> Path:
+    """Copy a finished run with its Snakemake metadata and file times."""
+    shutil.copytree(workdir, destination, symlinks=True)
+    return Path(destination)

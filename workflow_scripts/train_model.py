@@ -12,6 +12,7 @@ from ldsbench.io import config_hash
 from ldsbench.jobs import save_model, select_device, start_job
 from ldsbench.model import build_scheduler
 from ldsbench.noise import stream_seed
+from ldsbench.provenance import architecture_hash, training_hash
 from ldsbench.training import TrainingDivergedError, TrainingSettings, train_diffusion_model
 
 log = start_job(snakemake)
@@ -60,6 +61,9 @@ save_model(
         "seed": seed,
         "training_seed": settings.seed,
         "config_hash": config_hash({"model": params.model, "training": params.training}),
+        "config": {"model": params.model, "training": params.training},
+        "architecture_hash": architecture_hash(params.model),
+        "training_hash": training_hash(params.training),
         "data_sha256": image_set_hash(train),
         "train_rows": rows.tolist(),
         "settings": dataclasses.asdict(settings),

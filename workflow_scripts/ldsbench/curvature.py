@@ -30,7 +30,8 @@ import torch
 from curvlinops import EKFACLinearOperator, KFACLinearOperator
 from torch import Tensor, nn
 
-from ldsbench.io import atomic_path
+from ldsbench.io import atomic_path, state_digest
+from ldsbench.provenance import CorruptedArtifactError
 
 KINDS = ("kfac", "ekfac")
 KFAC_APPROXES = ("expand", "reduce")
@@ -117,15 +118,22 @@ class KroneckerEigenbasis:
             "q_in": {n: t.cpu() for n, t in self.q_in.items()},
             "eigenvalues": {n: t.cpu() for n, t in self.eigenvalues.items()},
         }
+        payload["sha256"] = state_digest(payload)
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
 
     @classmethod
     def load(cls, path) -> "KroneckerEigenbasis":
-        """Read a file written by :meth:`save` (tensors land on the CPU)."""
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("format") != _FORMAT:
+        """Read a file written by :meth:`save` (tensors land on the CPU); a
+        file whose content does not match its stored checksum is refused."""
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise CorruptedArtifactError(f"{path} cannot be read ({error}); delete it and rerun fit_curvature") from error
+        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
             raise ValueError(f"{path} is not a saved KroneckerEigenbasis.")
+        if payload.pop("sha256", None) != state_digest(payload):
+            raise CorruptedArtifactError(f"{path}: content does not match its checksum; delete it and rerun fit_curvature")
         settings = payload["settings"]
         return cls(
             payload["module_names"],

@@ -37,9 +37,27 @@ def save_npy(path, array: np.ndarray) -> None:
             np.save(handle, array)
 
 
-def save_parquet(path, frame) -> None:
+PARQUET_METADATA_KEY = b"ldsbench"
+
+
+def save_parquet(path, frame, metadata: dict | None = None) -> None:
+    """Write ``frame``; ``metadata`` (JSON) travels in the file's schema."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if metadata is not None:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), PARQUET_METADATA_KEY: json.dumps(metadata, sort_keys=True)})
     with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
+        pq.write_table(table, tmp)
+
+
+def read_parquet_metadata(path) -> dict:
+    """The ``metadata`` given to :func:`save_parquet` ({} if none)."""
+    import pyarrow.parquet as pq
+
+    raw = (pq.read_schema(path).metadata or {}).get(PARQUET_METADATA_KEY)
+    return {} if raw is None else json.loads(raw)
 
 
 def save_json(path, payload: dict) -> None:
@@ -60,6 +78,38 @@ def array_sha256(*arrays) -> str:
     digest = hashlib.sha256()
     for array in arrays:
         digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def state_digest(state) -> str:
+    """sha256 of a nested structure of dicts, lists, tensors, arrays and
+    scalars (a state dict): stored beside the state and checked on load, so
+    that a corrupted file is detected even where unpickling succeeds."""
+    import torch
+
+    digest = hashlib.sha256()
+
+    def visit(node):
+        if isinstance(node, torch.Tensor):
+            node = node.detach().cpu().contiguous()
+            digest.update(f"tensor{node.dtype}{tuple(node.shape)}".encode())
+            digest.update(node.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(node, np.ndarray):
+            digest.update(f"array{node.dtype}{node.shape}".encode())
+            digest.update(np.ascontiguousarray(node).tobytes())
+        elif isinstance(node, dict):
+            digest.update(b"dict")
+            for key in sorted(node, key=repr):
+                digest.update(repr(key).encode())
+                visit(node[key])
+        elif isinstance(node, (list, tuple)):
+            digest.update(f"seq{len(node)}".encode())
+            for item in node:
+                visit(item)
+        else:
+            digest.update(repr(node).encode())
+
+    visit(state)
     return digest.hexdigest()
 
 

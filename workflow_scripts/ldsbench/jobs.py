@@ -16,13 +16,15 @@ from pathlib import Path
 
 import torch
 
+from .device_slots import claim_device_for_job
 from .io import file_sha256, library_versions, save_json
 
 MANIFEST = "manifest.json"
 
 
 def start_job(snakemake) -> logging.Logger:
-    """Send this job's output to its log file and set its thread count."""
+    """Send this job's output to its log file, set its thread count, and give
+    a GPU job its own device (before anything initialises CUDA)."""
     log_path = Path(snakemake.log[0])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(log_path, "w", buffering=1)
@@ -31,6 +33,9 @@ def start_job(snakemake) -> logging.Logger:
     torch.set_num_threads(max(1, int(snakemake.threads)))
     logger = logging.getLogger(snakemake.rule)
     logger.info("rule %s, wildcards %s, threads %s", snakemake.rule, dict(snakemake.wildcards), snakemake.threads)
+    resources = getattr(snakemake, "resources", None)
+    gpu_requested = int(resources.get("gpu", 0) or 0) if resources is not None else 0
+    claim_device_for_job(gpu_requested, snakemake.config.get("runtime", {}), log=logger)
     return logger
 
 

@@ -8,6 +8,7 @@ weights are bitwise identical.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,9 +19,12 @@ from diffusers.optimization import get_constant_schedule_with_warmup, get_cosine
 from diffusers.training_utils import EMAModel
 
 from .diffusion import noised
-from .io import array_sha256, atomic_path, config_hash
+from .io import array_sha256, atomic_path, config_hash, state_digest
 from .model import build_unet
 from .noise import stream_seed
+
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDivergedError(RuntimeError):
@@ -81,8 +85,33 @@ def _save_checkpoint(path: Path, key: str, step, unet, optimizer, lr_scheduler, 
         "lr_scheduler": lr_scheduler.state_dict(),
         "ema": ema.state_dict(),
     }
+    state["sha256"] = state_digest(state)
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
+
+
+def _load_checkpoint(path: Path, key: str, device) -> dict | None:
+    """The checkpoint at ``path`` if it was written by this run and is intact.
+
+    Resume state is disposable: a checkpoint that is unreadable, fails its
+    checksum, or belongs to another run is ignored (training starts over),
+    never resumed from.
+    """
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as error:  # truncated or garbled pickle
+        log.warning("ignoring unreadable checkpoint %s (%s); training starts over", path, error)
+        return None
+    stored = state.pop("sha256", None) if isinstance(state, dict) else None
+    if stored is None or stored != state_digest(state):
+        log.warning("ignoring checkpoint %s: its checksum does not match its content; training starts over", path)
+        return None
+    if state.get("key") != key:
+        log.info("ignoring checkpoint %s of another run (other settings, architecture or data)", path)
+        return None
+    return state
 
 
 def train_diffusion_model(
@@ -111,13 +140,14 @@ def train_diffusion_model(
     ema = EMAModel(unet.parameters(), decay=settings.ema_max_decay, use_ema_warmup=True, power=settings.ema_power)
 
     start, key = 0, run_key(images, unet_config, settings)
-    state = torch.load(resume_path, map_location=device, weights_only=False) if resume_path.exists() else None
-    if state is not None and state.get("key") == key:
+    state = _load_checkpoint(resume_path, key, device)
+    if state is not None:
         unet.load_state_dict(state["unet"])
         optimizer.load_state_dict(state["optimizer"])
         lr_scheduler.load_state_dict(state["lr_scheduler"])
         ema.load_state_dict(state["ema"])
         start = state["step"]
+        log.info("resuming from the checkpoint at step %s of %s", start, settings.steps)
 
     n_examples = images.shape[0]
     num_timesteps = noise_scheduler.config.num_train_timesteps

@@ -4,8 +4,14 @@
 import os
 
 
-# Anchored to this folder so that --directory elsewhere still finds it.
-configfile: os.path.join(workflow.basedir, "config.yaml")
+# Snakemake (9.27) does not pass --replace-workflow-config on to cluster
+# jobs; this variable, which the jobs inherit, does.
+if workflow.config_settings.replace_workflow_config:
+    os.environ["LDSBENCH_REPLACE_WORKFLOW_CONFIG"] = "1"
+if os.environ.get("LDSBENCH_REPLACE_WORKFLOW_CONFIG") != "1":
+
+    # Anchored to this folder so that --directory elsewhere still finds it.
+    configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "rules/common.smk"

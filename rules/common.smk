@@ -8,7 +8,7 @@ from snakemake.exceptions import WorkflowError
 # The package lives next to the step scripts; importable without installing.
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
 
-from ldsbench.config import validate_config
+from ldsbench.config import measurement_gradient_settings, validate_config
 from ldsbench.curvature_keys import curvature_key
 from ldsbench.protection import existing_model_changes, retraining_report
 

@@ -1,3 +1,7 @@
+# One job per (measurement, model). The measurement's config entry is the
+# job's params, so changing one measurement remeasures only that one.
+
+
 rule measure_model:
     input:
         model=f"{R}/models/subset_{{subset}}/seed_{{seed}}",

@@ -14,7 +14,13 @@ rule score_method:
         manifest=f"{R}/scores/{{method}}/{{measurement}}.json",
     params:
         settings=lambda w: config["methods"][w.method],
-        code=code_version("scoring.py", "gradients.py", "curvature.py", "trak.py", "projection.py", "provenance.py"),
+        # Only what defines the query gradient (type, timestep, levels), so
+        # changing a measurement's draws does not rescore.
+        measurement=lambda w: measurement_gradient_settings(config["measurements"][w.measurement]),
+        code=code_version(
+            "scoring.py", "gradients.py", "curvature.py", "trak.py", "projection.py", "provenance.py",
+            "measurement.py", "diffusion.py", "elbo.py", "likelihood.py", "noise.py",
+        ),
         device=config["runtime"]["device"],
     threads: THREADS
     resources:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from test_provenance import flip_byte
 from workflow_api import copy_run, run_workflow, start_workflow, tiny_config, with_changes
 
 TARGET = "results/models/subset_0/seed_0"
@@ -26,6 +27,13 @@ def _wait_for(condition, timeout, what):
 
 def _log(workdir, name):
     return (Path(workdir) / "results" / "logs" / name).read_text()
+
+
+def _assert_run_fails(config, workdir, log_name, message, *extra):
+    """The run fails, and the log of the step that refused says why."""
+    result = run_workflow(config, workdir, *extra)
+    assert result.returncode != 0
+    assert message in _log(workdir, log_name)
 
 
 @pytest.mark.slow
@@ -76,9 +84,7 @@ def test_benchmark_killed_twice_ends_with_the_results_of_an_uninterrupted_run(ti
 @pytest.mark.slow
 def test_diverging_training_names_the_model_and_writes_none(tmp_path):
     config = with_changes(tiny_config(), {"training.learning_rate": 1e30})
-    result = run_workflow(config, tmp_path, TARGET)
-    assert result.returncode != 0
-    assert "training diverged for subset 0 seed 0" in _log(tmp_path, "train/subset_0_seed_0.log")
+    _assert_run_fails(config, tmp_path, "train/subset_0_seed_0.log", "training diverged for subset 0 seed 0", TARGET)
     assert not (tmp_path / TARGET).exists()
 
 
@@ -113,13 +119,8 @@ def finished(tiny_run, tmp_path):
 @pytest.mark.slow
 def test_corrupted_score_file_is_detected(finished):
     config, workdir = finished
-    scores = workdir / "results" / "scores" / "random" / "loss.npy"
-    data = bytearray(scores.read_bytes())
-    data[-1] ^= 0xFF
-    scores.write_bytes(bytes(data))
-    result = run_workflow(config, workdir)
-    assert result.returncode != 0
-    assert "loss.npy does not match the checksum" in _log(workdir, "lds/random/loss.log")
+    flip_byte(workdir / "results" / "scores" / "random" / "loss.npy")
+    _assert_run_fails(config, workdir, "lds/random/loss.log", "loss.npy does not match the checksum")
 
 
 @pytest.mark.slow
@@ -129,9 +130,7 @@ def test_scores_of_another_query_set_are_refused(finished):
     manifest = json.loads(manifest_path.read_text())
     manifest["provenance"]["queries_sha256"] = "0" * 64
     manifest_path.write_text(json.dumps(manifest))
-    result = run_workflow(config, workdir)
-    assert result.returncode != 0
-    assert "do not belong together (queries_sha256: " in _log(workdir, "lds/random/loss.log")
+    _assert_run_fails(config, workdir, "lds/random/loss.log", "do not belong together (queries_sha256: ")
 
 
 @pytest.mark.slow
@@ -142,22 +141,14 @@ def test_measurement_of_the_wrong_model_is_refused(finished):
     first_bytes = first.read_bytes()
     first.write_bytes(second.read_bytes())
     second.write_bytes(first_bytes)
-    result = run_workflow(config, workdir)
-    assert result.returncode != 0
-    assert "holds the measurements of another model" in _log(workdir, "ground_truth/loss.log")
+    _assert_run_fails(config, workdir, "ground_truth/loss.log", "holds the measurements of another model")
 
 
 @pytest.mark.slow
 def test_corrupted_model_weights_are_detected(finished):
     config, workdir = finished
-    weights = workdir / TARGET / WEIGHTS
-    data = bytearray(weights.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    weights.write_bytes(bytes(data))
-    result = run_workflow(config, workdir, "--forcerun", "measure_model")
-    assert result.returncode != 0
-    logs = "".join(p.read_text() for p in (workdir / "results" / "logs" / "measure" / "loss").glob("*.log"))
-    assert "checksum does not match" in logs and "the file is corrupted" in logs
+    flip_byte(workdir / TARGET / WEIGHTS, offset=(workdir / TARGET / WEIGHTS).stat().st_size // 2)
+    _assert_run_fails(config, workdir, "measure/loss/subset_0_seed_0.log", "the file is corrupted", "--forcerun", "measure_model")
 
 
 @pytest.mark.slow

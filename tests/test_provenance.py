@@ -26,7 +26,8 @@ from ldsbench.provenance import (
 )
 
 
-def _flip_byte(path, offset=-1):
+def flip_byte(path, offset=-1):
+    """Invert the bits of one byte of a file in place."""
     data = bytearray(path.read_bytes())
     data[offset] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -59,10 +60,10 @@ def test_checksums_detect_a_flipped_byte_and_a_truncation(tmp_path):
     write_checksums(tmp_path / "scores.json", files, {"queries_sha256": "q"})
     assert verify_checksums(tmp_path / "scores.json", files) == {"queries_sha256": "q"}
 
-    _flip_byte(scores)
+    flip_byte(scores)
     with pytest.raises(CorruptedArtifactError, match="scores.npy does not match the checksum"):
         verify_checksums(tmp_path / "scores.json", files)
-    _flip_byte(scores)
+    flip_byte(scores)
     sweep.write_bytes(sweep.read_bytes()[:-10])
     with pytest.raises(CorruptedArtifactError, match="scores.sweep.npz"):
         verify_checksums(tmp_path / "scores.json", files)

@@ -13,6 +13,16 @@ class Interrupt(Exception):
     pass
 
 
+def _interrupt_at(stop_step):
+    """A progress callback that stops training after ``stop_step``."""
+
+    def progress(step, loss):
+        if step == stop_step:
+            raise Interrupt
+
+    return progress
+
+
 def _images(n=12, seed=0):
     return torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
@@ -29,12 +39,8 @@ def test_resumed_training_is_bitwise_identical(tmp_path):
     scheduler, images = build_scheduler({}), _images()
     reference = train_diffusion_model(images, UNET, scheduler, settings, tmp_path / "reference")
 
-    def stop_at_eight(step, loss):
-        if step == 8:
-            raise Interrupt
-
     with pytest.raises(Interrupt):
-        train_diffusion_model(images, UNET, scheduler, settings, tmp_path / "resumed", stop_at_eight)
+        train_diffusion_model(images, UNET, scheduler, settings, tmp_path / "resumed", _interrupt_at(8))
     assert (tmp_path / "resumed" / "checkpoint.pt").exists()
     steps_seen = []
     resumed = train_diffusion_model(images, UNET, scheduler, settings, tmp_path / "resumed", lambda s, l: steps_seen.append(s))
@@ -62,12 +68,8 @@ def test_checkpoint_of_another_run_is_not_resumed(tmp_path):
     scheduler, images = build_scheduler({}), _images()
     first = TrainingSettings(steps=12, batch_size=4, learning_rate=1e-3, checkpoint_every=5, seed=1)
 
-    def stop_at_eight(step, loss):
-        if step == 8:
-            raise Interrupt
-
     with pytest.raises(Interrupt):
-        train_diffusion_model(images, UNET, scheduler, first, tmp_path / "resume", stop_at_eight)
+        train_diffusion_model(images, UNET, scheduler, first, tmp_path / "resume", _interrupt_at(8))
     changed = TrainingSettings(steps=12, batch_size=4, learning_rate=5e-4, checkpoint_every=5, seed=1)
     steps_seen = []
     train_diffusion_model(images, UNET, scheduler, changed, tmp_path / "resume", lambda s, l: steps_seen.append(s))
@@ -80,12 +82,8 @@ def test_damaged_checkpoint_is_never_resumed(tmp_path, damage, caplog):
     scheduler, images = build_scheduler({}), _images()
     reference = train_diffusion_model(images, UNET, scheduler, settings, tmp_path / "reference")
 
-    def stop_at_eight(step, loss):
-        if step == 8:
-            raise Interrupt
-
     with pytest.raises(Interrupt):
-        train_diffusion_model(images, UNET, scheduler, settings, tmp_path / "resume", stop_at_eight)
+        train_diffusion_model(images, UNET, scheduler, settings, tmp_path / "resume", _interrupt_at(8))
     checkpoint = tmp_path / "resume" / "checkpoint.pt"
     data = bytearray(checkpoint.read_bytes())
     if damage == "truncate":

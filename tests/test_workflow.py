@@ -108,7 +108,11 @@ def test_reordering_config_keys_reruns_nothing(tiny_run):
 def test_changing_one_method_reruns_only_that_method(tiny_run):
     config, workdir = tiny_run
     files = dry_run(with_changes(config, {"methods.trak.lambda_grid": [0.5]}), workdir)
-    expected = {"results/scores/trak/loss.npy", "results/scores/trak/loss.sweep.npz", "results/scores/trak/loss.json", "results/lds/trak/loss.parquet", "results/lds/trak/loss.sweep.parquet"}
+    expected = {
+        f"results/{path}"
+        for m in config["measurements"]
+        for path in (f"scores/trak/{m}.npy", f"scores/trak/{m}.sweep.npz", f"scores/trak/{m}.json", f"lds/trak/{m}.parquet", f"lds/trak/{m}.sweep.parquet")
+    }
     assert expected <= set(files)
     others = set(files) - expected - {f"results/{name}" for name in SUMMARY_FILES}
     assert others == set(), f"changing trak rescheduled {sorted(others)}"

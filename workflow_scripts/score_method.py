@@ -23,13 +23,13 @@ if method["type"] == "influence":
     basis = KroneckerEigenbasis.load(snakemake.input.curvature)
     scores = influence_scores(
         unet, scheduler, train, queries, basis, values,
-        measurement=w.measurement, train_draws=method["train_draws"], query_draws=method["query_draws"], seed=method["seed"],
+        measurement=snakemake.params.measurement, train_draws=method["train_draws"], query_draws=method["query_draws"], seed=method["seed"],
     )
 elif method["type"] == "trak":
     values = list(dict.fromkeys([method["lambda"], *method["lambda_grid"]]))
     scores = trak_scores(
         unet, scheduler, train, queries, values,
-        measurement=w.measurement, output_fn=method["output_fn"], projection_dim=method["projection_dim"],
+        measurement=snakemake.params.measurement, output_fn=method["output_fn"], projection_dim=method["projection_dim"],
         projection_seed=method["seed"], train_draws=method["train_draws"], query_draws=method["query_draws"], seed=method["seed"],
     )
 elif method["type"] == "random":

@@ -68,6 +68,75 @@ def _fill_defaults(node, schema: dict, root: dict):
     return node
 
 
+# Grey levels of each dataset's pixels, as ``data.py`` scales them to [-1, 1]
+# (digits: 0..16 -> v / 8 - 1; CIFAR: 0..255 -> v / 127.5 - 1). The likelihood
+# measurements need them for the decoder's and the dequantisation's bin width.
+DATASET_LEVELS = {"digits": 17, "cifar2": 256}
+LEVEL_MEASUREMENTS = ("elbo", "log_likelihood")
+
+
+# The settings that define each measurement type's output function, and so
+# its query gradient (``measurement.MEASUREMENTS[type].output_keys``); draws
+# and seed only change the ground truth.
+MEASUREMENT_OUTPUT_KEYS = {
+    "loss": (),
+    "loss_at_t": ("timestep",),
+    "squared_norm": (),
+    "simplified_elbo": (),
+    "elbo": ("levels",),
+    "log_likelihood": ("levels",),
+}
+
+
+def measurement_gradient_settings(entry: dict) -> dict:
+    """The part of a validated measurement entry that scoring depends on:
+    its type and output-function settings (for a scoring job's params)."""
+    return {"type": entry["type"], **{key: entry[key] for key in MEASUREMENT_OUTPUT_KEYS[entry["type"]]}}
+
+
+def _fill_measurement_levels(config: dict) -> None:
+    """Copy the dataset's number of grey levels into the likelihood
+    measurements that do not set ``levels``, so that it is part of their
+    settings (and of their jobs' params)."""
+    levels = DATASET_LEVELS.get(config["dataset"]["name"])
+    for entry in config["measurements"].values():
+        if entry["type"] in LEVEL_MEASUREMENTS and "levels" not in entry and levels is not None:
+            entry["levels"] = levels
+
+
+def _measurement_errors(config: dict) -> list[str]:
+    """Measurement settings the schema cannot check: draws that fill whole
+    replicates, timesteps within the schedule, levels matching the data."""
+    errors = []
+    num_timesteps = config["model"]["scheduler"]["num_train_timesteps"]
+    dataset_levels = DATASET_LEVELS.get(config["dataset"]["name"])
+    for name, entry in config["measurements"].items():
+        key = f"measurements.{name}"
+        replicate = entry.get("strata", 1) * (2 if entry.get("antithetic") else 1)
+        if entry["draws"] % replicate or entry["draws"] // replicate < 2:
+            errors.append(
+                f"{key}.draws: {entry['draws']} must be a multiple of strata x (2 if antithetic) = {replicate} "
+                "with at least 2 replicates (the standard error is computed from replicates)"
+            )
+        if entry["target_stderr"] is not None and entry["max_draws"] is None:
+            errors.append(f"{key}.max_draws: required with target_stderr (the cap on draws per query)")
+        if entry["max_draws"] is not None:
+            if entry["target_stderr"] is None:
+                errors.append(f"{key}.max_draws: only used with target_stderr, which is not set")
+            elif entry["max_draws"] < entry["draws"] or entry["max_draws"] % replicate:
+                errors.append(f"{key}.max_draws: {entry['max_draws']} must be >= draws ({entry['draws']}) and a multiple of {replicate}")
+        if entry["type"] == "loss_at_t" and entry["timestep"] >= num_timesteps:
+            errors.append(f"{key}.timestep: {entry['timestep']} is not below model.scheduler.num_train_timesteps {num_timesteps}")
+        if entry["type"] in LEVEL_MEASUREMENTS:
+            if "levels" not in entry:
+                errors.append(f"{key}.levels: required for dataset {config['dataset']['name']!r} (its number of grey levels)")
+            elif dataset_levels is not None and entry["levels"] != dataset_levels:
+                errors.append(f"{key}.levels: {entry['levels']} but dataset {config['dataset']['name']!r} has {dataset_levels} grey levels")
+        if entry["type"] == "elbo" and num_timesteps < 2:
+            errors.append(f"{key}: the ELBO needs model.scheduler.num_train_timesteps >= 2")
+    return errors
+
+
 def _semantic_errors(config: dict) -> list[str]:
     """Checks the schema cannot express."""
     errors = []
@@ -94,6 +163,7 @@ def _semantic_errors(config: dict) -> list[str]:
             check_cifar10_path(config["dataset"].get("path"))
         except FileNotFoundError as error:
             errors.append(str(error))
+    errors += _measurement_errors(config)
     return errors
 
 
@@ -128,6 +198,7 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
             problems.append(f"{_dotted(error.absolute_path)}: {error.message}")
     if not problems:
         _fill_defaults(config, schema, schema)
+        _fill_measurement_levels(config)
         problems = _semantic_errors(config)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))

@@ -2,8 +2,9 @@
 
 The gradient for example i is that of the Monte Carlo average
 (1/n_draws) sum_d f(x_i, t_d, eps_d) of a per-draw output function f
-(``diffusion.per_draw_output``), taken with respect to the weights listed by
-``model.attributed_parameters``. Gradients are never written to disk.
+(``diffusion.per_draw_output``: a name such as "loss", or a callable output
+function such as a measurement's), taken with respect to the weights listed
+by ``model.attributed_parameters``. Gradients are never written to disk.
 """
 
 from __future__ import annotations
@@ -12,19 +13,25 @@ from typing import Iterator
 
 import torch
 
-from .diffusion import per_draw_output
+from .diffusion import per_draw_output, timestep_probabilities
 from .model import attributed_parameters
-from .noise import noise_draws
+from .noise import Design, design_draws, noise_draws
 
 
-def example_gradient(unet, scheduler, image: torch.Tensor, item: int, output_fn: str, n_draws: int, stream: int, draws_per_pass: int = 64) -> torch.Tensor:
+def example_gradient(unet, scheduler, image: torch.Tensor, item: int, output_fn, n_draws: int, stream: int, draws_per_pass: int = 64) -> torch.Tensor:
     """Gradient of one example's averaged output: image [C, H, W] -> [P] float32."""
     params = attributed_parameters(unet)
     shape, num_timesteps = tuple(image.shape), scheduler.config.num_train_timesteps
     total = [torch.zeros_like(p) for p in params]
+    # Output functions that importance-sample timesteps need their draws from
+    # their own proposal; every other one gets plain uniform draws.
+    probabilities = timestep_probabilities(output_fn, scheduler)
     for start in range(0, n_draws, draws_per_pass):
         count = min(draws_per_pass, n_draws - start)
-        timesteps, noise = noise_draws(stream, item, start, count, shape, num_timesteps)
+        if probabilities is None:
+            timesteps, noise = noise_draws(stream, item, start, count, shape, num_timesteps)
+        else:
+            timesteps, noise = design_draws(stream, item, start, count, shape, num_timesteps, Design(), probabilities)
         x0 = image.unsqueeze(0).expand(count, *shape)
         noise, timesteps = noise.to(image.device, image.dtype), timesteps.to(image.device)
         value = per_draw_output(unet, scheduler, x0, noise, timesteps, output_fn).sum() / n_draws
@@ -34,7 +41,7 @@ def example_gradient(unet, scheduler, image: torch.Tensor, item: int, output_fn:
 
 
 def iter_example_gradients(
-    unet, scheduler, images: torch.Tensor, output_fn: str, n_draws: int, stream: int, batch_examples: int = 32, draws_per_pass: int = 64
+    unet, scheduler, images: torch.Tensor, output_fn, n_draws: int, stream: int, batch_examples: int = 32, draws_per_pass: int = 64
 ) -> Iterator[tuple[slice, torch.Tensor]]:
     """Yield (rows, gradients [B, P]) for consecutive blocks of ``images`` [N, C, H, W].
 

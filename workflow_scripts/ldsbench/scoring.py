@@ -13,6 +13,13 @@ Influence methods use K-FAC/EK-FAC for H (the GGN of L); TRAK methods use
 the projected-gradient Gram matrix Phi^T Phi, which already sums over the N
 examples, so its 1/N is implicit. ``SCORE_SIGN`` is the one place the minus
 sign lives.
+
+``measurement`` is a type name or a config entry (``measurement.
+measurement_settings``); grad m(q) is the gradient of the measurement's
+per-draw output function (``measurement.measurement_output_fn``): the same
+Monte Carlo estimator as the measurement, or for ``log_likelihood`` its ELBO
+surrogate. A measurement's orientation plays no part here: tau always
+predicts m(with i) - m(without i) of m as measured.
 """
 
 from __future__ import annotations
@@ -20,16 +27,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .diffusion import output_key
 from .gradients import iter_example_gradients
-from .measurement import get_measurement
+from .measurement import measurement_output_fn
 from .noise import stream_seed
 
 SCORE_SIGN = -1.0
 
 
-def query_gradients(unet, scheduler, queries, output_fn: str, n_draws: int, seed: int, batch_examples: int = 32) -> torch.Tensor:
-    """[Q, P] gradients of each query's output function (usually the measurement)."""
-    stream = stream_seed(seed, "query_gradient", output_fn)
+def query_gradients(unet, scheduler, queries, output_fn, n_draws: int, seed: int, batch_examples: int = 32) -> torch.Tensor:
+    """[Q, P] gradients of each query's output function (usually the measurement's)."""
+    stream = stream_seed(seed, "query_gradient", *output_key(output_fn))
     return torch.cat([g for _, g in iter_example_gradients(unet, scheduler, queries, output_fn, n_draws, stream, batch_examples)])
 
 
@@ -39,14 +47,14 @@ def training_gradient_batches(unet, scheduler, train_images, output_fn: str, n_d
     return iter_example_gradients(unet, scheduler, train_images, output_fn, n_draws, stream, batch_examples)
 
 
-def influence_scores(unet, scheduler, train_images, queries, basis, dampings, *, measurement: str, train_draws: int, query_draws: int, seed: int) -> np.ndarray:
+def influence_scores(unet, scheduler, train_images, queries, basis, dampings, *, measurement, train_draws: int, query_draws: int, seed: int) -> np.ndarray:
     """K-FAC/EK-FAC influence for every damping in one pass: [L, Q, N] float32.
 
     ``basis`` is a ``curvature.KroneckerEigenbasis`` of the training loss's GGN.
     Query gradients are preconditioned once per damping; training gradients
     are streamed and never stored.
     """
-    output_fn = get_measurement(measurement).output_fn
+    output_fn = measurement_output_fn(measurement)
     preconditioned = basis.precondition(query_gradients(unet, scheduler, queries, output_fn, query_draws, seed), dampings)
     n_train = len(train_images)
     scores = np.zeros((len(dampings), len(queries), n_train), dtype=np.float64)
@@ -56,7 +64,7 @@ def influence_scores(unet, scheduler, train_images, queries, basis, dampings, *,
     return (SCORE_SIGN * scores / n_train).astype(np.float32)
 
 
-def trak_scores(unet, scheduler, train_images, queries, lambdas, *, measurement: str, output_fn: str, projection_dim, projection_seed: int, train_draws: int, query_draws: int, seed: int) -> np.ndarray:
+def trak_scores(unet, scheduler, train_images, queries, lambdas, *, measurement, output_fn: str, projection_dim, projection_seed: int, train_draws: int, query_draws: int, seed: int) -> np.ndarray:
     """TRAK (output_fn "loss") or D-TRAK (output_fn "squared_norm"): [L, Q, N] float32.
 
     Features are randomly projected gradients of ``output_fn`` for training
@@ -66,7 +74,7 @@ def trak_scores(unet, scheduler, train_images, queries, lambdas, *, measurement:
     from .projection import RandomProjector
     from .trak import trak_kernel_scores
 
-    query_fn = get_measurement(measurement).output_fn if output_fn == "loss" else output_fn
+    query_fn = measurement_output_fn(measurement) if output_fn == "loss" else output_fn
     train_features, projector = [], None
     # Large blocks: the projection matrix is generated (or read from cache)
     # once per block, which dominates the cost for small blocks.

@@ -18,6 +18,7 @@ import torch
 
 from .device_slots import claim_device_for_job
 from .io import file_sha256, library_versions, save_json
+from .provenance import CorruptedArtifactError
 
 MANIFEST = "manifest.json"
 
@@ -77,7 +78,7 @@ def load_model(path, device="cpu", verify: bool = True):
     if verify:
         for name, expected in manifest["weights_sha256"].items():
             if file_sha256(path / name) != expected:
-                raise RuntimeError(f"{path / name}: checksum does not match {path / MANIFEST}; the file is corrupted, delete {path} and rerun")
+                raise CorruptedArtifactError(f"{path / name}: checksum does not match {path / MANIFEST}; the file is corrupted, delete {path} and rerun")
     unet = UNet2DModel.from_pretrained(path, subfolder="unet").to(device)
     scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
     unet.eval()

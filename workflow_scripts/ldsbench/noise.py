@@ -50,12 +50,6 @@ def noise_draws(seed: int, item: int, start: int, count: int, shape: tuple, num_
     return timesteps[offset : offset + count], noise[offset : offset + count]
 
 
-def draw_pairs(n_items: int, n_draws: int, batch_size: int):
-    """Batches of (item, first_draw, count) covering every item's draws, so that
-    callers can evaluate many items' draws in one forward pass."""
-    return draw_requests([(item, 0, n_draws) for item in range(n_items)], batch_size)
-
-
 @dataclass(frozen=True)
 class Design:
     """How a measurement's draws are laid out (variance reduction).

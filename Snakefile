@@ -1,6 +1,7 @@
 # LDS benchmark for training-data attribution in diffusion models.
 # Stages: data -> subsets -> training -> queries -> measurements -> curvature
-# -> scores per method -> LDS per (method, measurement) -> summary.
+# -> scores per method -> LDS per (method, measurement) -> summary and
+# figures; beside them, retraining without each method's top influences.
 import os
 
 
@@ -27,15 +28,24 @@ if not RESCORE:
     include: "rules/queries.smk"
     include: "rules/measure.smk"
 
+    if REMOVAL_ON:
+
+        include: "rules/removal.smk"
+
 
 include: "rules/curvature.smk"
 include: "rules/score.smk"
 include: "rules/lds.smk"
+include: "rules/figures.smk"
+
+
+report: "report/workflow.rst"
 
 
 rule all:
     input:
         summary_outputs(),
+        removal_outputs(),
     default_target: True
 
 

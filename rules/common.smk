@@ -8,9 +8,10 @@ from snakemake.exceptions import WorkflowError
 # The package lives next to the step scripts; importable without installing.
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
 
-from ldsbench.config import measurement_gradient_settings, validate_config
+from ldsbench.config import MEASUREMENT_ORIENTATION, measurement_gradient_settings, validate_config
 from ldsbench.curvature_keys import curvature_key
 from ldsbench.protection import existing_model_changes, retraining_report
+from ldsbench.removal import ALL_DATA, RANDOM_CONTROL
 
 config = validate_config(config)
 
@@ -34,6 +35,14 @@ SUBSET_TRAINING = {k: v for k, v in config["training"].items() if k != "steps"}
 
 # Curvature factors are shared by every influence method with the same
 # curvature settings: the file name is a hash of those settings.
+# Retraining without the top influences; off without removal queries.
+REMOVAL = config["removal"]
+REMOVAL_ON = bool(REMOVAL["queries"])
+REMOVAL_RANKERS = [*REMOVAL["methods"], RANDOM_CONTROL] if REMOVAL_ON else []
+# Fractions appear in paths as %g labels ("0.02").
+REMOVAL_FRACTIONS = {f"{f:g}": f for f in REMOVAL["fractions"]}
+GRID_MEASUREMENT = config["report"]["grid_measurement"]
+
 CURVATURES = {
     curvature_key(m["curvature"]): m["curvature"]
     for m in config["methods"].values()
@@ -47,6 +56,9 @@ wildcard_constraints:
     method=r"[A-Za-z][A-Za-z0-9_-]*",
     measurement=r"[A-Za-z][A-Za-z0-9_-]*",
     curvature=r"(kfac|ekfac)-[0-9a-f]+",
+    ranker=r"[A-Za-z][A-Za-z0-9_-]*",
+    query=r"\d+",
+    fraction=r"[0-9][0-9.e-]*",
 
 
 def code_version(*modules):
@@ -86,9 +98,27 @@ def summary_outputs():
         f"{R}/lds_per_query.parquet",
         f"{R}/lds_sweep.parquet",
         f"{R}/lds_summary.png",
+        f"{R}/lds_per_query.png",
         f"{R}/lds_vs_damping.png",
         f"{R}/lds_summary.md",
+        f"{R}/attribution_grid.png",
     ]
+
+
+def removal_measurements():
+    return [
+        f"{R}/removal/measurements/{ranker}/query_{q}/fraction_{label}/seed_{s}.parquet"
+        for ranker in REMOVAL_RANKERS
+        for q in REMOVAL["queries"]
+        for label in REMOVAL_FRACTIONS
+        for s in range(REMOVAL["seeds"])
+    ]
+
+
+def removal_outputs():
+    if not REMOVAL_ON:
+        return []
+    return [f"{R}/removal_summary.parquet", f"{R}/removal_summary.md", f"{R}/removal.png"]
 
 
 # `snakemake rescore`: scoring and LDS only. Snakemake reads the targets after
@@ -96,12 +126,17 @@ def summary_outputs():
 RESCORE = "rescore" in sys.argv[1:]
 RESCORE_INPUTS = [f"{R}/data/train.npz", f"{R}/subsets.parquet", f"{R}/models/full", f"{R}/queries/queries.npz"]
 RESCORE_INPUTS += [f"{R}/ground_truth/{m}.parquet" for m in MEASUREMENTS]
+if any(m["type"] == "tracin" for m in config["methods"].values()):
+    RESCORE_INPUTS.append(f"{R}/models/full_trajectory")
 if RESCORE and not all(os.path.exists(path) for path in RESCORE_INPUTS):
     missing = [path for path in RESCORE_INPUTS if not os.path.exists(path)]
     raise WorkflowError(
         f"`snakemake rescore` scores the models and ground truth on disk, but {', '.join(missing)} "
         "do not exist yet; run `snakemake` first."
     )
+
+
+TRAINING_RULES = ("train_full_model", "train_subset_model", "train_removal_model", "train_removal_reference")
 
 
 def refuse_unconfirmed_retraining(dag):
@@ -111,7 +146,7 @@ def refuse_unconfirmed_retraining(dag):
         return
     changes = {}
     for job in dag.needrun_jobs():
-        if job.rule.name in ("train_full_model", "train_subset_model"):
+        if job.rule.name in TRAINING_RULES:
             changed = existing_model_changes(job.output[0], job.params.model, job.params.training)
             if changed is not None:
                 changes[job.output[0]] = changed

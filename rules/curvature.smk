@@ -6,7 +6,7 @@ rule fit_curvature:
         f"{R}/curvature/{{curvature}}.pt",
     params:
         settings=lambda w: CURVATURES[w.curvature],
-        code=code_version("curvature.py", "diffusion.py", "noise.py"),
+        code=code_version("curvature.py", "curvature_data.py", "model.py", "diffusion.py", "noise.py"),
         device=config["runtime"]["device"],
     threads: THREADS
     resources:

@@ -47,13 +47,18 @@ rule summarize:
         summary=f"{R}/lds_summary.parquet",
         per_query=f"{R}/lds_per_query.parquet",
         sweep=f"{R}/lds_sweep.parquet",
-        plot=f"{R}/lds_summary.png",
-        sweep_plot=f"{R}/lds_vs_damping.png",
+        plot=report(f"{R}/lds_summary.png", caption="../report/lds_summary.rst", category="LDS"),
+        per_query_plot=report(f"{R}/lds_per_query.png", caption="../report/lds_per_query.rst", category="LDS"),
+        sweep_plot=report(f"{R}/lds_vs_damping.png", caption="../report/lds_vs_damping.rst", category="LDS"),
         table=f"{R}/lds_summary.md",
     params:
         n_subsets=M,
         n_seeds=K,
-        code=code_version("lds.py", "plots.py"),
+        orientation={name: MEASUREMENT_ORIENTATION[config["measurements"][name]["type"]] for name in sorted(MEASUREMENTS)},
+        # The untuned value each method reports (damping or lambda).
+        defaults={name: config["methods"][name].get("damping", config["methods"][name].get("lambda")) for name in sorted(METHODS)},
+        tuning=config["tuning"],
+        code=code_version("lds.py", "plots.py", "tuning.py"),
     conda:
         CONDA_ENV
     log:

@@ -8,6 +8,9 @@ rule score_method:
         train=f"{R}/data/train.npz",
         queries=f"{R}/queries/queries.npz",
         curvature=method_curvature,
+        # A feature model is an input, so replacing its file rescores.
+        feature_model=lambda w: config["methods"][w.method].get("model_path", []),
+        trajectory=lambda w: f"{R}/models/full_trajectory" if config["methods"][w.method]["type"] == "tracin" else [],
     output:
         scores=f"{R}/scores/{{method}}/{{measurement}}.npy",
         sweep=f"{R}/scores/{{method}}/{{measurement}}.sweep.npz",
@@ -19,8 +22,10 @@ rule score_method:
         measurement=lambda w: measurement_gradient_settings(config["measurements"][w.measurement]),
         code=code_version(
             "scoring.py", "gradients.py", "curvature.py", "trak.py", "projection.py", "provenance.py",
-            "measurement.py", "diffusion.py", "elbo.py", "likelihood.py", "noise.py",
+            "measurement.py", "diffusion.py", "elbo.py", "likelihood.py", "noise.py", "similarity.py", "model.py", "tracin.py", "training.py", "das.py",
         ),
+        # TracIn replays the full model's training.
+        training=lambda w: FULL_TRAINING if config["methods"][w.method]["type"] == "tracin" else None,
         device=config["runtime"]["device"],
     threads: THREADS
     resources:

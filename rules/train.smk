@@ -52,3 +52,31 @@ rule train_subset_model:
         f"{R}/benchmarks/train/subset_{{subset}}_seed_{{seed}}.tsv"
     script:
         f"{STEPS}/train_model.py"
+
+
+# The full model's training replayed with its raw weights kept at every
+# checkpoint (for TracIn-type methods). Training is deterministic per step,
+# so this is the full model's own trajectory; the job checks that its final
+# EMA weights equal the full model's.
+rule trace_full_training:
+    input:
+        train=f"{R}/data/train.npz",
+        model=f"{R}/models/full",
+    output:
+        directory(f"{R}/models/full_trajectory"),
+    params:
+        model=config["model"],
+        training=FULL_TRAINING,
+        resume=f"{R}/resume/full_trajectory",
+        device=config["runtime"]["device"],
+    threads: THREADS
+    resources:
+        gpu=GPUS_PER_JOB,
+    conda:
+        CONDA_ENV
+    log:
+        f"{R}/logs/train/full_trajectory.log",
+    benchmark:
+        f"{R}/benchmarks/train/full_trajectory.tsv"
+    script:
+        f"{STEPS}/trace_full_training.py"

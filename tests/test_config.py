@@ -28,7 +28,7 @@ def test_defaults_are_filled():
         ({"benchmark.subsets": -1}, "benchmark.subsets: -1 is less than the minimum"),
         ({"benchmark.fraction": 1.5}, "benchmark.fraction: 1.5 is greater than or equal to the maximum"),
         ({"benchmark.fraction": 0.0}, "benchmark.fraction: 0.0 is less than or equal to the minimum"),
-        ({"methods.trak.type": "tracin"}, "methods.trak.type: 'tracin' is not one of"),
+        ({"methods.trak.type": "shampoo"}, "methods.trak.type: 'shampoo' is not one of"),
         ({"methods.trak.lambda": "1e-3"}, "methods.trak.lambda: '1e-3' is a string"),
         ({"methods.ekfac_influence.curvature.kind": "shampoo"}, "methods.ekfac_influence.curvature.kind: 'shampoo' is not one of"),
         ({"methods.trak.projection_dims": 5}, "'projection_dims' was unexpected"),
@@ -63,3 +63,25 @@ def test_validated_config_is_canonical():
     validated = validate_config(config)
     assert list(validated["training"]) == sorted(validated["training"])
     assert list(validated["methods"]) == list(config["methods"]), "method order is the display order"
+
+
+def test_similarity_methods_need_a_local_model_file_and_a_sign_where_orientation_gives_none(tmp_path):
+    config = default_config()
+    config["methods"]["clip"] = {"type": "feature_similarity", "model_path": str(tmp_path / "clip.pt")}
+    with pytest.raises(ConfigError, match=r"methods\.clip\.model_path: .*clip\.pt.*Nothing is downloaded"):
+        validate_config(config)
+    config = default_config()
+    config["measurements"]["norm"] = {"type": "squared_norm"}
+    config["methods"]["pixels"] = {"type": "pixel_similarity"}
+    with pytest.raises(ConfigError, match=r"methods\.pixels\.sign: required, since measurements\.norm is not a quality measure"):
+        validate_config(config)
+    config["methods"]["pixels"]["sign"] = 1
+    assert validate_config(config)["methods"]["pixels"]["metric"] == "cosine"
+
+
+def test_confirm_retraining_from_the_command_line_is_a_boolean():
+    # `--config confirm_retraining=true` gives the string "true".
+    for text, value in [("true", True), ("True", True), ("false", False)]:
+        assert validate_config({**default_config(), "confirm_retraining": text})["confirm_retraining"] is value
+    with pytest.raises(ConfigError, match="confirm_retraining: 'yes please' is not of type 'boolean'"):
+        validate_config({**default_config(), "confirm_retraining": "yes please"})

@@ -21,7 +21,7 @@ from ldsbench.elbo import (
 )
 from ldsbench.measurement import estimate, measurement_output_fn
 from ldsbench.model import build_scheduler, build_unet
-from ldsbench.noise import Design, design_draws, stream_seed
+from ldsbench.noise import Design, content_key, design_draws, stream_seed
 from test_measurement import UNET
 
 LEVELS = 5
@@ -203,7 +203,7 @@ def test_query_gradient_is_the_gradient_of_the_estimator():
     stream = stream_seed(3, "query_gradient", "elbo", 17)
     params = attributed_parameters(unet)
     for item in range(2):
-        t, eps = design_draws(stream, item, 0, 6, (1, 8, 8), 1000, Design(), kl_proposal(scheduler))
+        t, eps = design_draws(stream, content_key(queries[item]), 0, 6, (1, 8, 8), 1000, Design(), kl_proposal(scheduler))
         value = output_fn(unet, scheduler, queries[item].expand(6, -1, -1, -1), eps, t).mean()
         expected = torch.cat([g.reshape(-1) for g in torch.autograd.grad(value, params)])
         torch.testing.assert_close(grads[item], expected.float(), rtol=1e-4, atol=1e-7)

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from ldsbench.plots import plot_lds_summary, plot_lds_vs_damping, summary_markdown
+from ldsbench.image_grid import extreme_examples, plot_attribution_grid, to_display
+from ldsbench.plots import plot_lds_per_query, plot_lds_summary, plot_lds_vs_damping, plot_removal, removal_markdown, summary_markdown
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 METHODS = ["TRAK", "D-TRAK | ekfac", "retraining ceiling"]
@@ -83,3 +84,53 @@ def test_summary_markdown_lists_every_method():
     # Every line has the same number of cells (escaped "|" does not split).
     n_cells = {line.replace("\\|", "").count("|") for line in lines}
     assert len(n_cells) == 1
+
+
+def test_per_query_plot_shows_nan_queries_in_the_label(tmp_path):
+    rows = [dict(method=m, measurement=s, query=q, lds=(np.nan if (m == "TRAK" and q == 0) else 0.1 * q - 0.2))
+            for m in METHODS for s in ["loss", "elbo"] for q in range(6)]
+    path = tmp_path / "per_query.png"
+    plot_lds_per_query(pd.DataFrame(rows), path)
+    _assert_png(path)
+
+
+def _removal_summary():
+    rows = []
+    for ranker, slope in [("ekfac", 0.5), ("trak", 0.2), ("random_control", 0.0)]:
+        for fraction, k in [(0.02, 5), (0.1, 26)]:
+            rows.append(dict(ranker=ranker, fraction=fraction, k=k, change=slope * fraction, change_se=0.01,
+                             image_l2=1.0 + slope, reference_image_l2=0.8, n=4))
+    return pd.DataFrame(rows)
+
+
+def test_removal_plot_and_table(tmp_path):
+    path = tmp_path / "removal.png"
+    plot_removal(_removal_summary(), path, "loss", "lower_is_better", "squared error per pixel")
+    _assert_png(path)
+    table = removal_markdown(_removal_summary(), "squared error per pixel")
+    assert table.count("\n") == 2 + 6
+    assert "| ekfac | 2% (5) | 0.010 +- 0.010 | 1.500 | 0.800 | 4 |" in table
+
+
+def test_removal_plot_without_generated_queries(tmp_path):
+    summary = _removal_summary().assign(image_l2=np.nan, reference_image_l2=np.nan)
+    path = tmp_path / "removal.png"
+    plot_removal(summary, path, "elbo", "higher_is_better", "bits per dimension")
+    _assert_png(path)
+
+
+def test_summary_table_shows_orientation():
+    summary = _summary().assign(orientation="higher_is_better")
+    assert "| TRAK | loss | higher is better |" in summary_markdown(summary)
+
+
+def test_attribution_grid(tmp_path):
+    rng = np.random.default_rng(0)
+    queries, train = rng.uniform(-1, 1, (4, 1, 8, 8)), rng.uniform(-1, 1, (20, 1, 8, 8))
+    scores = {"ekfac": rng.standard_normal((4, 20)), "trak": rng.standard_normal((4, 20))}
+    path = tmp_path / "grid.png"
+    plot_attribution_grid(queries, train, scores, [0, 3], 3, path, "loss")
+    _assert_png(path)
+    positive, negative = extreme_examples(np.array([0.1, -3.0, 2.0, 0.5]), 2)
+    assert positive.tolist() == [2, 3] and negative.tolist() == [1, 0]
+    assert to_display(np.full((1, 2, 2), -1.0)).shape == (2, 2) and to_display(np.ones((3, 2, 2))).shape == (2, 2, 3)

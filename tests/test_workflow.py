@@ -9,9 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_api import default_config, dry_run, with_changes
+from workflow_api import default_config, dry_run, run_workflow, with_changes
 
-SUMMARY_FILES = ["lds_summary.parquet", "lds_per_query.parquet", "lds_sweep.parquet", "lds_summary.png", "lds_vs_damping.png", "lds_summary.md"]
+SUMMARY_FILES = [
+    "lds_summary.parquet", "lds_per_query.parquet", "lds_sweep.parquet", "lds_summary.png", "lds_per_query.png",
+    "lds_vs_damping.png", "lds_summary.md", "attribution_grid.png",
+]
+REMOVAL_FILES = ["removal_summary.parquet", "removal_summary.md", "removal.png", "removal_changes.parquet"]
 
 
 def _count(files, pattern):
@@ -40,10 +44,14 @@ def test_methods_with_equal_curvature_share_factors(tmp_path):
 def test_tiny_run_writes_documented_outputs(tiny_run):
     config, workdir = tiny_run
     results = workdir / "results"
-    for name in SUMMARY_FILES:
+    for name in SUMMARY_FILES + REMOVAL_FILES:
         assert (results / name).stat().st_size > 0, name
     summary = pd.read_parquet(results / "lds_summary.parquet")
-    assert list(summary.columns) == ["method", "measurement", "lds", "ci_low", "ci_high", "n_queries", "n_subsets", "n_seeds"]
+    assert list(summary.columns[:9]) == ["method", "measurement", "orientation", "lds", "ci_low", "ci_high", "n_queries", "n_subsets", "n_seeds"]
+    assert {"tuned_damping", "test_default_lds", "test_tuned_lds", "n_test"} <= set(summary.columns)
+    trak = summary[summary["method"] == "trak"].iloc[0]
+    assert trak["tuned_damping"] in [config["methods"]["trak"]["lambda"], *config["methods"]["trak"]["lambda_grid"]]
+    assert dict(zip(summary["measurement"], summary["orientation"])) == {"loss": "lower_is_better", "elbo": "higher_is_better"}
     assert set(summary["method"]) == set(config["methods"]) | {"retraining_ceiling"}
     assert ((summary["ci_low"] <= summary["lds"]) & (summary["lds"] <= summary["ci_high"])).all()
     assert (summary["lds"].between(-1, 1)).all()
@@ -67,6 +75,36 @@ def test_tiny_run_writes_documented_outputs(tiny_run):
     assert not list((results / "resume").rglob("checkpoint.pt")), "finished trainings leave no resume state"
     for log in ["prepare_data.log", "train/full.log", "summarize.log"]:
         assert (results / "logs" / log).stat().st_size > 0, log
+    assert "training full model" in (results / "logs" / "train" / "full.log").read_text(), "a progress bar in the training log"
+    # Every job has a log and a benchmark file.
+    assert len(list((results / "benchmarks").rglob("*.tsv"))) == len(list((results / "logs").rglob("*.log")))
+
+
+@pytest.mark.slow
+def test_tiny_run_retrains_without_the_top_influences(tiny_run):
+    config, workdir = tiny_run
+    results, removal = workdir / "results", config["removal"]
+    n_train = config["dataset"]["n_train"]
+    k = round(removal["fractions"][0] * n_train)
+    scores = np.load(results / "scores" / "ekfac_influence" / "loss.npy")
+    removed = json.loads((results / "removal" / "sets" / "ekfac_influence" / "query_0" / "fraction_0.1.json").read_text())
+    # The loss is lower-is-better: the proponents are the most negative scores.
+    assert sorted(removed["removed"]) == sorted(np.argsort(scores[0])[:k].tolist())
+    model = results / "removal" / "models" / "ekfac_influence" / "query_0" / "fraction_0.1" / "seed_1"
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert sorted(set(range(n_train)) - set(manifest["train_rows"])) == sorted(removed["removed"])
+    assert manifest["settings"]["steps"] == config["training"]["steps"]
+    changes = pd.read_parquet(results / "removal_changes.parquet")
+    assert len(changes) == 2 * removal["seeds"] and set(changes["ranker"]) == {"ekfac_influence", "random_control"}
+    assert np.isfinite(changes["change"]).all() and (changes["k"] == k).all()
+    # Query 0 is generated, so it is regenerated; the full model (seed 0)
+    # regenerates it from its own noise up to float differences.
+    reference = pd.read_parquet(results / "removal" / "measurements" / "all_data" / "seed_0.parquet")
+    assert reference["image_l2"].iloc[0] < 1e-2
+    assert (changes["image_l2"] > 0).all()
+    summary = pd.read_parquet(results / "removal_summary.parquet")
+    assert list(summary["ranker"]) == ["ekfac_influence", "random_control"]
+    assert (summary["orientation"] == "lower_is_better").all()
 
 
 @pytest.mark.slow
@@ -100,7 +138,9 @@ def test_reordering_config_keys_reruns_nothing(tiny_run):
         return node
 
     reordered = reversed_keys(config)
-    reordered["methods"] = {name: reversed_keys(config["methods"][name]) for name in config["methods"]}
+    # The order of methods and measurements is the order of tables and figures.
+    for section in ("methods", "measurements"):
+        reordered[section] = {name: reversed_keys(config[section][name]) for name in config[section]}
     assert dry_run(reordered, workdir) == []
 
 
@@ -123,7 +163,11 @@ def test_changing_damping_does_not_refit_curvature(tiny_run):
     config, workdir = tiny_run
     files = dry_run(with_changes(config, {"methods.ekfac_influence.damping": 0.001}), workdir)
     assert "results/scores/ekfac_influence/loss.npy" in files
-    assert _count(files, r"curvature/") == 0 and _count(files, r"models/") == 0
+    assert _count(files, r"curvature/") == 0 and _count(files, r"results/models/") == 0
+    # Its ranking may change, so the method's own removal models are retrained
+    # (and nothing of the random control).
+    assert _count(files, r"removal/models/ekfac_influence/") == config["removal"]["seeds"]
+    assert _count(files, r"random_control") == 0
 
 
 @pytest.mark.slow
@@ -132,3 +176,16 @@ def test_changing_training_reschedules_training(tiny_run):
     files = dry_run(with_changes(config, {"training.subset_steps": 61}), workdir)
     assert _count(files, r"results/models/subset_\d+/seed_\d+$") == config["benchmark"]["subsets"] * config["benchmark"]["seeds"]
     assert "results/models/full" not in files, "the full model's training did not change"
+
+
+@pytest.mark.slow
+def test_report_is_one_html_file_with_every_figure(tiny_run, tmp_path):
+    config, workdir = tiny_run
+    report = tmp_path / "report.html"
+    result = run_workflow(config, workdir, "--report", str(report))
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = report.read_text()
+    # Self-contained: the figures are embedded, nothing is fetched.
+    for figure in ["lds_summary.png", "lds_per_query.png", "lds_vs_damping.png", "removal.png", "attribution_grid.png"]:
+        assert figure in html, figure
+    assert "Retraining without the top influences" in html and "most positive" in html

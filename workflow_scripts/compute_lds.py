@@ -32,10 +32,12 @@ truth = ground_truth_array(truth_frame, snakemake.params.n_subsets, snakemake.pa
 per_query = lds_per_query(scores, mask, truth)
 save_parquet(snakemake.output.per_query, pd.DataFrame({"method": w.method, "measurement": w.measurement, "query": np.arange(n_queries), "lds": per_query}))
 
+# Per-query LDS of every damping (or lambda) evaluated, for the sweep figure
+# and for tuning on a split of the queries.
 sweep = np.load(snakemake.input.sweep)
-rows = []
+frames = []
 for value, grid_scores in zip(sweep["values"], [scores, *sweep["scores"]]):
-    stats = bootstrap_mean_ci(lds_per_query(grid_scores, mask, truth))
-    rows.append({"method": w.method, "measurement": w.measurement, "damping": float(value), "lds": stats["mean"], "ci_low": stats["ci_low"], "ci_high": stats["ci_high"]})
-save_parquet(snakemake.output.sweep, pd.DataFrame(rows))
-log.info("LDS %s: %s", w.method, rows)
+    lds = lds_per_query(grid_scores, mask, truth)
+    frames.append(pd.DataFrame({"method": w.method, "measurement": w.measurement, "damping": float(value), "query": np.arange(n_queries), "lds": lds}))
+    log.info("LDS %s at %s: %.4f", w.method, value, bootstrap_mean_ci(lds)["mean"])
+save_parquet(snakemake.output.sweep, pd.concat(frames, ignore_index=True))

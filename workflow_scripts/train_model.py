@@ -1,11 +1,16 @@
-"""Train the full-data model or one (subset, seed) model; save its EMA weights."""
+"""Train the full-data model, one (subset, seed) model, or a removal model
+(all data, or all but a removed set, with a removal seed); save its EMA weights."""
 
 import dataclasses
+import json
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from ldsbench.data import image_set_hash, load_image_set
 from ldsbench.io import config_hash
@@ -13,6 +18,7 @@ from ldsbench.jobs import save_model, select_device, start_job
 from ldsbench.model import build_scheduler
 from ldsbench.noise import stream_seed
 from ldsbench.provenance import architecture_hash, training_hash
+from ldsbench.removal import kept_rows, removal_training_seed
 from ldsbench.training import TrainingDivergedError, TrainingSettings, train_diffusion_model
 
 log = start_job(snakemake)
@@ -22,8 +28,16 @@ train = load_image_set(snakemake.input.train)
 fields = {f.name for f in dataclasses.fields(TrainingSettings)}
 training = {k: v for k, v in params.training.items() if k in fields}
 
-if subset is None:
+removed, removed_rows = snakemake.input.get("removed"), []
+if subset is None and seed is None:
     name, rows = "full model", np.arange(len(train))
+elif subset is None:
+    # Removal models: the full model's steps, a removal seed, and the
+    # training set without the removed rows (none for the all-data reference).
+    removed_rows = json.loads(Path(removed).read_text())["removed"] if removed else []
+    name = f"removal model seed {seed} without {len(removed_rows)} examples ({removed or 'all data'})"
+    rows = kept_rows(len(train), removed_rows)
+    training["seed"] = removal_training_seed(params.training["seed"], seed)
 else:
     name = f"subset {subset} seed {seed}"
     frame = pd.read_parquet(snakemake.input.subsets)
@@ -41,7 +55,14 @@ scheduler = build_scheduler(params.model["scheduler"])
 log.info("training %s on %s examples for %s steps (device %s)", name, len(rows), settings.steps, device)
 
 
+# A progress bar in the log (stderr goes there), refreshed at most every
+# 30 s, beside a plain log line every 100 steps.
+bar = tqdm(total=settings.steps, desc=f"training {name}", unit="step", mininterval=30, file=sys.stderr)
+
+
 def progress(step, loss):
+    bar.set_postfix(loss=f"{loss:.5f}", refresh=False)
+    bar.update(step - bar.n)
     if step % 100 == 0 or step == settings.steps:
         log.info("step %s/%s loss %.5f", step, settings.steps, loss)
 
@@ -59,6 +80,8 @@ save_model(
         "model": name,
         "subset": subset,
         "seed": seed,
+        "removed_from": removed,
+        "removed_rows": [int(r) for r in removed_rows],
         "training_seed": settings.seed,
         "config_hash": config_hash({"model": params.model, "training": params.training}),
         "config": {"model": params.model, "training": params.training},
@@ -69,6 +92,7 @@ save_model(
         "settings": dataclasses.asdict(settings),
     },
 )
+bar.close()
 # The model is complete: its resume state is no longer needed.
 shutil.rmtree(params.resume, ignore_errors=True)
 log.info("saved %s", snakemake.output[0])

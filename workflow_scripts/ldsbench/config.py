@@ -88,6 +88,19 @@ MEASUREMENT_OUTPUT_KEYS = {
 }
 
 
+# Orientation of each measurement type (``measurement.MEASUREMENTS[type].
+# orientation``; a test keeps the two equal). Config checks and the summary
+# need it without importing torch.
+MEASUREMENT_ORIENTATION = {
+    "loss": "lower_is_better",
+    "loss_at_t": "lower_is_better",
+    "squared_norm": "not_a_quality_measure",
+    "simplified_elbo": "lower_is_better",
+    "elbo": "higher_is_better",
+    "log_likelihood": "higher_is_better",
+}
+
+
 def measurement_gradient_settings(entry: dict) -> dict:
     """The part of a validated measurement entry that scoring depends on:
     its type and output-function settings (for a scoring job's params)."""
@@ -137,6 +150,92 @@ def _measurement_errors(config: dict) -> list[str]:
     return errors
 
 
+def _query_count(config: dict) -> int:
+    return config["queries"]["generated"] + config["queries"]["heldout"]
+
+
+def _fill_removal_methods(config: dict) -> None:
+    """``removal.methods: null`` means every method that is not random."""
+    removal = config["removal"]
+    if removal.get("methods") is None:
+        removal["methods"] = [name for name, method in config["methods"].items() if method["type"] != "random"]
+
+
+def _removal_errors(config: dict) -> list[str]:
+    """The retraining-without-top-influences branch: known names, queries
+    that exist, and a measurement with a direction of improvement."""
+    removal = config["removal"]
+    if not removal["queries"]:
+        return []
+    errors = []
+    measurement = removal.get("measurement")
+    if measurement is None:
+        errors.append("removal.measurement: required when removal.queries is set (a key of measurements)")
+    elif measurement not in config["measurements"]:
+        errors.append(f"removal.measurement: {measurement!r} is not a key of measurements ({', '.join(config['measurements'])})")
+    elif MEASUREMENT_ORIENTATION[config["measurements"][measurement]["type"]] == "not_a_quality_measure":
+        errors.append(
+            f"removal.measurement: {measurement!r} is not a quality measure, so no training example 'supports' "
+            "a query under it; pick a lower- or higher-is-better measurement"
+        )
+    reserved = sorted({"random_control", "all_data", "retraining_ceiling"} & set(config["methods"]))
+    if reserved:
+        errors.append(f"methods: {reserved} are reserved names of the benchmark's own rows; rename the method")
+    n_queries = _query_count(config)
+    for query in removal["queries"]:
+        if query >= n_queries:
+            errors.append(f"removal.queries: {query} is not a query row (the benchmark has {n_queries} queries)")
+    for method in removal["methods"]:
+        if method not in config["methods"]:
+            errors.append(f"removal.methods: {method!r} is not a key of methods ({', '.join(config['methods'])})")
+    if not removal["methods"]:
+        errors.append("removal.methods: no method to rank training examples with")
+    n_train = config["dataset"]["n_train"]
+    for fraction in removal["fractions"]:
+        if round(fraction * n_train) < 1:
+            errors.append(f"removal.fractions: {fraction} x dataset.n_train {n_train} removes no example")
+    if len({round(f * n_train) for f in removal["fractions"]}) < len(removal["fractions"]):
+        errors.append(f"removal.fractions: {removal['fractions']} remove the same number of examples from {n_train}")
+    return errors
+
+
+def _report_errors(config: dict) -> list[str]:
+    report, errors = config["report"], []
+    n_queries = _query_count(config)
+    for query in report["grid_queries"]:
+        if query >= n_queries:
+            errors.append(f"report.grid_queries: {query} is not a query row (the benchmark has {n_queries} queries)")
+    if report["grid_measurement"] is not None and report["grid_measurement"] not in config["measurements"]:
+        errors.append(f"report.grid_measurement: {report['grid_measurement']!r} is not a key of measurements")
+    if 2 * report["grid_examples"] > config["dataset"]["n_train"]:
+        errors.append(f"report.grid_examples: {report['grid_examples']} most positive and negative exceed dataset.n_train")
+    return errors
+
+
+def _similarity_errors(config: dict) -> list[str]:
+    """Similarity baselines: a feature model file that exists (nothing is
+    downloaded), and a sign wherever the orientation gives none."""
+    from .similarity import FeatureModelError, check_feature_model_path
+
+    errors = []
+    for name, method in config["methods"].items():
+        if method["type"] not in ("pixel_similarity", "feature_similarity"):
+            continue
+        if method["type"] == "feature_similarity":
+            try:
+                check_feature_model_path(method["model_path"])
+            except FeatureModelError as error:
+                errors.append(f"methods.{name}.model_path: {error}")
+        if method["sign"] is None:
+            for measurement, entry in config["measurements"].items():
+                if MEASUREMENT_ORIENTATION[entry["type"]] == "not_a_quality_measure":
+                    errors.append(
+                        f"methods.{name}.sign: required, since measurements.{measurement} is not a quality measure "
+                        "(+1: similar training images raise it, -1: they lower it)"
+                    )
+    return errors
+
+
 def _semantic_errors(config: dict) -> list[str]:
     """Checks the schema cannot express."""
     errors = []
@@ -164,6 +263,18 @@ def _semantic_errors(config: dict) -> list[str]:
         except FileNotFoundError as error:
             errors.append(str(error))
     errors += _measurement_errors(config)
+    tuning_size = round(config["tuning"]["fraction"] * _query_count(config))
+    if not 1 <= tuning_size < _query_count(config):
+        errors.append(f"tuning.fraction: {config['tuning']['fraction']} of {_query_count(config)} queries leaves no tuning or no test query")
+    for name, method in config["methods"].items():
+        if method.get("modules") is not None:
+            try:
+                re.compile(method["modules"])
+            except re.error as error:
+                errors.append(f"methods.{name}.modules: {method['modules']!r} is not a regular expression ({error})")
+    errors += _similarity_errors(config)
+    errors += _removal_errors(config)
+    errors += _report_errors(config)
     return errors
 
 
@@ -187,6 +298,11 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     """
     schema = schema or load_schema()
     config = copy.deepcopy(dict(config))
+    # `--config confirm_retraining=true` arrives as the string "true"
+    # (Snakemake parses only Python literals such as True).
+    flag = config.get("confirm_retraining")
+    if isinstance(flag, str) and flag.lower() in ("true", "false"):
+        config["confirm_retraining"] = flag.lower() == "true"
     problems = [
         f"{_dotted(path)}: {value!r} is a string; YAML reads numbers in exponent notation "
         f"without a decimal point as text, write e.g. {float(value)!r} or {value.replace('e', '.0e', 1) if '.' not in value else value}"
@@ -199,6 +315,11 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     if not problems:
         _fill_defaults(config, schema, schema)
         _fill_measurement_levels(config)
+        _fill_removal_methods(config)
+        if config["report"]["grid_queries"] is None:
+            config["report"]["grid_queries"] = list(range(min(3, _query_count(config))))
+        if config["report"]["grid_measurement"] is None:
+            config["report"]["grid_measurement"] = next(iter(config["measurements"]))
         problems = _semantic_errors(config)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))

@@ -66,7 +66,40 @@ def squared_norm(unet, scheduler, x0, noise, timesteps) -> torch.Tensor:
     return prediction.pow(2).flatten(start_dim=1).mean(dim=1)
 
 
-NAMED_OUTPUTS = {"loss": simplified_loss, "squared_norm": squared_norm}
+def _prediction(unet, scheduler, x0, noise, timesteps) -> torch.Tensor:
+    return unet(noised(scheduler, x0, noise, timesteps), timesteps).sample.flatten(start_dim=1)
+
+
+# D-TRAK's ablations of its output function (Zheng et al. 2024, table 1):
+# each maps the predicted noise [B, D] to one scalar per draw [B].
+def mean_output(unet, scheduler, x0, noise, timesteps) -> torch.Tensor:
+    """Mean over pixels of eps_theta(x_t, t): [B]."""
+    return _prediction(unet, scheduler, x0, noise, timesteps).mean(dim=1)
+
+
+def l1_norm(unet, scheduler, x0, noise, timesteps) -> torch.Tensor:
+    """Mean over pixels of |eps_theta(x_t, t)|: [B]."""
+    return _prediction(unet, scheduler, x0, noise, timesteps).abs().mean(dim=1)
+
+
+def l2_norm(unet, scheduler, x0, noise, timesteps) -> torch.Tensor:
+    """Euclidean norm of eps_theta(x_t, t) over pixels: [B]."""
+    return _prediction(unet, scheduler, x0, noise, timesteps).norm(dim=1)
+
+
+def linf_norm(unet, scheduler, x0, noise, timesteps) -> torch.Tensor:
+    """Largest |eps_theta(x_t, t)| over pixels: [B]."""
+    return _prediction(unet, scheduler, x0, noise, timesteps).abs().amax(dim=1)
+
+
+NAMED_OUTPUTS = {
+    "loss": simplified_loss,
+    "squared_norm": squared_norm,
+    "mean": mean_output,
+    "l1_norm": l1_norm,
+    "l2_norm": l2_norm,
+    "linf_norm": linf_norm,
+}
 
 
 @dataclass(frozen=True)

@@ -5,21 +5,30 @@ The gradient for example i is that of the Monte Carlo average
 (``diffusion.per_draw_output``: a name such as "loss", or a callable output
 function such as a measurement's), taken with respect to the weights listed
 by ``model.attributed_parameters``. Gradients are never written to disk.
+
+The draws of an example are keyed by its content (``noise.content_key``), so
+its gradient does not depend on its row, on the other examples or on the
+block size.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Iterator
 
 import torch
+from tqdm import tqdm
 
 from .diffusion import per_draw_output, timestep_probabilities
 from .model import attributed_parameters
-from .noise import Design, design_draws, noise_draws
+from .noise import Design, content_key, design_draws, noise_draws
 
 
 def example_gradient(unet, scheduler, image: torch.Tensor, item: int, output_fn, n_draws: int, stream: int, draws_per_pass: int = 64) -> torch.Tensor:
-    """Gradient of one example's averaged output: image [C, H, W] -> [P] float32."""
+    """Gradient of one example's averaged output: image [C, H, W] -> [P] float32.
+
+    Draws 0..n_draws-1 of ``item`` under ``stream`` are used.
+    """
     params = attributed_parameters(unet)
     shape, num_timesteps = tuple(image.shape), scheduler.config.num_train_timesteps
     total = [torch.zeros_like(p) for p in params]
@@ -41,20 +50,34 @@ def example_gradient(unet, scheduler, image: torch.Tensor, item: int, output_fn,
 
 
 def iter_example_gradients(
-    unet, scheduler, images: torch.Tensor, output_fn, n_draws: int, stream: int, batch_examples: int = 32, draws_per_pass: int = 64
+    unet,
+    scheduler,
+    images: torch.Tensor,
+    output_fn,
+    n_draws: int,
+    stream: int,
+    batch_examples: int = 32,
+    draws_per_pass: int = 64,
+    *,
+    progress: bool = True,
+    desc: str = "per-example gradients",
 ) -> Iterator[tuple[slice, torch.Tensor]]:
     """Yield (rows, gradients [B, P]) for consecutive blocks of ``images`` [N, C, H, W].
 
-    Draws for example i are keyed by (stream, i), so gradients do not depend on
-    the block size. The UNet is put in eval mode (no dropout).
+    Draws for example i are keyed by (stream, content_key(images[i])), so a
+    gradient depends neither on the example's row nor on the block size. The
+    UNet is put in eval mode (no dropout). With ``progress`` a tqdm bar
+    named ``desc`` counts examples on stderr (at most every 30 s).
     """
     unet.eval()
-    for first in range(0, len(images), batch_examples):
-        rows = slice(first, min(first + batch_examples, len(images)))
-        grads = torch.stack(
-            [
-                example_gradient(unet, scheduler, images[i], i, output_fn, n_draws, stream, draws_per_pass)
-                for i in range(rows.start, rows.stop)
-            ]
-        )
-        yield rows, grads
+    with tqdm(total=len(images), desc=desc, unit="example", file=sys.stderr, mininterval=30, disable=not progress) as bar:
+        for first in range(0, len(images), batch_examples):
+            rows = slice(first, min(first + batch_examples, len(images)))
+            grads = torch.stack(
+                [
+                    example_gradient(unet, scheduler, images[i], content_key(images[i]), output_fn, n_draws, stream, draws_per_pass)
+                    for i in range(rows.start, rows.stop)
+                ]
+            )
+            bar.update(rows.stop - rows.start)
+            yield rows, grads

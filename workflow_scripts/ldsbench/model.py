@@ -54,6 +54,20 @@ def attributed_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Modul
     ]
 
 
+def module_mask(model: torch.nn.Module, pattern: str | None) -> torch.Tensor:
+    """[P] bool over the flat attributed weights: True for the modules whose
+    name matches ``pattern`` (``re.search``); all of them for None."""
+    import re
+
+    modules = attributed_modules(model)
+    if pattern is None:
+        return torch.ones(sum(m.weight.numel() for _, m in modules), dtype=torch.bool)
+    selected = [bool(re.search(pattern, name)) for name, _ in modules]
+    if not any(selected):
+        raise ValueError(f"modules {pattern!r} matches no attributed module; names are: {', '.join(name for name, _ in modules)}")
+    return torch.cat([torch.full((m.weight.numel(),), keep) for keep, (_, m) in zip(selected, modules)])
+
+
 def attributed_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [module.weight for _, module in attributed_modules(model)]
 

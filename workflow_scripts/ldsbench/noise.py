@@ -10,10 +10,16 @@ Carlo noise from differences between models.
 and curvature); ``design_draws`` adds stratified timesteps and antithetic
 noise for measurements; ``likelihood_draws`` gives the dequantisation noise
 and trace probes of the ODE log-likelihood.
+
+Attribution methods key the draws of a training example or query by its
+content (``content_key``), not by its row: an example gets the same draws
+wherever it sits in the data set, so every method's scores are invariant to
+the order of training examples and of queries.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +33,23 @@ def stream_seed(*keys) -> int:
     entropy = [k if isinstance(k, int) else int.from_bytes(str(k).encode()[:16].ljust(16, b"\0"), "little") for k in keys]
     state = np.random.SeedSequence(entropy).generate_state(2, np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])
+
+
+def content_key(image: torch.Tensor) -> int:
+    """A 62-bit item key of an image [C, H, W] from its content alone.
+
+    The sha256 of the shape and of the values as little-endian float32 bytes
+    (so a float64 copy of a float32 image has the same key, on any device).
+    Equal images get equal keys, hence equal draws.
+    """
+    values = image.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy().astype("<f4", copy=False)
+    digest = hashlib.sha256(repr(tuple(values.shape)).encode() + values.tobytes()).digest()
+    return int.from_bytes(digest[:8], "little") >> 2
+
+
+def content_keys(images: torch.Tensor) -> list[int]:
+    """``content_key`` of every image in ``images`` [N, C, H, W]: N ints."""
+    return [content_key(image) for image in images]
 
 
 def _block(seed: int, item: int, block: int, shape: tuple, num_timesteps: int):

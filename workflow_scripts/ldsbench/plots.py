@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["plot_lds_summary", "plot_lds_vs_damping", "summary_markdown"]
+__all__ = ["plot_lds_per_query", "plot_lds_summary", "plot_lds_vs_damping", "plot_removal", "removal_markdown", "summary_markdown"]
 
 LDS_LABEL = "LDS (Spearman, mean over queries)"
 SUMMARY_COLUMNS = [
@@ -120,6 +120,125 @@ def plot_lds_summary(summary: pd.DataFrame, path) -> None:
     _save(fig, path)
 
 
+def plot_lds_per_query(per_query: pd.DataFrame, path) -> None:
+    """Distribution of the per-query LDS: one panel per measurement, one box
+    per method (median, quartiles, whiskers at 1.5 IQR) with every query as a
+    dot; NaN queries (constant ranks) are left out and counted in the label.
+
+    Args:
+        per_query: columns method, measurement, query, lds.
+        path: output PNG path.
+    """
+    _require_columns(per_query, ["method", "measurement", "query", "lds"], "per_query")
+    measurements = _ordered_unique(per_query["measurement"])
+    methods = _ordered_unique(per_query["method"])
+    colors = _method_colors(methods)
+    n_cols = min(3, len(measurements))
+    n_rows = math.ceil(len(measurements) / n_cols)
+    fig = Figure(figsize=(max(4.5, 0.75 * len(methods) + 1.5) * n_cols, 3.8 * n_rows))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False, sharey=True)
+    rng = np.random.default_rng(0)  # horizontal jitter of the dots only
+    for ax, measurement in zip(axes.flat, measurements):
+        panel = per_query[per_query["measurement"] == measurement]
+        values, labels = [], []
+        for method in methods:
+            lds = panel.loc[panel["method"] == method, "lds"].to_numpy(dtype=float)
+            finite = lds[np.isfinite(lds)]
+            values.append(finite)
+            excluded = len(lds) - len(finite)
+            labels.append(f"{method}" + (f" ({excluded} NaN)" if excluded else ""))
+        positions = np.arange(1, len(methods) + 1)
+        kept = [i for i, v in enumerate(values) if len(v)]
+        if kept:
+            boxes = ax.boxplot([values[i] for i in kept], positions=positions[kept], widths=0.6, showfliers=False, patch_artist=True)
+            for patch, i in zip(boxes["boxes"], kept):
+                patch.set_facecolor(colors[methods[i]])
+                patch.set_alpha(0.35)
+        for i, v in enumerate(values):
+            ax.scatter(positions[i] + rng.uniform(-0.15, 0.15, len(v)), v, s=8, color=colors[methods[i]], zorder=3)
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_xticks(positions)
+        ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=9)
+        ax.set_title(str(measurement), fontsize=11)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("LDS of one query (Spearman)", fontsize=10)
+    for ax in list(axes.flat)[len(measurements):]:
+        ax.set_visible(False)
+    fig.suptitle("Per-query LDS (one dot per query)", fontsize=12)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+ORIENTATION_TEXT = {
+    "lower_is_better": "lower is better",
+    "higher_is_better": "higher is better",
+    "not_a_quality_measure": "not a quality measure",
+}
+
+
+def plot_removal(summary: pd.DataFrame, path, measurement: str, orientation: str, unit: str) -> None:
+    """Retraining without each ranker's top influences: the change of the
+    measurement (removal model - all-data model of the same seed) and the
+    distance of the regenerated query against the percentage removed.
+
+    Args:
+        summary: ``removal.summarize_changes`` output: columns ranker,
+            fraction, change, change_se, image_l2, reference_image_l2.
+        path: output PNG path.
+        measurement, orientation, unit: of the measured quantity (labels).
+    """
+    _require_columns(summary, ["ranker", "fraction", "change", "change_se", "image_l2", "reference_image_l2"], "summary")
+    rankers = _ordered_unique(summary["ranker"])
+    colors = _method_colors(rankers)
+    fig = Figure(figsize=(10.0, 4.2))
+    left, right = fig.subplots(1, 2)
+    for ranker in rankers:
+        rows = summary[summary["ranker"] == ranker].sort_values("fraction")
+        style = {"color": "grey", "linestyle": "--"} if ranker == "random_control" else {"color": colors[ranker]}
+        left.errorbar(100 * rows["fraction"], rows["change"], yerr=rows["change_se"].fillna(0.0), marker="o", capsize=3, label=str(ranker), **style)
+        if rows["image_l2"].notna().any():
+            right.plot(100 * rows["fraction"], rows["image_l2"], marker="o", label=str(ranker), **style)
+    left.axhline(0.0, color="black", linewidth=0.8)
+    left.set_xlabel("training examples removed (%)", fontsize=10)
+    left.set_ylabel(f"change in {measurement} ({unit})\nremoval model - all-data model", fontsize=10)
+    left.set_title(f"{measurement} of the query ({ORIENTATION_TEXT.get(orientation, orientation)}); mean +- SE", fontsize=10)
+    left.grid(alpha=0.3)
+    reference = summary["reference_image_l2"].dropna()
+    if len(reference):
+        right.axhline(float(reference.mean()), color="black", linestyle=":", label="all data, same seed")
+    right.set_xlabel("training examples removed (%)", fontsize=10)
+    right.set_ylabel("L2 distance to the original query", fontsize=10)
+    right.set_title("regenerated from the same sampling noise", fontsize=10)
+    right.grid(alpha=0.3)
+    if not right.lines:
+        right.text(0.5, 0.5, "no generated query among the removal queries", ha="center", va="center", transform=right.transAxes)
+    percents = sorted(100 * summary["fraction"].unique())
+    for ax in (left, right):
+        ax.set_xticks(percents)
+        ax.set_xticklabels([f"{p:g}" for p in percents])
+        if len(percents) == 1:
+            ax.set_xlim(percents[0] * 0.5, percents[0] * 1.5)
+    fig.suptitle("Retraining without the top influences", fontsize=12)
+    fig.tight_layout()
+    handles, labels = left.get_legend_handles_labels()
+    extra = [line for line in right.lines if line.get_label() == "all data, same seed"]
+    fig.legend(handles + extra, labels + [line.get_label() for line in extra], title="ranked by", fontsize=9, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    _save(fig, path)
+
+
+def removal_markdown(summary: pd.DataFrame, unit: str) -> str:
+    """Markdown table of ``removal.summarize_changes`` output."""
+    header = ["ranked by", "removed", f"change [{unit}] (mean +- SE)", "image L2", "image L2, all data", "models"]
+    lines = ["| " + " | ".join(header) + " |", "|---|--:|--:|--:|--:|--:|"]
+    for row in summary.itertuples(index=False):
+        lines.append(
+            f"| {_escape(row.ranker)} | {100 * row.fraction:g}% ({row.k}) | {_fmt(row.change)} +- {_fmt(row.change_se)} "
+            f"| {_fmt(row.image_l2)} | {_fmt(row.reference_image_l2)} | {row.n} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def plot_lds_vs_damping(frame: pd.DataFrame, path) -> None:
     """LDS against damping, one panel per measurement, one line per method.
 
@@ -193,24 +312,35 @@ def summary_markdown(summary: pd.DataFrame) -> str:
     """
     _require_columns(summary, SUMMARY_COLUMNS, "summary")
     has_excluded = "n_excluded" in summary.columns
-    header = ["method", "measurement", "LDS [95% CI]", "queries"]
+    has_orientation = "orientation" in summary.columns
+    header = ["method", "measurement"] + (["orientation"] if has_orientation else []) + ["LDS [95% CI]", "queries"]
     if has_excluded:
         header.append("excluded (NaN)")
+    has_tuning = "test_tuned_lds" in summary.columns
+    if has_tuning:
+        header += ["test split: default", "test split: tuned (value)"]
     header += ["subsets (M)", "seeds (K)"]
 
     lines = [
         "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---", "---", "--:", "--:"] + ["--:"] * (len(header) - 4)) + "|",
+        "|" + "|".join(["---"] * (3 if has_orientation else 2) + ["--:"] * (len(header) - (3 if has_orientation else 2))) + "|",
     ]
     for row in summary.itertuples(index=False):
         cells = [
             _escape(row.method),
             _escape(row.measurement),
+            *([ORIENTATION_TEXT.get(row.orientation, row.orientation)] if has_orientation else []),
             f"{_fmt(row.lds)} [{_fmt(row.ci_low)}, {_fmt(row.ci_high)}]",
             str(row.n_queries),
         ]
         if has_excluded:
             cells.append(str(row.n_excluded))
+        if has_tuning:
+            value = "" if pd.isna(row.tuned_damping) else f" ({row.tuned_damping:.0e})"
+            cells += [
+                f"{_fmt(row.test_default_lds)} [{_fmt(row.test_default_ci_low)}, {_fmt(row.test_default_ci_high)}]",
+                f"{_fmt(row.test_tuned_lds)} [{_fmt(row.test_tuned_ci_low)}, {_fmt(row.test_tuned_ci_high)}]{value}",
+            ]
         cells += [str(row.n_subsets), str(row.n_seeds)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

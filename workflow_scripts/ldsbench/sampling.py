@@ -7,6 +7,31 @@ import copy
 import torch
 
 
+def _prepare(unet, scheduler, num_inference_steps: int):
+    """(scheduler set to the inference steps, sample shape (C, H, W), device)."""
+    scheduler = copy.deepcopy(scheduler)
+    scheduler.set_timesteps(num_inference_steps)
+    unet.eval()
+    size = unet.config.sample_size
+    shape = (unet.config.in_channels, size, size) if isinstance(size, int) else (unet.config.in_channels, *size)
+    return scheduler, shape, next(unet.parameters()).device
+
+
+def _sample_batch(unet, scheduler, count: int, shape: tuple, device, generator, rows=None) -> torch.Tensor:
+    """One batch of ancestral sampling from ``generator``: [count, C, H, W],
+    unclamped. With ``rows`` the UNet sees only those rows; the others follow
+    the sampler with a zero noise prediction, so every random draw is the same."""
+    sample = torch.randn((count, *shape), generator=generator).to(device)
+    for t in scheduler.timesteps:
+        if rows is None:
+            eps = unet(sample, t).sample
+        else:
+            eps = torch.zeros_like(sample)
+            eps[rows] = unet(sample[rows], t).sample
+        sample = scheduler.step(eps, t, sample, generator=generator).prev_sample
+    return sample
+
+
 @torch.no_grad()
 def ddpm_sample(unet, scheduler, n_samples: int, num_inference_steps: int, seed: int, batch_size: int = 256) -> torch.Tensor:
     """Ancestral sampling with ``scheduler.step``: [n_samples, C, H, W] in [-1, 1].
@@ -15,19 +40,35 @@ def ddpm_sample(unet, scheduler, n_samples: int, num_inference_steps: int, seed:
     seeded by (seed, batch index), so the same seed and batch size regenerate
     the same images.
     """
-    scheduler = copy.deepcopy(scheduler)
-    scheduler.set_timesteps(num_inference_steps)
-    unet.eval()
-    size = unet.config.sample_size
-    shape = (unet.config.in_channels, size, size) if isinstance(size, int) else (unet.config.in_channels, *size)
-    device = next(unet.parameters()).device
+    scheduler, shape, device = _prepare(unet, scheduler, num_inference_steps)
     batches = []
     for index, first in enumerate(range(0, n_samples, batch_size)):
-        count = min(batch_size, n_samples - first)
         generator = torch.Generator().manual_seed(seed * 100_003 + index)
-        sample = torch.randn((count, *shape), generator=generator).to(device)
-        for t in scheduler.timesteps:
-            eps = unet(sample, t).sample
-            sample = scheduler.step(eps, t, sample, generator=generator).prev_sample
-        batches.append(sample.clamp(-1, 1).cpu())
+        batches.append(_sample_batch(unet, scheduler, min(batch_size, n_samples - first), shape, device, generator).clamp(-1, 1).cpu())
     return torch.cat(batches)
+
+
+@torch.no_grad()
+def ddpm_resample_rows(unet, scheduler, rows, n_samples: int, num_inference_steps: int, seed: int, batch_size: int = 256) -> torch.Tensor:
+    """Regenerate samples ``rows`` of ``ddpm_sample(unet, scheduler, n_samples,
+    num_inference_steps, seed, batch_size)`` from the same noise: [len(rows), C, H, W].
+
+    The generator of a batch is consumed for every sample of the batch, so the
+    whole batch's noise is drawn as in ``ddpm_sample``; the UNet is evaluated
+    only on the requested rows. With the model that made the samples, the
+    result equals them up to floating point differences of the smaller UNet
+    batch.
+    """
+    rows = [int(r) for r in rows]
+    if any(not 0 <= r < n_samples for r in rows):
+        raise ValueError(f"rows {rows} are not all in 0..{n_samples - 1}")
+    scheduler, shape, device = _prepare(unet, scheduler, num_inference_steps)
+    out = {}
+    for index in sorted({r // batch_size for r in rows}):
+        first = index * batch_size
+        local = [r - first for r in rows if r // batch_size == index]
+        generator = torch.Generator().manual_seed(seed * 100_003 + index)
+        sample = _sample_batch(unet, scheduler, min(batch_size, n_samples - first), shape, device, generator, local)
+        for r in local:
+            out[first + r] = sample[r].clamp(-1, 1).cpu()
+    return torch.stack([out[r] for r in rows])

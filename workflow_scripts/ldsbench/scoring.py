@@ -27,35 +27,48 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .diffusion import output_key
+from .diffusion import SimplifiedElbo, output_key
 from .gradients import iter_example_gradients
 from .measurement import measurement_output_fn
+from .model import module_mask
 from .noise import stream_seed
 
 SCORE_SIGN = -1.0
 
 
-def query_gradients(unet, scheduler, queries, output_fn, n_draws: int, seed: int, batch_examples: int = 32) -> torch.Tensor:
-    """[Q, P] gradients of each query's output function (usually the measurement's)."""
+def query_gradients(unet, scheduler, queries, output_fn, n_draws: int, seed: int, batch_examples: int = 32, *, progress: bool = True) -> torch.Tensor:
+    """[Q, P] gradients of each query's output function (usually the measurement's)
+    for queries [Q, C, H, W]; a query's draws are keyed by its content."""
     stream = stream_seed(seed, "query_gradient", *output_key(output_fn))
-    return torch.cat([g for _, g in iter_example_gradients(unet, scheduler, queries, output_fn, n_draws, stream, batch_examples)])
+    batches = iter_example_gradients(
+        unet, scheduler, queries, output_fn, n_draws, stream, batch_examples, progress=progress, desc=f"query gradients ({output_key(output_fn)[0]})"
+    )
+    return torch.cat([g for _, g in batches])
 
 
-def training_gradient_batches(unet, scheduler, train_images, output_fn: str, n_draws: int, seed: int, batch_examples: int = 32):
-    """Stream of (rows, [B, P]) gradients of each training example's output function."""
-    stream = stream_seed(seed, "train_gradient", output_fn)
-    return iter_example_gradients(unet, scheduler, train_images, output_fn, n_draws, stream, batch_examples)
+def training_gradient_batches(unet, scheduler, train_images, output_fn, n_draws: int, seed: int, batch_examples: int = 32, *, progress: bool = True):
+    """Stream of (rows, [B, P]) gradients of each training example's output function
+    for train_images [N, C, H, W]; an example's draws are keyed by its content."""
+    stream = stream_seed(seed, "train_gradient", *output_key(output_fn))
+    return iter_example_gradients(
+        unet, scheduler, train_images, output_fn, n_draws, stream, batch_examples, progress=progress, desc=f"training gradients ({output_key(output_fn)[0]})"
+    )
 
 
-def influence_scores(unet, scheduler, train_images, queries, basis, dampings, *, measurement, train_draws: int, query_draws: int, seed: int) -> np.ndarray:
+def influence_scores(unet, scheduler, train_images, queries, basis, dampings, *, measurement, train_draws: int, query_draws: int, seed: int, modules: str | None = None) -> np.ndarray:
     """K-FAC/EK-FAC influence for every damping in one pass: [L, Q, N] float32.
 
     ``basis`` is a ``curvature.KroneckerEigenbasis`` of the training loss's GGN.
     Query gradients are preconditioned once per damping; training gradients
-    are streamed and never stored.
+    are streamed and never stored. ``modules`` (a regular expression of
+    module names, ``model.module_mask``) restricts the attribution to those
+    layers' weights: K-FAC is block-diagonal over modules, so this is exactly
+    the influence of those weights alone, from the same factors.
     """
     output_fn = measurement_output_fn(measurement)
     preconditioned = basis.precondition(query_gradients(unet, scheduler, queries, output_fn, query_draws, seed), dampings)
+    if modules is not None:
+        preconditioned = preconditioned * module_mask(unet, modules).to(preconditioned.device)
     n_train = len(train_images)
     scores = np.zeros((len(dampings), len(queries), n_train), dtype=np.float64)
     for rows, grads in training_gradient_batches(unet, scheduler, train_images, "loss", train_draws, seed):
@@ -74,11 +87,13 @@ def trak_scores(unet, scheduler, train_images, queries, lambdas, *, measurement,
     from .projection import RandomProjector
     from .trak import trak_kernel_scores
 
-    query_fn = measurement_output_fn(measurement) if output_fn == "loss" else output_fn
+    # The ELBO-weighted loss samples its timesteps from the ELBO weights.
+    train_fn = SimplifiedElbo() if output_fn == "elbo_weighted" else output_fn
+    query_fn = measurement_output_fn(measurement) if output_fn == "loss" else train_fn
     train_features, projector = [], None
     # Large blocks: the projection matrix is generated (or read from cache)
     # once per block, which dominates the cost for small blocks.
-    for _, grads in training_gradient_batches(unet, scheduler, train_images, output_fn, train_draws, seed, batch_examples=256):
+    for _, grads in training_gradient_batches(unet, scheduler, train_images, train_fn, train_draws, seed, batch_examples=256):
         if projector is None:
             projector = RandomProjector(grads.shape[1], projection_dim, projection_seed)
         train_features.append(projector.project(grads))

@@ -60,6 +60,40 @@ def batch_indices(n_examples: int, batch_size: int, step: int, seed: int) -> np.
     return rows
 
 
+def step_draws(images: torch.Tensor, settings: TrainingSettings, num_timesteps: int, step: int):
+    """Everything random about step ``step``, a pure function of (seed, step):
+    rows [B] int64 of the batch, x0 [B, C, H, W] (flipped where drawn),
+    timesteps [B] int64 and noise [B, C, H, W], all on the CPU. Training and
+    methods that replay the training (TracIn) share it."""
+    generator = torch.Generator().manual_seed(stream_seed(settings.seed, "batch", step))
+    rows = torch.from_numpy(batch_indices(images.shape[0], settings.batch_size, step, settings.seed))
+    x0 = images[rows]
+    if settings.random_flip:
+        flip = torch.rand(x0.shape[0], generator=generator) < 0.5
+        x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
+    timesteps = torch.randint(0, num_timesteps, (x0.shape[0],), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    return rows, x0, timesteps, noise
+
+
+def learning_rates(settings: TrainingSettings) -> np.ndarray:
+    """[steps] learning rate used by each optimizer step (warm-up and decay)."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=settings.learning_rate)
+    scheduler = _lr_scheduler(optimizer, settings)
+    rates = np.empty(settings.steps)
+    for step in range(settings.steps):
+        rates[step] = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def snapshot_steps(settings: TrainingSettings) -> list[int]:
+    """Steps after which the raw weights are kept for TracIn: every
+    ``checkpoint_every`` steps and the last step."""
+    return sorted({*range(settings.checkpoint_every, settings.steps + 1, settings.checkpoint_every), settings.steps})
+
+
 def _lr_scheduler(optimizer, settings: TrainingSettings):
     warmup = int(round(settings.warmup_fraction * settings.steps))
     if settings.lr_schedule == "cosine":
@@ -122,6 +156,7 @@ def train_diffusion_model(
     resume_dir,
     progress=None,
     device="cpu",
+    snapshot=None,
 ):
     """Train on ``images`` [N, C, H, W] in [-1, 1]; return the UNet holding the
     EMA weights (the weights that are measured and attributed).
@@ -129,8 +164,10 @@ def train_diffusion_model(
     Resume state lives in ``resume_dir`` (a path the workflow never deletes):
     the latest checkpoint is loaded if present and written by the same run
     (``run_key``); a checkpoint of any other run is ignored.
-    ``progress`` is an optional callable(step, loss) for logging. Random draws
-    are made on the CPU and moved to ``device``, so they do not depend on it.
+    ``progress`` is an optional callable(step, loss) for logging;
+    ``snapshot`` an optional callable(step, unet) called with the raw
+    (not EMA) weights after each of ``snapshot_steps``. Random draws are made
+    on the CPU and moved to ``device``, so they do not depend on it.
     """
     resume_path = Path(resume_dir) / "checkpoint.pt"
     torch.manual_seed(stream_seed(settings.seed, "init"))
@@ -149,17 +186,11 @@ def train_diffusion_model(
         start = state["step"]
         log.info("resuming from the checkpoint at step %s of %s", start, settings.steps)
 
-    n_examples = images.shape[0]
+    snapshots = set(snapshot_steps(settings))
     num_timesteps = noise_scheduler.config.num_train_timesteps
     unet.train()
     for step in range(start, settings.steps):
-        generator = torch.Generator().manual_seed(stream_seed(settings.seed, "batch", step))
-        x0 = images[torch.from_numpy(batch_indices(n_examples, settings.batch_size, step, settings.seed))]
-        if settings.random_flip:
-            flip = torch.rand(x0.shape[0], generator=generator) < 0.5
-            x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
-        timesteps = torch.randint(0, num_timesteps, (x0.shape[0],), generator=generator)
-        noise = torch.randn(x0.shape, generator=generator)
+        _, x0, timesteps, noise = step_draws(images, settings, num_timesteps, step)
         x0, timesteps, noise = x0.to(device), timesteps.to(device), noise.to(device)
         torch.manual_seed(stream_seed(settings.seed, "dropout", step))
 
@@ -177,6 +208,8 @@ def train_diffusion_model(
         done = step + 1
         if progress is not None:
             progress(done, loss.item())
+        if snapshot is not None and done in snapshots:
+            snapshot(done, unet)
         if done % settings.checkpoint_every == 0 and done < settings.steps:
             _save_checkpoint(resume_path, key, done, unet, optimizer, lr_scheduler, ema)
 

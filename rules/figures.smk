@@ -1,0 +1,25 @@
+# Figures beyond the LDS summary: the query and its most positive and most
+# negative training examples under each method.
+
+
+rule plot_attribution_grid:
+    input:
+        train=f"{R}/data/train.npz",
+        queries=f"{R}/queries/queries.npz",
+        scores=[f"{R}/scores/{method}/{GRID_MEASUREMENT}.npy" for method in METHODS],
+    output:
+        report(f"{R}/attribution_grid.png", caption="../report/attribution_grid.rst", category="Attributions"),
+    params:
+        methods=METHODS,
+        measurement=GRID_MEASUREMENT,
+        queries=config["report"]["grid_queries"],
+        examples=config["report"]["grid_examples"],
+        code=code_version("image_grid.py"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{R}/logs/plot_attribution_grid.log",
+    benchmark:
+        f"{R}/benchmarks/plot_attribution_grid.tsv"
+    script:
+        f"{STEPS}/plot_attribution_grid.py"

@@ -1,0 +1,164 @@
+# Retraining without the top influences (ldsbench.removal): for each
+# configured query, ranking method (and a random control) and fraction,
+# retrain the full model K times without the k examples ranked as the
+# query's proponents, measure the query, and regenerate it from its sampling
+# noise. The all-data reference of seed 0 is the full model itself.
+
+
+def removal_scores(wildcards):
+    if wildcards.ranker == RANDOM_CONTROL:
+        return {}
+    base = f"{R}/scores/{wildcards.ranker}/{REMOVAL['measurement']}"
+    return {"scores": f"{base}.npy", "manifest": f"{base}.json"}
+
+
+def reference_model(wildcards):
+    return f"{R}/models/full" if int(wildcards.seed) == 0 else f"{R}/removal/models/{ALL_DATA}/seed_{wildcards.seed}"
+
+
+rule removal_set:
+    input:
+        unpack(removal_scores),
+        train=f"{R}/data/train.npz",
+    output:
+        f"{R}/removal/sets/{{ranker}}/query_{{query}}/fraction_{{fraction}}.json",
+    params:
+        fraction=lambda w: REMOVAL_FRACTIONS[w.fraction],
+        orientation=MEASUREMENT_ORIENTATION[config["measurements"][REMOVAL["measurement"]]["type"]],
+        control_seed=REMOVAL["seed"],
+        code=code_version("removal.py"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{R}/logs/removal/sets/{{ranker}}/query_{{query}}_fraction_{{fraction}}.log",
+    benchmark:
+        f"{R}/benchmarks/removal/sets/{{ranker}}/query_{{query}}_fraction_{{fraction}}.tsv"
+    script:
+        f"{STEPS}/removal_set.py"
+
+
+rule train_removal_model:
+    input:
+        train=f"{R}/data/train.npz",
+        removed=f"{R}/removal/sets/{{ranker}}/query_{{query}}/fraction_{{fraction}}.json",
+    output:
+        directory(f"{R}/removal/models/{{ranker}}/query_{{query}}/fraction_{{fraction}}/seed_{{seed}}"),
+    params:
+        model=config["model"],
+        training=FULL_TRAINING,
+        subset=None,
+        seed=lambda w: int(w.seed),
+        resume=lambda w: f"{R}/resume/removal/{w.ranker}/query_{w.query}/fraction_{w.fraction}/seed_{w.seed}",
+        device=config["runtime"]["device"],
+    threads: THREADS
+    resources:
+        gpu=GPUS_PER_JOB,
+    conda:
+        CONDA_ENV
+    log:
+        f"{R}/logs/removal/train/{{ranker}}/query_{{query}}_fraction_{{fraction}}_seed_{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/removal/train/{{ranker}}/query_{{query}}_fraction_{{fraction}}_seed_{{seed}}.tsv"
+    script:
+        f"{STEPS}/train_model.py"
+
+
+rule train_removal_reference:
+    input:
+        train=f"{R}/data/train.npz",
+    output:
+        directory(f"{R}/removal/models/{ALL_DATA}/seed_{{seed}}"),
+    params:
+        model=config["model"],
+        training=FULL_TRAINING,
+        subset=None,
+        seed=lambda w: int(w.seed),
+        resume=lambda w: f"{R}/resume/removal/{ALL_DATA}/seed_{w.seed}",
+        device=config["runtime"]["device"],
+    threads: THREADS
+    resources:
+        gpu=GPUS_PER_JOB,
+    conda:
+        CONDA_ENV
+    log:
+        f"{R}/logs/removal/train/{ALL_DATA}_seed_{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/removal/train/{ALL_DATA}_seed_{{seed}}.tsv"
+    script:
+        f"{STEPS}/train_model.py"
+
+
+# Every model measures all removal queries with the same draws (common
+# random numbers keyed by position in removal.queries); only its target
+# query is regenerated.
+rule measure_removal_model:
+    input:
+        model=f"{R}/removal/models/{{ranker}}/query_{{query}}/fraction_{{fraction}}/seed_{{seed}}",
+        queries=f"{R}/queries/queries.npz",
+    output:
+        f"{R}/removal/measurements/{{ranker}}/query_{{query}}/fraction_{{fraction}}/seed_{{seed}}.parquet",
+    params:
+        settings=config["measurements"][REMOVAL["measurement"]],
+        measured=REMOVAL["queries"],
+        regenerate=lambda w: [int(w.query)],
+        sampling=config["queries"],
+        device=config["runtime"]["device"],
+    threads: THREADS
+    resources:
+        gpu=GPUS_PER_JOB,
+    conda:
+        CONDA_ENV
+    log:
+        f"{R}/logs/removal/measure/{{ranker}}/query_{{query}}_fraction_{{fraction}}_seed_{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/removal/measure/{{ranker}}/query_{{query}}_fraction_{{fraction}}_seed_{{seed}}.tsv"
+    script:
+        f"{STEPS}/measure_removal.py"
+
+
+rule measure_removal_reference:
+    input:
+        model=reference_model,
+        queries=f"{R}/queries/queries.npz",
+    output:
+        f"{R}/removal/measurements/{ALL_DATA}/seed_{{seed}}.parquet",
+    params:
+        settings=config["measurements"][REMOVAL["measurement"]],
+        measured=REMOVAL["queries"],
+        regenerate=REMOVAL["queries"],
+        sampling=config["queries"],
+        device=config["runtime"]["device"],
+    threads: THREADS
+    resources:
+        gpu=GPUS_PER_JOB,
+    conda:
+        CONDA_ENV
+    log:
+        f"{R}/logs/removal/measure/{ALL_DATA}_seed_{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/removal/measure/{ALL_DATA}_seed_{{seed}}.tsv"
+    script:
+        f"{STEPS}/measure_removal.py"
+
+
+rule summarize_removal:
+    input:
+        measured=removal_measurements(),
+        references=[f"{R}/removal/measurements/{ALL_DATA}/seed_{s}.parquet" for s in range(REMOVAL["seeds"])],
+    output:
+        changes=f"{R}/removal_changes.parquet",
+        summary=f"{R}/removal_summary.parquet",
+        table=f"{R}/removal_summary.md",
+        plot=report(f"{R}/removal.png", caption="../report/removal.rst", category="Retraining without top influences"),
+    params:
+        measurement=REMOVAL["measurement"],
+        orientation=MEASUREMENT_ORIENTATION[config["measurements"][REMOVAL["measurement"]]["type"]],
+        code=code_version("removal.py", "plots.py"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{R}/logs/removal/summarize.log",
+    benchmark:
+        f"{R}/benchmarks/removal/summarize.tsv"
+    script:
+        f"{STEPS}/summarize_removal.py"

@@ -3,13 +3,15 @@
 import pytest
 
 from ldsbench.config import ConfigError, validate_config
-from workflow_api import default_config, tiny_config, with_changes
+from workflow_api import ROOT, default_config, load_yaml, tiny_config, with_changes
 
 
 def test_shipped_configs_are_valid():
     for config in (default_config(), tiny_config()):
         validated = validate_config(config)
         assert validated["benchmark"]["subsets"] == config["benchmark"]["subsets"]
+    quick = validate_config(load_yaml(ROOT / "configs" / "quick.yaml"))
+    assert list(quick["measurements"]) == ["loss", "elbo"] and quick["removal"]["queries"] == []
 
 
 def test_defaults_are_filled():

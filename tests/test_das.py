@@ -20,9 +20,9 @@ from ldsbench.das import (
     train_stream,
 )
 from ldsbench.diffusion import noised, per_draw_output
-from ldsbench.model import attributed_modules, attributed_parameters, build_scheduler, build_unet
+from ldsbench.model import attributed_modules, attributed_parameters
 from ldsbench.noise import content_key, noise_draws
-from test_measurement import UNET
+from tiny_models import tiny_model_and_images
 
 SEED = 3
 TRAIN_DRAWS, QUERY_DRAWS = 2, 3
@@ -30,11 +30,7 @@ TRAIN_DRAWS, QUERY_DRAWS = 2, 3
 
 @pytest.fixture(scope="module")
 def setup(one_thread):
-    torch.manual_seed(0)
-    unet, scheduler = build_unet(UNET).eval(), build_scheduler({})
-    generator = torch.Generator().manual_seed(1)
-    train = torch.rand(4, 1, 8, 8, generator=generator) * 2 - 1
-    queries = torch.rand(2, 1, 8, 8, generator=generator) * 2 - 1
+    unet, scheduler, train, queries = tiny_model_and_images()
     return unet, scheduler, train, queries
 
 

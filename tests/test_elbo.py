@@ -23,6 +23,7 @@ from ldsbench.measurement import estimate, measurement_output_fn
 from ldsbench.model import build_scheduler, build_unet
 from ldsbench.noise import Design, content_key, design_draws, stream_seed
 from test_measurement import UNET
+from tiny_models import tiny_model_and_images
 
 LEVELS = 5
 
@@ -217,11 +218,7 @@ def test_influence_scores_run_for_the_elbo():
     from ldsbench.model import FlatNoisePredictor, attributed_modules
     from ldsbench.scoring import influence_scores, trak_scores
 
-    torch.manual_seed(0)
-    unet, scheduler = build_unet(UNET).eval(), build_scheduler({})
-    generator = torch.Generator().manual_seed(1)
-    train = torch.rand(4, 1, 8, 8, generator=generator) * 2 - 1
-    queries = torch.rand(2, 1, 8, 8, generator=generator) * 2 - 1
+    unet, scheduler, train, queries = tiny_model_and_images()
     model = FlatNoisePredictor(copy.deepcopy(unet)).double()
     data = NoisedTrainingData(train, scheduler, draws_per_example=2, seed=0)
     names = [f"unet.{name}" for name, _ in attributed_modules(unet)]

@@ -9,9 +9,10 @@ import torch
 
 from ldsbench.curvature import CurvatureSettings, fit_kronecker_eigenbasis
 from ldsbench.curvature_data import NoisedTrainingData, batch_size_of
-from ldsbench.model import FlatNoisePredictor, attributed_modules, build_scheduler, build_unet, module_mask
+from ldsbench.model import FlatNoisePredictor, attributed_modules, build_unet, module_mask
 from ldsbench.scoring import influence_scores
 from test_measurement import UNET
+from tiny_models import tiny_model_and_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,11 +28,7 @@ def test_module_mask_selects_whole_modules():
 
 
 def test_scores_of_complementary_layer_sets_add_up():
-    torch.manual_seed(0)
-    unet, scheduler = build_unet(UNET).eval(), build_scheduler({})
-    generator = torch.Generator().manual_seed(1)
-    train = torch.rand(4, 1, 8, 8, generator=generator) * 2 - 1
-    queries = torch.rand(2, 1, 8, 8, generator=generator) * 2 - 1
+    unet, scheduler, train, queries = tiny_model_and_images()
     data = NoisedTrainingData(train, scheduler, draws_per_example=2, seed=0)
     names = [f"unet.{name}" for name, _ in attributed_modules(unet)]
     basis = fit_kronecker_eigenbasis(FlatNoisePredictor(copy.deepcopy(unet)).double(), names, data, CurvatureSettings(kind="ekfac"), num_data=data.num_data, batch_size_fn=batch_size_of)

@@ -10,18 +10,14 @@ import torch
 
 from ldsbench.curvature import CurvatureSettings, fit_kronecker_eigenbasis
 from ldsbench.curvature_data import NoisedTrainingData, batch_size_of
-from ldsbench.model import FlatNoisePredictor, attributed_modules, attributed_parameters, build_scheduler, build_unet
+from ldsbench.model import FlatNoisePredictor, attributed_modules, attributed_parameters
 from ldsbench.scoring import SCORE_SIGN, influence_scores, query_gradients, random_scores, trak_scores, training_gradient_batches
-from test_measurement import UNET
+from tiny_models import tiny_model_and_images
 
 
 @pytest.fixture(scope="module")
 def setup():
-    torch.manual_seed(0)
-    unet, scheduler = build_unet(UNET).eval(), build_scheduler({})
-    generator = torch.Generator().manual_seed(1)
-    train = torch.rand(6, 1, 8, 8, generator=generator) * 2 - 1
-    queries = torch.rand(2, 1, 8, 8, generator=generator) * 2 - 1
+    unet, scheduler, train, queries = tiny_model_and_images(6)
     return unet, scheduler, train, queries
 
 

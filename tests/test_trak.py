@@ -5,6 +5,7 @@ import torch
 
 from ldsbench.projection import RandomProjector
 from ldsbench.trak import GramSpectrum, accumulate_gram, trak_kernel_scores
+from tiny_models import tiny_model_and_images
 
 
 def _randn(*shape: int, seed: int) -> torch.Tensor:
@@ -182,15 +183,9 @@ def test_gram_helpers_reject_bad_input():
 def test_dtrak_output_function_ablations_score(output_fn):
     import numpy as np
 
-    from ldsbench.model import build_scheduler, build_unet
     from ldsbench.scoring import trak_scores
-    from test_measurement import UNET
 
-    torch.manual_seed(0)
-    unet, scheduler = build_unet(UNET).eval(), build_scheduler({})
-    generator = torch.Generator().manual_seed(1)
-    train = torch.rand(4, 1, 8, 8, generator=generator) * 2 - 1
-    queries = torch.rand(2, 1, 8, 8, generator=generator) * 2 - 1
+    unet, scheduler, train, queries = tiny_model_and_images()
     scores = trak_scores(unet, scheduler, train, queries, [0.1], measurement="loss", output_fn=output_fn, projection_dim=64,
                          projection_seed=0, train_draws=4, query_draws=4, seed=0)
     assert scores.shape == (1, 2, 4) and np.isfinite(scores).all() and np.abs(scores).max() > 0

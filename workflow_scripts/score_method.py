@@ -1,6 +1,5 @@
 """Scores of one method for one measurement: [Q, N] plus its damping sweep."""
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -54,8 +53,7 @@ elif method["type"] == "tracin":
     trajectory = Path(snakemake.input.trajectory)
     steps = json.loads((trajectory / "trajectory.json").read_text())["steps"]
     checkpoints = {step: torch.load(trajectory / f"step_{step}.pt", map_location=device) for step in steps}
-    fields = {f.name for f in dataclasses.fields(TrainingSettings)}
-    settings = TrainingSettings(**{k: v for k, v in snakemake.params.training.items() if k in fields})
+    settings = TrainingSettings.from_config(snakemake.params.training)
     values = [float("nan")]
     scores = tracin_scores(
         unet, scheduler, checkpoints, train, queries, settings,

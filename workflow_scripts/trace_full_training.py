@@ -15,8 +15,7 @@ from ldsbench.training import TrainingSettings, snapshot_steps, train_diffusion_
 
 log = start_job(snakemake)
 params = snakemake.params
-fields = {f.name for f in dataclasses.fields(TrainingSettings)}
-settings = TrainingSettings(**{k: v for k, v in params.training.items() if k in fields})
+settings = TrainingSettings.from_config(params.training)
 device = select_device(params.device)
 images = torch.from_numpy(load_image_set(snakemake.input.train).images)
 scheduler = build_scheduler(params.model["scheduler"])

@@ -25,8 +25,7 @@ log = start_job(snakemake)
 params = snakemake.params
 subset, seed = params.subset, params.seed
 train = load_image_set(snakemake.input.train)
-fields = {f.name for f in dataclasses.fields(TrainingSettings)}
-training = {k: v for k, v in params.training.items() if k in fields}
+overrides = {}
 
 removed, removed_rows = snakemake.input.get("removed"), []
 if subset is None and seed is None:
@@ -37,17 +36,16 @@ elif subset is None:
     removed_rows = json.loads(Path(removed).read_text())["removed"] if removed else []
     name = f"removal model seed {seed} without {len(removed_rows)} examples ({removed or 'all data'})"
     rows = kept_rows(len(train), removed_rows)
-    training["seed"] = removal_training_seed(params.training["seed"], seed)
+    overrides["seed"] = removal_training_seed(params.training["seed"], seed)
 else:
     name = f"subset {subset} seed {seed}"
     frame = pd.read_parquet(snakemake.input.subsets)
     rows = np.sort(frame.loc[frame["subset"] == subset, "train_index"].to_numpy())
     if rows.size == 0:
         raise ValueError(f"subset {subset} is not in {snakemake.input.subsets}")
-    training["steps"] = params.training["subset_steps"]
     # Seeds of the subset models are distinct streams derived from the base seed.
-    training["seed"] = stream_seed(params.training["seed"], "subset", subset, seed)
-settings = TrainingSettings(**training)
+    overrides = {"steps": params.training["subset_steps"], "seed": stream_seed(params.training["seed"], "subset", subset, seed)}
+settings = TrainingSettings.from_config(params.training, **overrides)
 
 device = select_device(params.device)
 images = torch.from_numpy(train.images[rows])

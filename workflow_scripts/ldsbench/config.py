@@ -13,6 +13,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from .orientation import HIGHER_IS_BETTER, LOWER_IS_BETTER, NOT_A_QUALITY_MEASURE
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 _NUMBER_LIKE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)$")
 
@@ -92,12 +94,12 @@ MEASUREMENT_OUTPUT_KEYS = {
 # orientation``; a test keeps the two equal). Config checks and the summary
 # need it without importing torch.
 MEASUREMENT_ORIENTATION = {
-    "loss": "lower_is_better",
-    "loss_at_t": "lower_is_better",
-    "squared_norm": "not_a_quality_measure",
-    "simplified_elbo": "lower_is_better",
-    "elbo": "higher_is_better",
-    "log_likelihood": "higher_is_better",
+    "loss": LOWER_IS_BETTER,
+    "loss_at_t": LOWER_IS_BETTER,
+    "squared_norm": NOT_A_QUALITY_MEASURE,
+    "simplified_elbo": LOWER_IS_BETTER,
+    "elbo": HIGHER_IS_BETTER,
+    "log_likelihood": HIGHER_IS_BETTER,
 }
 
 
@@ -173,7 +175,7 @@ def _removal_errors(config: dict) -> list[str]:
         errors.append("removal.measurement: required when removal.queries is set (a key of measurements)")
     elif measurement not in config["measurements"]:
         errors.append(f"removal.measurement: {measurement!r} is not a key of measurements ({', '.join(config['measurements'])})")
-    elif MEASUREMENT_ORIENTATION[config["measurements"][measurement]["type"]] == "not_a_quality_measure":
+    elif MEASUREMENT_ORIENTATION[config["measurements"][measurement]["type"]] == NOT_A_QUALITY_MEASURE:
         errors.append(
             f"removal.measurement: {measurement!r} is not a quality measure, so no training example 'supports' "
             "a query under it; pick a lower- or higher-is-better measurement"
@@ -228,7 +230,7 @@ def _similarity_errors(config: dict) -> list[str]:
                 errors.append(f"methods.{name}.model_path: {error}")
         if method["sign"] is None:
             for measurement, entry in config["measurements"].items():
-                if MEASUREMENT_ORIENTATION[entry["type"]] == "not_a_quality_measure":
+                if MEASUREMENT_ORIENTATION[entry["type"]] == NOT_A_QUALITY_MEASURE:
                     errors.append(
                         f"methods.{name}.sign: required, since measurements.{measurement} is not a quality measure "
                         "(+1: similar training images raise it, -1: they lower it)"

@@ -24,13 +24,8 @@ from .diffusion import LossAtTimestep, SimplifiedElbo, per_draw_output, timestep
 from .elbo import ElboDraw, quantise
 from .likelihood import NonFiniteODEError, ODESolveError, dequantised_log_likelihood
 from .noise import Design, design_draws, draw_requests, likelihood_draws, stream_seed
+from .orientation import HIGHER_IS_BETTER, LOWER_IS_BETTER, NOT_A_QUALITY_MEASURE
 
-LOWER_IS_BETTER = "lower_is_better"
-HIGHER_IS_BETTER = "higher_is_better"
-# The squared norm of the predicted noise says nothing about how good the
-# model is on the query (a model can lower it by predicting less noise,
-# right or wrong), so it gets neither quality orientation.
-NOT_A_QUALITY_MEASURE = "not_a_quality_measure"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .orientation import HIGHER_IS_BETTER, LOWER_IS_BETTER, NOT_A_QUALITY_MEASURE
+
 __all__ = ["plot_lds_per_query", "plot_lds_summary", "plot_lds_vs_damping", "plot_removal", "removal_markdown", "summary_markdown"]
 
 LDS_LABEL = "LDS (Spearman, mean over queries)"
@@ -171,9 +173,9 @@ def plot_lds_per_query(per_query: pd.DataFrame, path) -> None:
 
 
 ORIENTATION_TEXT = {
-    "lower_is_better": "lower is better",
-    "higher_is_better": "higher is better",
-    "not_a_quality_measure": "not a quality measure",
+    LOWER_IS_BETTER: "lower is better",
+    HIGHER_IS_BETTER: "higher is better",
+    NOT_A_QUALITY_MEASURE: "not a quality measure",
 }
 
 

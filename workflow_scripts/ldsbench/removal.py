@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .orientation import HIGHER_IS_BETTER, LOWER_IS_BETTER
+
 RANDOM_CONTROL = "random_control"
 # Reference models: the full training set, one per removal seed.
 ALL_DATA = "all_data"
-PROPONENT_SIGN = {"lower_is_better": -1.0, "higher_is_better": 1.0}
+PROPONENT_SIGN = {LOWER_IS_BETTER: -1.0, HIGHER_IS_BETTER: 1.0}
 
 
 def removal_size(n_train: int, fraction: float) -> int:

@@ -58,13 +58,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .orientation import HIGHER_IS_BETTER, LOWER_IS_BETTER, NOT_A_QUALITY_MEASURE
+
 # torch is imported inside the functions that use it: the workflow calls
 # ``check_feature_model_path`` while validating its config, without torch.
 
-# Orientations of ``measurement.MEASUREMENTS`` (a test keeps them equal).
-LOWER_IS_BETTER = "lower_is_better"
-HIGHER_IS_BETTER = "higher_is_better"
-NOT_A_QUALITY_MEASURE = "not_a_quality_measure"
 
 METRICS = ("cosine", "dot", "l2")
 

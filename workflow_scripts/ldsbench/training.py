@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,13 @@ class TrainingSettings:
     random_flip: bool = False
     checkpoint_every: int = 500
     seed: int = 0
+
+    @classmethod
+    def from_config(cls, training: dict, **overrides) -> "TrainingSettings":
+        """From the config's ``training`` section (keys that are not settings,
+        such as ``subset_steps``, are ignored), with ``overrides`` applied."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{**{k: v for k, v in training.items() if k in names}, **overrides})
 
 
 def batch_indices(n_examples: int, batch_size: int, step: int, seed: int) -> np.ndarray:

@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
 
 from ldsbench.config import MEASUREMENT_ORIENTATION, measurement_gradient_settings, validate_config
 from ldsbench.curvature_keys import curvature_key
+from ldsbench.method_types import scorer_modules
 from ldsbench.protection import existing_model_changes, retraining_report
 from ldsbench.removal import ALL_DATA, RANDOM_CONTROL
 

@@ -20,10 +20,9 @@ rule score_method:
         # Only what defines the query gradient (type, timestep, levels), so
         # changing a measurement's draws does not rescore.
         measurement=lambda w: measurement_gradient_settings(config["measurements"][w.measurement]),
-        code=code_version(
-            "scoring.py", "gradients.py", "curvature.py", "trak.py", "projection.py", "provenance.py",
-            "measurement.py", "diffusion.py", "elbo.py", "likelihood.py", "noise.py", "similarity.py", "model.py", "tracin.py", "training.py", "das.py",
-        ),
+        # The code of this method's type only (ldsbench.method_types), so
+        # editing one method rescores that method alone.
+        code=lambda w: code_version("provenance.py", *scorer_modules(config["methods"][w.method]["type"])),
         # TracIn replays the full model's training.
         training=lambda w: FULL_TRAINING if config["methods"][w.method]["type"] == "tracin" else None,
         device=config["runtime"]["device"],

@@ -35,7 +35,8 @@ from torch import nn
 from ldsbench.curvature import CurvatureSettings, KroneckerEigenbasis, fit_kronecker_eigenbasis
 from ldsbench.model import build_scheduler, build_unet
 from ldsbench.projection import RandomProjector
-from ldsbench.scoring import SCORE_SIGN, query_gradients, trak_scores, training_gradient_batches
+from ldsbench.scoring import SCORE_SIGN, query_gradients, training_gradient_batches
+from ldsbench.trak import trak_scores
 from ldsbench.trak import trak_kernel_scores
 from test_measurement import UNET
 

@@ -11,7 +11,8 @@ import torch
 from ldsbench.curvature import CurvatureSettings, fit_kronecker_eigenbasis
 from ldsbench.curvature_data import NoisedTrainingData, batch_size_of
 from ldsbench.model import FlatNoisePredictor, attributed_modules, attributed_parameters
-from ldsbench.scoring import SCORE_SIGN, influence_scores, query_gradients, random_scores, trak_scores, training_gradient_batches
+from ldsbench.scoring import SCORE_SIGN, influence_scores, query_gradients, random_scores, training_gradient_batches
+from ldsbench.trak import trak_scores
 from tiny_models import tiny_model_and_images
 
 

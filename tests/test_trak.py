@@ -183,7 +183,7 @@ def test_gram_helpers_reject_bad_input():
 def test_dtrak_output_function_ablations_score(output_fn):
     import numpy as np
 
-    from ldsbench.scoring import trak_scores
+    from ldsbench.trak import trak_scores
 
     unet, scheduler, train, queries = tiny_model_and_images()
     scores = trak_scores(unet, scheduler, train, queries, [0.1], measurement="loss", output_fn=output_fn, projection_dim=64,

@@ -13,7 +13,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from .orientation import HIGHER_IS_BETTER, LOWER_IS_BETTER, NOT_A_QUALITY_MEASURE
+from .orientation import HIGHER_IS_BETTER, LOWER_IS_BETTER, MEASUREMENT_ORIENTATION, NOT_A_QUALITY_MEASURE
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 _NUMBER_LIKE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)$")
@@ -87,19 +87,6 @@ MEASUREMENT_OUTPUT_KEYS = {
     "simplified_elbo": (),
     "elbo": ("levels",),
     "log_likelihood": ("levels",),
-}
-
-
-# Orientation of each measurement type (``measurement.MEASUREMENTS[type].
-# orientation``; a test keeps the two equal). Config checks and the summary
-# need it without importing torch.
-MEASUREMENT_ORIENTATION = {
-    "loss": LOWER_IS_BETTER,
-    "loss_at_t": LOWER_IS_BETTER,
-    "squared_norm": NOT_A_QUALITY_MEASURE,
-    "simplified_elbo": LOWER_IS_BETTER,
-    "elbo": HIGHER_IS_BETTER,
-    "log_likelihood": HIGHER_IS_BETTER,
 }
 
 

@@ -516,3 +516,16 @@ def _scalar_output_scores(
     raw = trak_kernel_scores(query_features, train_features, lambdas).cpu() * residuals
     scores = raw.square() if form == "distance" else raw
     return (SCORE_SIGN * scores).numpy().astype(np.float32)
+
+
+def score_das(job) -> tuple[list[float], np.ndarray]:
+    """Scorer of ``type: das`` (``method_types``): the default lambda and its grid."""
+    method = job.method
+    lambdas = list(dict.fromkeys([method["lambda"], *method["lambda_grid"]]))
+    scores = das_scores(
+        job.unet, job.scheduler, job.train, job.queries, lambdas,
+        measurement=job.measurement, output=method["output"], form=method["form"], output_directions=method["output_directions"],
+        projection_dim=method["projection_dim"], projection_seed=method["seed"], train_draws=method["train_draws"],
+        query_draws=method["query_draws"], seed=method["seed"],
+    )
+    return lambdas, scores

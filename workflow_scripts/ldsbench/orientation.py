@@ -12,3 +12,16 @@ HIGHER_IS_BETTER = "higher_is_better"
 # model is on the query (a model can lower it by predicting less noise,
 # right or wrong), so it gets neither quality orientation.
 NOT_A_QUALITY_MEASURE = "not_a_quality_measure"
+
+
+# Orientation of each measurement type (``measurement.MEASUREMENTS[type].
+# orientation``; a test keeps the two equal). Config checks, the summary and
+# the similarity baselines need it without importing torch.
+MEASUREMENT_ORIENTATION = {
+    "loss": LOWER_IS_BETTER,
+    "loss_at_t": LOWER_IS_BETTER,
+    "squared_norm": NOT_A_QUALITY_MEASURE,
+    "simplified_elbo": LOWER_IS_BETTER,
+    "elbo": HIGHER_IS_BETTER,
+    "log_likelihood": HIGHER_IS_BETTER,
+}

@@ -27,7 +27,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .diffusion import SimplifiedElbo, output_key
+from .curvature import KroneckerEigenbasis
+from .diffusion import output_key
 from .gradients import iter_example_gradients
 from .measurement import measurement_output_fn
 from .model import module_mask
@@ -77,31 +78,24 @@ def influence_scores(unet, scheduler, train_images, queries, basis, dampings, *,
     return (SCORE_SIGN * scores / n_train).astype(np.float32)
 
 
-def trak_scores(unet, scheduler, train_images, queries, lambdas, *, measurement, output_fn: str, projection_dim, projection_seed: int, train_draws: int, query_draws: int, seed: int) -> np.ndarray:
-    """TRAK (output_fn "loss") or D-TRAK (output_fn "squared_norm"): [L, Q, N] float32.
-
-    Features are randomly projected gradients of ``output_fn`` for training
-    examples; for queries the gradient of the measurement when output_fn is
-    "loss", otherwise of the same output function (as in D-TRAK).
-    """
-    from .projection import RandomProjector
-    from .trak import trak_kernel_scores
-
-    # The ELBO-weighted loss samples its timesteps from the ELBO weights.
-    train_fn = SimplifiedElbo() if output_fn == "elbo_weighted" else output_fn
-    query_fn = measurement_output_fn(measurement) if output_fn == "loss" else train_fn
-    train_features, projector = [], None
-    # Large blocks: the projection matrix is generated (or read from cache)
-    # once per block, which dominates the cost for small blocks.
-    for _, grads in training_gradient_batches(unet, scheduler, train_images, train_fn, train_draws, seed, batch_examples=256):
-        if projector is None:
-            projector = RandomProjector(grads.shape[1], projection_dim, projection_seed)
-        train_features.append(projector.project(grads))
-    query_features = projector.project(query_gradients(unet, scheduler, queries, query_fn, query_draws, seed))
-    raw = trak_kernel_scores(query_features, torch.cat(train_features), lambdas)
-    return (SCORE_SIGN * raw.cpu().numpy()).astype(np.float32)
-
-
 def random_scores(n_queries: int, n_train: int, seed: int) -> np.ndarray:
     """Independent standard normal scores, a baseline whose LDS is 0 in expectation: [1, Q, N]."""
     return np.random.default_rng(seed).standard_normal((1, n_queries, n_train)).astype(np.float32)
+
+
+def score_influence(job) -> tuple[list[float], np.ndarray]:
+    """Scorer of ``type: influence`` (``method_types``): the default damping and its grid."""
+    method = job.method
+    dampings = list(dict.fromkeys([method["damping"], *method["damping_grid"]]))
+    basis = KroneckerEigenbasis.load(job.inputs["curvature"])
+    scores = influence_scores(
+        job.unet, job.scheduler, job.train, job.queries, basis, dampings,
+        measurement=job.measurement, train_draws=method["train_draws"], query_draws=method["query_draws"], seed=method["seed"],
+        modules=method["modules"],
+    )
+    return dampings, scores
+
+
+def score_random(job) -> tuple[list[float], np.ndarray]:
+    """Scorer of ``type: random``."""
+    return [float("nan")], random_scores(len(job.queries), len(job.train), job.method["seed"])

@@ -58,7 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .orientation import HIGHER_IS_BETTER, LOWER_IS_BETTER, NOT_A_QUALITY_MEASURE
+from .orientation import HIGHER_IS_BETTER, LOWER_IS_BETTER, MEASUREMENT_ORIENTATION, NOT_A_QUALITY_MEASURE
 
 # torch is imported inside the functions that use it: the workflow calls
 # ``check_feature_model_path`` while validating its config, without torch.
@@ -437,3 +437,19 @@ def feature_similarity(
     query_features = image_features(model, queries, preprocessing, batch_size=batch_size, device=device)
     train_features = image_features(model, train, preprocessing, batch_size=batch_size, device=device)
     return vector_similarity(query_features, train_features, metric, batch_size=similarity_batch_size)
+
+
+def score_pixel_similarity(job) -> tuple[list[float], np.ndarray]:
+    """Scorer of ``type: pixel_similarity`` (``method_types``)."""
+    similarity = pixel_similarity(job.queries, job.train, job.method["metric"])
+    orientation = MEASUREMENT_ORIENTATION[job.measurement["type"]]
+    return [float("nan")], similarity_to_scores(similarity, orientation, job.method["sign"])[None].astype(np.float32)
+
+
+def score_feature_similarity(job) -> tuple[list[float], np.ndarray]:
+    """Scorer of ``type: feature_similarity`` (``method_types``)."""
+    method = job.method
+    preprocessing = resolve_preprocessing(method["preset"], method["input_size"], method["mean"], method["std"])
+    similarity = feature_similarity(job.queries, job.train, method["model_path"], preprocessing, metric=method["metric"], device=job.device)
+    orientation = MEASUREMENT_ORIENTATION[job.measurement["type"]]
+    return [float("nan")], similarity_to_scores(similarity, orientation, method["sign"])[None].astype(np.float32)

@@ -25,10 +25,14 @@ products (so tau is a sum of learning-rate-weighted cosines).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from .diffusion import per_draw_output
+from .measurement import measurement_output_fn
 from .model import attributed_parameters
 from .noise import stream_seed
 from .scoring import SCORE_SIGN, query_gradients
@@ -121,3 +125,18 @@ def tracin_scores(
             scores[:, row] += query @ seen_gradient(unet, scheduler, *draws, normalize)
         previous = step
     return (SCORE_SIGN * scores).cpu().numpy().astype(np.float32)
+
+
+def score_tracin(job) -> tuple[list[float], np.ndarray]:
+    """Scorer of ``type: tracin`` (``method_types``), from the full model's
+    replayed training (``job.inputs["trajectory"]``: ``trajectory.json`` and
+    ``step_{s}.pt`` raw weights)."""
+    method, trajectory = job.method, Path(job.inputs["trajectory"])
+    steps = json.loads((trajectory / "trajectory.json").read_text())["steps"]
+    checkpoints = {step: torch.load(trajectory / f"step_{step}.pt", map_location=job.device) for step in steps}
+    scores = tracin_scores(
+        job.unet, job.scheduler, checkpoints, job.train, job.queries, TrainingSettings.from_config(job.training),
+        measurement_fn=measurement_output_fn(job.measurement), query_draws=method["query_draws"], seed=method["seed"],
+        normalize=method["normalize"], max_draws=method["draws_per_checkpoint"],
+    )
+    return [float("nan")], scores[None]

@@ -38,9 +38,15 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-__all__ = ["GramSpectrum", "accumulate_gram", "trak_kernel_scores"]
+from .diffusion import SimplifiedElbo
+from .measurement import measurement_output_fn
+from .projection import RandomProjector
+from .scoring import SCORE_SIGN, query_gradients, training_gradient_batches
+
+__all__ = ["GramSpectrum", "accumulate_gram", "trak_kernel_scores", "trak_scores", "score_trak"]
 
 _EPS64 = torch.finfo(torch.float64).eps
 
@@ -230,3 +236,37 @@ def _check_lambdas(lambdas: Sequence[float]) -> list[float]:
         if not (math.isfinite(lam) and lam >= 0):
             raise ValueError(f"lambdas must be finite and >= 0, got {lam!r}")
     return values
+
+
+def trak_scores(unet, scheduler, train_images, queries, lambdas, *, measurement, output_fn: str, projection_dim, projection_seed: int, train_draws: int, query_draws: int, seed: int) -> np.ndarray:
+    """TRAK (output_fn "loss") or D-TRAK (output_fn "squared_norm"): [L, Q, N] float32.
+
+    Features are randomly projected gradients of ``output_fn`` for training
+    examples; for queries the gradient of the measurement when output_fn is
+    "loss", otherwise of the same output function (as in D-TRAK).
+    """
+    # The ELBO-weighted loss samples its timesteps from the ELBO weights.
+    train_fn = SimplifiedElbo() if output_fn == "elbo_weighted" else output_fn
+    query_fn = measurement_output_fn(measurement) if output_fn == "loss" else train_fn
+    train_features, projector = [], None
+    # Large blocks: the projection matrix is generated (or read from cache)
+    # once per block, which dominates the cost for small blocks.
+    for _, grads in training_gradient_batches(unet, scheduler, train_images, train_fn, train_draws, seed, batch_examples=256):
+        if projector is None:
+            projector = RandomProjector(grads.shape[1], projection_dim, projection_seed)
+        train_features.append(projector.project(grads))
+    query_features = projector.project(query_gradients(unet, scheduler, queries, query_fn, query_draws, seed))
+    raw = trak_kernel_scores(query_features, torch.cat(train_features), lambdas)
+    return (SCORE_SIGN * raw.cpu().numpy()).astype(np.float32)
+
+
+def score_trak(job) -> tuple[list[float], np.ndarray]:
+    """Scorer of ``type: trak`` (``method_types``): the default lambda and its grid."""
+    method = job.method
+    lambdas = list(dict.fromkeys([method["lambda"], *method["lambda_grid"]]))
+    scores = trak_scores(
+        job.unet, job.scheduler, job.train, job.queries, lambdas,
+        measurement=job.measurement, output_fn=method["output_fn"], projection_dim=method["projection_dim"],
+        projection_seed=method["seed"], train_draws=method["train_draws"], query_draws=method["query_draws"], seed=method["seed"],
+    )
+    return lambdas, scores

@@ -137,7 +137,7 @@ if RESCORE and not all(os.path.exists(path) for path in RESCORE_INPUTS):
     )
 
 
-TRAINING_RULES = ("train_full_model", "train_subset_model", "train_removal_model", "train_removal_reference")
+TRAINING_RULES = ("train_full_model", "train_full_model_seed", "train_subset_model", "train_removal_model")
 
 
 def refuse_unconfirmed_retraining(dag):

@@ -13,7 +13,7 @@ def removal_scores(wildcards):
 
 
 def reference_model(wildcards):
-    return f"{R}/models/full" if int(wildcards.seed) == 0 else f"{R}/removal/models/{ALL_DATA}/seed_{wildcards.seed}"
+    return f"{R}/models/full" if int(wildcards.seed) == 0 else f"{R}/models/full_seed_{wildcards.seed}"
 
 
 rule removal_set:
@@ -59,31 +59,6 @@ rule train_removal_model:
         f"{R}/logs/removal/train/{{ranker}}/query_{{query}}_fraction_{{fraction}}_seed_{{seed}}.log",
     benchmark:
         f"{R}/benchmarks/removal/train/{{ranker}}/query_{{query}}_fraction_{{fraction}}_seed_{{seed}}.tsv"
-    script:
-        f"{STEPS}/train_model.py"
-
-
-rule train_removal_reference:
-    input:
-        train=f"{R}/data/train.npz",
-    output:
-        directory(f"{R}/removal/models/{ALL_DATA}/seed_{{seed}}"),
-    params:
-        model=config["model"],
-        training=FULL_TRAINING,
-        subset=None,
-        seed=lambda w: int(w.seed),
-        resume=lambda w: f"{R}/resume/removal/{ALL_DATA}/seed_{w.seed}",
-        device=config["runtime"]["device"],
-    threads: THREADS
-    resources:
-        gpu=GPUS_PER_JOB,
-    conda:
-        CONDA_ENV
-    log:
-        f"{R}/logs/removal/train/{ALL_DATA}_seed_{{seed}}.log",
-    benchmark:
-        f"{R}/benchmarks/removal/train/{ALL_DATA}_seed_{{seed}}.tsv"
     script:
         f"{STEPS}/train_model.py"
 

@@ -2,6 +2,21 @@
 # so changing one method reruns only that method's scores and LDS.
 
 
+def ensemble_models(wildcards):
+    """A trak method's other full-data models (its `models` - 1 other seeds)."""
+    method = config["methods"][wildcards.method]
+    return [f"{R}/models/full_seed_{s}" for s in range(1, method.get("models", 1))] if method["type"] == "trak" else []
+
+
+def method_settings(wildcards):
+    """The method's config entry; Journey-TRAK also depends on how the
+    generated queries were sampled (it replays their trajectories)."""
+    method = config["methods"][wildcards.method]
+    if method["type"] == "journey_trak":
+        return {**method, "query_sampling": config["queries"]}
+    return method
+
+
 rule score_method:
     input:
         model=f"{R}/models/full",
@@ -11,12 +26,13 @@ rule score_method:
         # A feature model is an input, so replacing its file rescores.
         feature_model=lambda w: config["methods"][w.method].get("model_path", []),
         trajectory=lambda w: f"{R}/models/full_trajectory" if config["methods"][w.method]["type"] == "tracin" else [],
+        ensemble=ensemble_models,
     output:
         scores=f"{R}/scores/{{method}}/{{measurement}}.npy",
         sweep=f"{R}/scores/{{method}}/{{measurement}}.sweep.npz",
         manifest=f"{R}/scores/{{method}}/{{measurement}}.json",
     params:
-        settings=lambda w: config["methods"][w.method],
+        settings=method_settings,
         # Only what defines the query gradient (type, timestep, levels), so
         # changing a measurement's draws does not rescore.
         measurement=lambda w: measurement_gradient_settings(config["measurements"][w.measurement]),

@@ -28,6 +28,34 @@ rule train_full_model:
         f"{STEPS}/train_model.py"
 
 
+# Full-data models of other training seeds: TRAK ensembles (a trak method's
+# `models`) and the all-data references of the removal branch (seed 0 is
+# models/full itself).
+rule train_full_model_seed:
+    input:
+        train=f"{R}/data/train.npz",
+    output:
+        directory(f"{R}/models/full_seed_{{seed}}"),
+    params:
+        model=config["model"],
+        training=FULL_TRAINING,
+        subset=None,
+        seed=lambda w: int(w.seed),
+        resume=lambda w: f"{R}/resume/full_seed_{w.seed}",
+        device=config["runtime"]["device"],
+    threads: THREADS
+    resources:
+        gpu=GPUS_PER_JOB,
+    conda:
+        CONDA_ENV
+    log:
+        f"{R}/logs/train/full_seed_{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/train/full_seed_{{seed}}.tsv"
+    script:
+        f"{STEPS}/train_model.py"
+
+
 rule train_subset_model:
     input:
         train=f"{R}/data/train.npz",

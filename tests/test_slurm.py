@@ -34,7 +34,7 @@ pytestmark = [
 
 GPU_RULES = {
     "train_full_model", "train_subset_model", "generate_queries", "measure_model", "fit_curvature", "score_method",
-    "trace_full_training", "train_removal_model", "train_removal_reference", "measure_removal_model", "measure_removal_reference",
+    "trace_full_training", "train_removal_model", "train_full_model_seed", "measure_removal_model", "measure_removal_reference",
 }
 
 

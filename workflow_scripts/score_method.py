@@ -21,7 +21,11 @@ job = ScoringJob(
     queries=torch.from_numpy(query_images).to(device),
     method=method,
     measurement=snakemake.params.measurement,
-    inputs={name: snakemake.input[name] for name in ("curvature", "trajectory") if snakemake.input.get(name)},
+    inputs={
+        "queries": snakemake.input.queries,
+        **{name: snakemake.input[name] for name in ("curvature", "trajectory") if snakemake.input.get(name)},
+        "ensemble": list(snakemake.input.get("ensemble", [])),
+    },
     training=snakemake.params.training,
     device=device,
 )

@@ -261,6 +261,8 @@ def _semantic_errors(config: dict) -> list[str]:
                 re.compile(method["modules"])
             except re.error as error:
                 errors.append(f"methods.{name}.modules: {method['modules']!r} is not a regular expression ({error})")
+        if method["type"] == "journey_trak" and method["steps"] > queries["sampling_steps"]:
+            errors.append(f"methods.{name}.steps: {method['steps']} exceeds the query sampler's queries.sampling_steps {queries['sampling_steps']}")
     errors += _similarity_errors(config)
     errors += _removal_errors(config)
     errors += _report_errors(config)

@@ -28,6 +28,7 @@ SCORERS = {
     "influence": ("scoring", "score_influence"),
     "random": ("scoring", "score_random"),
     "trak": ("trak", "score_trak"),
+    "journey_trak": ("journey", "score_journey_trak"),
     "das": ("das", "score_das"),
     "tracin": ("tracin", "score_tracin"),
     "pixel_similarity": ("similarity", "score_pixel_similarity"),
@@ -45,7 +46,7 @@ class ScoringJob:
     queries: object  # torch.Tensor [Q, C, H, W]
     method: dict  # the method's validated config entry
     measurement: dict  # the measurement's gradient settings (type, timestep, levels)
-    inputs: dict = field(default_factory=dict)  # extra input paths: curvature, trajectory
+    inputs: dict = field(default_factory=dict)  # input paths: queries, curvature, trajectory, ensemble
     training: dict | None = None  # the full model's training settings (TracIn)
     device: object = None
 

@@ -17,10 +17,11 @@ def _prepare(unet, scheduler, num_inference_steps: int):
     return scheduler, shape, next(unet.parameters()).device
 
 
-def _sample_batch(unet, scheduler, count: int, shape: tuple, device, generator, rows=None) -> torch.Tensor:
+def _sample_batch(unet, scheduler, count: int, shape: tuple, device, generator, rows=None, record=None) -> torch.Tensor:
     """One batch of ancestral sampling from ``generator``: [count, C, H, W],
     unclamped. With ``rows`` the UNet sees only those rows; the others follow
-    the sampler with a zero noise prediction, so every random draw is the same."""
+    the sampler with a zero noise prediction, so every random draw is the same.
+    ``record(t, step_output)`` is called after every step."""
     sample = torch.randn((count, *shape), generator=generator).to(device)
     for t in scheduler.timesteps:
         if rows is None:
@@ -28,7 +29,10 @@ def _sample_batch(unet, scheduler, count: int, shape: tuple, device, generator, 
         else:
             eps = torch.zeros_like(sample)
             eps[rows] = unet(sample[rows], t).sample
-        sample = scheduler.step(eps, t, sample, generator=generator).prev_sample
+        output = scheduler.step(eps, t, sample, generator=generator)
+        if record is not None:
+            record(int(t), output)
+        sample = output.prev_sample
     return sample
 
 
@@ -71,4 +75,38 @@ def ddpm_resample_rows(unet, scheduler, rows, n_samples: int, num_inference_step
         sample = _sample_batch(unet, scheduler, min(batch_size, n_samples - first), shape, device, generator, local)
         for r in local:
             out[first + r] = sample[r].clamp(-1, 1).cpu()
+    return torch.stack([out[r] for r in rows])
+
+
+@torch.no_grad()
+def ddpm_predicted_x0(unet, scheduler, rows, timesteps, n_samples: int, num_inference_steps: int, seed: int, batch_size: int = 256) -> torch.Tensor:
+    """The sampler's predicted clean image x0_hat(x_t, t) at each of ``timesteps``
+    along the sampling trajectories of samples ``rows`` of ``ddpm_sample(unet,
+    scheduler, n_samples, num_inference_steps, seed, batch_size)``:
+    [len(rows), len(timesteps), C, H, W].
+
+    x0_hat is the scheduler's ``pred_original_sample`` (clipped to [-1, 1] as
+    the sampler clips it); at the last step, t = 0, it is the sample itself.
+    """
+    rows, wanted = [int(r) for r in rows], [int(t) for t in timesteps]
+    if any(not 0 <= r < n_samples for r in rows):
+        raise ValueError(f"rows {rows} are not all in 0..{n_samples - 1}")
+    scheduler, shape, device = _prepare(unet, scheduler, num_inference_steps)
+    missing = sorted(set(wanted) - {int(t) for t in scheduler.timesteps})
+    if missing:
+        raise ValueError(f"timesteps {missing} are not steps of the {num_inference_steps}-step sampler")
+    out = {}
+    for index in sorted({r // batch_size for r in rows}):
+        first = index * batch_size
+        local = [r - first for r in rows if r // batch_size == index]
+        seen = {}
+
+        def record(t, output):
+            if t in wanted:
+                seen[t] = output.pred_original_sample[local].cpu()
+
+        generator = torch.Generator().manual_seed(seed * 100_003 + index)
+        _sample_batch(unet, scheduler, min(batch_size, n_samples - first), shape, device, generator, local, record)
+        for position, r in enumerate(local):
+            out[first + r] = torch.stack([seen[t][position] for t in wanted])
     return torch.stack([out[r] for r in rows])

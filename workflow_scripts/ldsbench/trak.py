@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from .diffusion import SimplifiedElbo
+from .jobs import load_model
 from .measurement import measurement_output_fn
 from .projection import RandomProjector
 from .scoring import SCORE_SIGN, query_gradients, training_gradient_batches
@@ -261,12 +262,19 @@ def trak_scores(unet, scheduler, train_images, queries, lambdas, *, measurement,
 
 
 def score_trak(job) -> tuple[list[float], np.ndarray]:
-    """Scorer of ``type: trak`` (``method_types``): the default lambda and its grid."""
+    """Scorer of ``type: trak`` (``method_types``): the default lambda and its
+    grid. With ``models: E > 1`` the scores are averaged over the full model
+    and the E - 1 full-data models of other training seeds
+    (``job.inputs["ensemble"]``), as TRAK ensembles its models."""
     method = job.method
     lambdas = list(dict.fromkeys([method["lambda"], *method["lambda_grid"]]))
-    scores = trak_scores(
-        job.unet, job.scheduler, job.train, job.queries, lambdas,
-        measurement=job.measurement, output_fn=method["output_fn"], projection_dim=method["projection_dim"],
-        projection_seed=method["seed"], train_draws=method["train_draws"], query_draws=method["query_draws"], seed=method["seed"],
-    )
-    return lambdas, scores
+    members = [(job.unet, job.scheduler)] + [load_model(path, job.device)[:2] for path in job.inputs.get("ensemble", [])]
+    total = None
+    for unet, scheduler in members:
+        scores = trak_scores(
+            unet, scheduler, job.train, job.queries, lambdas,
+            measurement=job.measurement, output_fn=method["output_fn"], projection_dim=method["projection_dim"],
+            projection_seed=method["seed"], train_draws=method["train_draws"], query_draws=method["query_draws"], seed=method["seed"],
+        )
+        total = scores.astype(np.float64) if total is None else total + scores
+    return lambdas, (total / len(members)).astype(np.float32)

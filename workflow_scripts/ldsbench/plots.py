@@ -42,9 +42,18 @@ def _ordered_unique(series: pd.Series) -> list:
 
 
 def _method_colors(methods: list) -> dict:
-    # One fixed colour per method so that figures agree with each other.
-    cycle = [f"C{i}" for i in range(10)]
-    return {m: cycle[i % len(cycle)] for i, m in enumerate(methods)}
+    # One fixed colour per method so that figures agree with each other;
+    # past ten methods, the light shades of tab20 follow the ten tab10 colours.
+    cycle = [f"C{i}" for i in range(10)] + [f"tab20:{i}" for i in range(1, 20, 2)]
+    colors = {}
+    for k, method in enumerate(methods):
+        name = cycle[k % len(cycle)]
+        if name.startswith("tab20:"):
+            from matplotlib import colormaps
+
+            name = colormaps["tab20"](int(name.split(":")[1]))
+        colors[method] = name
+    return colors
 
 
 def _describe(values: pd.Series) -> str:
@@ -60,10 +69,11 @@ def _save(fig: Figure, path) -> None:
 
 
 def plot_lds_summary(summary: pd.DataFrame, path) -> None:
-    """Grouped bar chart of LDS: one group per measurement, one bar per method.
+    """LDS per method, one panel per measurement (horizontal bars, methods
+    labelled on every panel's y axis, the value printed next to each bar).
 
     Error bars are the (asymmetric) bootstrap interval; a missing
-    (method, measurement) pair or a NaN LDS leaves its slot empty.
+    (method, measurement) pair or a NaN LDS is marked "n/a".
 
     Args:
         summary: columns method, measurement, lds, ci_low, ci_high, n_queries,
@@ -75,50 +85,47 @@ def plot_lds_summary(summary: pd.DataFrame, path) -> None:
     methods = _ordered_unique(summary["method"])
     colors = _method_colors(methods)
     table = summary.set_index(["method", "measurement"])
-
-    width = 0.8 / len(methods)
-    x = np.arange(len(measurements))
-    fig = Figure(figsize=(max(6.0, 1.2 + 0.45 * len(methods) * len(measurements)), 4.5))
-    ax = fig.add_subplot(1, 1, 1)
-    for k, method in enumerate(methods):
-        rows = table.reindex([(method, m) for m in measurements])
+    n_cols = min(3, len(measurements))
+    n_rows = math.ceil(len(measurements) / n_cols)
+    low = min(0.0, float(np.nanmin(summary["ci_low"].to_numpy(dtype=float)))) if summary["ci_low"].notna().any() else 0.0
+    high = max(0.0, float(np.nanmax(summary["ci_high"].to_numpy(dtype=float)))) if summary["ci_high"].notna().any() else 1.0
+    pad = 0.12 * (high - low or 1.0)
+    fig = Figure(figsize=(4.6 * n_cols + 1.2, (0.32 * len(methods) + 1.1) * n_rows + 0.6))
+    y = np.arange(len(methods))
+    for p, measurement in enumerate(measurements):
+        ax = fig.add_subplot(n_rows, n_cols, p + 1)
+        rows = table.reindex([(method, measurement) for method in methods])
         lds = rows["lds"].to_numpy(dtype=float)
         # Clip at 0 so an interval that does not enclose its point estimate
         # (possible for percentile intervals) cannot give a negative bar length.
         lower = np.clip(lds - rows["ci_low"].to_numpy(dtype=float), 0, None)
         upper = np.clip(rows["ci_high"].to_numpy(dtype=float) - lds, 0, None)
-        offset = (k - (len(methods) - 1) / 2) * width
-        ax.bar(
-            x + offset, np.nan_to_num(lds), width=width * 0.95,
-            color=colors[method], label=str(method),
-        )
         ok = np.isfinite(lds)
-        ax.errorbar(
-            (x + offset)[ok], lds[ok], yerr=np.vstack([lower, upper])[:, ok],
-            fmt="none", ecolor="black", elinewidth=1, capsize=3,
-        )
-        # Say so where a value is undefined, rather than show an empty slot.
-        for xpos in (x + offset)[~ok]:
-            ax.text(xpos, 0.0, "n/a", ha="center", va="bottom", fontsize=8, rotation=90)
-
-    ax.axhline(0.0, color="black", linewidth=0.8)
-    ax.set_xticks(x)
-    long_names = max(len(str(m)) for m in measurements) > 12
-    ax.set_xticklabels(
-        [str(m) for m in measurements],
-        rotation=20 if long_names else 0, ha="right" if long_names else "center",
-        fontsize=10,
-    )
-    ax.set_xlabel("measurement", fontsize=11)
-    ax.set_ylabel(LDS_LABEL, fontsize=11)
-    ax.set_title(
+        ax.barh(y, np.nan_to_num(lds), height=0.75, color=[colors[m] for m in methods])
+        ax.errorbar(lds[ok], y[ok], xerr=np.vstack([lower, upper])[:, ok], fmt="none", ecolor="black", elinewidth=1, capsize=2)
+        for k in range(len(methods)):
+            if ok[k]:
+                end = rows["ci_high"].iloc[k] if lds[k] >= 0 else rows["ci_low"].iloc[k]
+                end = lds[k] if not np.isfinite(end) else end
+                ax.text(end + (0.01 if lds[k] >= 0 else -0.01) * (high - low or 1.0), y[k], f"{lds[k]:.2f}",
+                        va="center", ha="left" if lds[k] >= 0 else "right", fontsize=7.5)
+            else:
+                ax.text(0.0, y[k], " n/a", va="center", ha="left", fontsize=8)
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.set_yticks(y)
+        ax.set_yticklabels([str(m) for m in methods] if p % n_cols == 0 else [], fontsize=9)
+        ax.invert_yaxis()
+        ax.set_xlim(low - pad, high + pad)
+        ax.set_title(str(measurement), fontsize=10)
+        ax.set_xlabel("LDS (Spearman, mean over queries)", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_axisbelow(True)
+    fig.suptitle(
         f"Linear Datamodeling Score, M = {_describe(summary['n_subsets'])} subsets, "
-        f"K = {_describe(summary['n_seeds'])} seeds (95% bootstrap CI)",
+        f"K = {_describe(summary['n_seeds'])} seeds (95% bootstrap CI over queries)",
         fontsize=11,
     )
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_axisbelow(True)
-    ax.legend(title="method", fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
     _save(fig, path)
 
 
@@ -135,9 +142,10 @@ def plot_lds_per_query(per_query: pd.DataFrame, path) -> None:
     measurements = _ordered_unique(per_query["measurement"])
     methods = _ordered_unique(per_query["method"])
     colors = _method_colors(methods)
-    n_cols = min(3, len(measurements))
+    # Wide panels when there are many methods: fewer per row keeps the figure readable.
+    n_cols = min(3 if len(methods) <= 8 else 2, len(measurements))
     n_rows = math.ceil(len(measurements) / n_cols)
-    fig = Figure(figsize=(max(4.5, 0.75 * len(methods) + 1.5) * n_cols, 3.8 * n_rows))
+    fig = Figure(figsize=(max(4.5, 0.6 * len(methods) + 1.5) * n_cols, 3.8 * n_rows))
     axes = fig.subplots(n_rows, n_cols, squeeze=False, sharey=True)
     rng = np.random.default_rng(0)  # horizontal jitter of the dots only
     for ax, measurement in zip(axes.flat, measurements):

@@ -36,10 +36,9 @@ import torch
 from .diffusion import noised, per_draw_output
 from .model import attributed_parameters
 from .noise import content_key, noise_draws, stream_seed
-from .projection import RandomProjector
 from .sampling import ddpm_predicted_x0
-from .scoring import SCORE_SIGN, training_gradient_batches
-from .trak import trak_kernel_scores
+from .scoring import SCORE_SIGN
+from .trak import projected_training_features, trak_kernel_scores
 
 
 def journey_timesteps(scheduler, num_inference_steps: int, steps: int) -> list[int]:
@@ -120,13 +119,9 @@ def journey_trak_scores(
     """
     timesteps = journey_timesteps(scheduler, sampling["sampling_steps"], steps)
     x0_hats = trajectory_predicted_x0(unet, scheduler, queries, kinds, sampling, timesteps, seed)
-    train_features, projector = [], None
-    for _, grads in training_gradient_batches(unet, scheduler, train_images, "loss", train_draws, seed, batch_examples=256):
-        if projector is None:
-            projector = RandomProjector(grads.shape[1], projection_dim, projection_seed)
-        train_features.append(projector.project(grads))
+    train_features, projector = projected_training_features(unet, scheduler, train_images, "loss", train_draws, seed, projection_dim, projection_seed)
     query_features = projector.project(journey_query_gradients(unet, scheduler, x0_hats, timesteps, draws_per_step, seed))
-    raw = trak_kernel_scores(query_features, torch.cat(train_features), lambdas)
+    raw = trak_kernel_scores(query_features, train_features, lambdas)
     return (SCORE_SIGN * raw.cpu().numpy()).astype(np.float32)
 
 

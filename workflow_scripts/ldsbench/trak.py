@@ -47,7 +47,7 @@ from .measurement import measurement_output_fn
 from .projection import RandomProjector
 from .scoring import SCORE_SIGN, query_gradients, training_gradient_batches
 
-__all__ = ["GramSpectrum", "accumulate_gram", "trak_kernel_scores", "trak_scores", "score_trak"]
+__all__ = ["GramSpectrum", "accumulate_gram", "projected_training_features", "trak_kernel_scores", "trak_scores", "score_trak"]
 
 _EPS64 = torch.finfo(torch.float64).eps
 
@@ -239,6 +239,20 @@ def _check_lambdas(lambdas: Sequence[float]) -> list[float]:
     return values
 
 
+def projected_training_features(unet, scheduler, train_images, output_fn, train_draws: int, seed: int, projection_dim, projection_seed: int):
+    """(features [N, k], projector): the randomly projected gradients of each
+    training example's ``output_fn`` (train_images [N, C, H, W]); k is
+    ``projection_dim``, or the number of attributed weights without projection."""
+    features, projector = [], None
+    # Large blocks: the projection matrix is generated (or read from cache)
+    # once per block, which dominates the cost for small blocks.
+    for _, grads in training_gradient_batches(unet, scheduler, train_images, output_fn, train_draws, seed, batch_examples=256):
+        if projector is None:
+            projector = RandomProjector(grads.shape[1], projection_dim, projection_seed)
+        features.append(projector.project(grads))
+    return torch.cat(features), projector
+
+
 def trak_scores(unet, scheduler, train_images, queries, lambdas, *, measurement, output_fn: str, projection_dim, projection_seed: int, train_draws: int, query_draws: int, seed: int) -> np.ndarray:
     """TRAK (output_fn "loss") or D-TRAK (output_fn "squared_norm"): [L, Q, N] float32.
 
@@ -249,15 +263,9 @@ def trak_scores(unet, scheduler, train_images, queries, lambdas, *, measurement,
     # The ELBO-weighted loss samples its timesteps from the ELBO weights.
     train_fn = SimplifiedElbo() if output_fn == "elbo_weighted" else output_fn
     query_fn = measurement_output_fn(measurement) if output_fn == "loss" else train_fn
-    train_features, projector = [], None
-    # Large blocks: the projection matrix is generated (or read from cache)
-    # once per block, which dominates the cost for small blocks.
-    for _, grads in training_gradient_batches(unet, scheduler, train_images, train_fn, train_draws, seed, batch_examples=256):
-        if projector is None:
-            projector = RandomProjector(grads.shape[1], projection_dim, projection_seed)
-        train_features.append(projector.project(grads))
+    train_features, projector = projected_training_features(unet, scheduler, train_images, train_fn, train_draws, seed, projection_dim, projection_seed)
     query_features = projector.project(query_gradients(unet, scheduler, queries, query_fn, query_draws, seed))
-    raw = trak_kernel_scores(query_features, torch.cat(train_features), lambdas)
+    raw = trak_kernel_scores(query_features, train_features, lambdas)
     return (SCORE_SIGN * raw.cpu().numpy()).astype(np.float32)
 
 

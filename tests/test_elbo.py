@@ -216,7 +216,7 @@ def test_influence_scores_run_for_the_elbo():
     from ldsbench.curvature import CurvatureSettings, fit_kronecker_eigenbasis
     from ldsbench.curvature_data import NoisedTrainingData, batch_size_of
     from ldsbench.model import FlatNoisePredictor, attributed_modules
-    from ldsbench.scoring import influence_scores
+    from ldsbench.influence import influence_scores
     from ldsbench.trak import trak_scores
 
     unet, scheduler, train, queries = tiny_model_and_images()

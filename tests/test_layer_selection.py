@@ -10,7 +10,7 @@ import torch
 from ldsbench.curvature import CurvatureSettings, fit_kronecker_eigenbasis
 from ldsbench.curvature_data import NoisedTrainingData, batch_size_of
 from ldsbench.model import FlatNoisePredictor, attributed_modules, build_unet, module_mask
-from ldsbench.scoring import influence_scores
+from ldsbench.influence import influence_scores
 from test_measurement import UNET
 from tiny_models import tiny_model_and_images
 

@@ -33,7 +33,7 @@ from ldsbench.diffusion import simplified_loss
 from ldsbench.lds import lds_per_query
 from ldsbench.model import FlatNoisePredictor, build_scheduler
 from ldsbench.noise import content_keys, stream_seed
-from ldsbench.scoring import influence_scores, query_gradients, training_gradient_batches
+from ldsbench.influence import influence_scores, query_gradients, training_gradient_batches
 from ldsbench.subsets import sample_subsets
 
 pytestmark = pytest.mark.usefixtures("one_thread")

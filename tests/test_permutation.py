@@ -30,7 +30,8 @@ from ldsbench.gradients import iter_example_gradients
 from ldsbench.measurement import measurement_output_fn
 from ldsbench.model import FlatNoisePredictor, attributed_modules, attributed_parameters, build_scheduler, build_unet
 from ldsbench.noise import Design, content_key, content_keys, design_draws, noise_draws, stream_seed
-from ldsbench.scoring import influence_scores, query_gradients, training_gradient_batches
+from ldsbench.influence import influence_scores
+from ldsbench.scoring import query_gradients, training_gradient_batches
 from ldsbench.trak import trak_scores
 from test_measurement import UNET
 

@@ -17,7 +17,7 @@ from ldsbench.curvature_data import NoisedTrainingData, batch_size_of
 from ldsbench.data import load_digits_split
 from ldsbench.measurement import measure
 from ldsbench.model import FlatNoisePredictor, attributed_modules, build_scheduler
-from ldsbench.scoring import influence_scores
+from ldsbench.influence import influence_scores
 from ldsbench.trak import trak_scores
 from ldsbench.training import TrainingSettings, train_diffusion_model
 from test_measurement import UNET

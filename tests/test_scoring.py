@@ -11,7 +11,8 @@ import torch
 from ldsbench.curvature import CurvatureSettings, fit_kronecker_eigenbasis
 from ldsbench.curvature_data import NoisedTrainingData, batch_size_of
 from ldsbench.model import FlatNoisePredictor, attributed_modules, attributed_parameters
-from ldsbench.scoring import SCORE_SIGN, influence_scores, query_gradients, random_scores, training_gradient_batches
+from ldsbench.influence import influence_scores
+from ldsbench.scoring import SCORE_SIGN, query_gradients, random_scores, training_gradient_batches
 from ldsbench.trak import trak_scores
 from tiny_models import tiny_model_and_images
 
@@ -51,7 +52,7 @@ def test_influence_is_minus_one_over_n_preconditioned_dot_product(setup):
 
     train_grads = torch.cat([g for _, g in training_gradient_batches(unet, scheduler, train, "loss", 4, seed=0)])
     for index, damping in enumerate(dampings):
-        expected = -(basis.precondition(query_grads, [damping])[0] @ train_grads.double().T) / len(train)
+        expected = -(basis.solve(query_grads, damping) @ train_grads.double().T) / len(train)
         np.testing.assert_allclose(scores[index], expected.numpy(), rtol=1e-4, atol=1e-9)
 
 

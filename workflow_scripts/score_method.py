@@ -5,13 +5,16 @@ import torch
 
 from ldsbench.data import load_image_set
 from ldsbench.io import atomic_path, file_sha256, save_npy
-from ldsbench.jobs import load_model, select_device, start_job
+from ldsbench.jobs import load_model, memory_budget, select_device, start_job
 from ldsbench.method_types import ScoringJob, scorer
 from ldsbench.provenance import model_provenance, queries_sha256, write_checksums
 
 log = start_job(snakemake)
 method, w = snakemake.params.settings, snakemake.wildcards
 device = select_device(snakemake.params.device)
+# The budget is read from the config, not a param: changing it reruns nothing.
+runtime = snakemake.config["runtime"]
+budget_bytes, budget_setting = memory_budget(runtime, device)
 unet, scheduler, manifest = load_model(snakemake.input.model, device)
 query_images = np.load(snakemake.input.queries)["images"]
 job = ScoringJob(
@@ -28,6 +31,9 @@ job = ScoringJob(
     },
     training=snakemake.params.training,
     device=device,
+    budget_bytes=budget_bytes,
+    budget_setting=budget_setting,
+    draws_per_pass=runtime["gradient_draws_per_pass"],
 )
 values, scores = scorer(method["type"])(job)
 

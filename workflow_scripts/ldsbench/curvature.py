@@ -13,7 +13,12 @@ where ``Q_out`` diagonalises the output-gradient factor ``G [d_out, d_out]``,
 eigenvalues: ``E[i, j] = eig(G)[i] * eig(A)[j]`` for K-FAC, and the corrected
 eigenvalues (second moments of per-example gradients in the eigenbasis) for
 EK-FAC. Because damping only shifts ``E``, one eigendecomposition serves any
-number of dampings.
+number of dampings: with ``R = Q_out^T G Q_in``,
+
+    g_q^T (F + lam I)^{-1} g_i = sum_ab R_q[a, b] R_i[a, b] / (E[a, b] + lam),
+
+which ``ldsbench.influence`` uses to score many dampings from one copy of
+the rotated query gradients.
 
 The factors are computed by curvlinops 3.0.1. Its K-FAC weight block is
 ``G (x) A`` in the row-major weight layout used here (``_matmat`` multiplies
@@ -148,41 +153,43 @@ class KroneckerEigenbasis:
         total = sum(self.eigenvalues[n].sum().item() for n in self.module_names)
         return total / self.num_params()
 
-    def precondition(self, grads: Tensor, dampings: Sequence[float]) -> Tensor:
-        """Solve ``(F + lam I) x = g`` for each row ``g`` and each damping ``lam``.
+    def module_slices(self) -> list[tuple[str, slice]]:
+        """(module name, its columns in a flat ``[B, P]`` gradient), in order."""
+        slices, offset = [], 0
+        for name in self.module_names:
+            size = self.eigenvalues[name].numel()
+            slices.append((name, slice(offset, offset + size)))
+            offset += size
+        return slices
 
-        Args:
-            grads: ``[B, P]`` flat weight gradients (any float dtype and device).
-            dampings: ``L`` absolute dampings.
+    def rotate(self, name: str, grads: Tensor) -> Tensor:
+        """Module ``name``'s gradients ``[B, d_out * d_in]`` (its columns of a
+        flat gradient) in its eigenbasis, ``R = Q_out^T W Q_in`` flattened
+        row-major: ``[B, d_out * d_in]`` float64 on ``grads.device``."""
+        d_out, d_in = self.eigenvalues[name].shape
+        q_out = self.q_out[name].to(grads.device)
+        q_in = self.q_in[name].to(grads.device)
+        w = grads.to(torch.float64).reshape(-1, d_out, d_in)
+        return (q_out.T @ w @ q_in).reshape(-1, d_out * d_in)
 
-        Returns:
-            ``[L, B, P]`` float64 on ``grads.device``. Per module the gradient
-            ``W [B, d_out, d_in]`` is rotated once, ``R = Q_out^T W Q_in``, then
-            for every damping ``Q_out (R / (E + lam)) Q_in^T`` is formed.
-        """
+    def inverse_eigenvalues(self, name: str, damping: float, device=None) -> Tensor:
+        """``1 / (E + damping)`` of module ``name``, flattened like ``rotate``: ``[d_out * d_in]`` float64."""
+        return (self.eigenvalues[name].to(device).reshape(-1) + damping).reciprocal()
+
+    def solve(self, grads: Tensor, damping: float) -> Tensor:
+        """``(F + damping I)^{-1} g`` for each row ``g`` of ``grads`` ``[B, P]``
+        (any float dtype and device): ``[B, P]`` float64. Per module,
+        ``Q_out (R / (E + damping)) Q_in^T`` with ``R`` from ``rotate``."""
         if grads.ndim != 2 or grads.shape[1] != self.num_params():
             raise ValueError(
                 f"grads must have shape [B, {self.num_params()}], got {tuple(grads.shape)}."
             )
-        if len(dampings) == 0:
-            raise ValueError("dampings must not be empty.")
-        device = grads.device
-        lam = torch.as_tensor(list(dampings), dtype=torch.float64, device=device)
-        batch = grads.shape[0]
-        out = torch.empty(len(lam), batch, grads.shape[1], dtype=torch.float64, device=device)
-        offset = 0
-        for name in self.module_names:
-            q_out = self.q_out[name].to(device)
-            q_in = self.q_in[name].to(device)
-            eig = self.eigenvalues[name].to(device)
-            d_out, d_in = eig.shape
-            size = d_out * d_in
-            w = grads[:, offset : offset + size].to(torch.float64).reshape(batch, d_out, d_in)
-            rotated = q_out.T @ w @ q_in  # [B, d_out, d_in]
-            scaled = rotated.unsqueeze(0) / (eig + lam.view(-1, 1, 1, 1))  # [L, B, d_out, d_in]
-            back = q_out @ scaled @ q_in.T
-            out[:, :, offset : offset + size] = back.reshape(len(lam), batch, size)
-            offset += size
+        out = torch.empty(grads.shape, dtype=torch.float64, device=grads.device)
+        for name, columns in self.module_slices():
+            d_out, d_in = self.eigenvalues[name].shape
+            scaled = (self.rotate(name, grads[:, columns]) * self.inverse_eigenvalues(name, damping, grads.device)).reshape(-1, d_out, d_in)
+            q_out, q_in = self.q_out[name].to(grads.device), self.q_in[name].to(grads.device)
+            out[:, columns] = (q_out @ scaled @ q_in.T).reshape(len(grads), -1)
         return out
 
 

@@ -38,7 +38,7 @@ from .model import attributed_parameters
 from .noise import content_key, noise_draws, stream_seed
 from .sampling import ddpm_predicted_x0
 from .scoring import SCORE_SIGN
-from .trak import projected_training_features, trak_kernel_scores
+from .trak import projected_training_features, projection_batch, trak_kernel_scores
 
 
 def journey_timesteps(scheduler, num_inference_steps: int, steps: int) -> list[int]:
@@ -89,27 +89,34 @@ def trajectory_predicted_x0(unet, scheduler, queries: torch.Tensor, kinds, sampl
     return out.to(queries.device)
 
 
-def journey_query_gradients(unet, scheduler, x0_hats: torch.Tensor, timesteps: list[int], draws_per_step: int, seed: int) -> torch.Tensor:
-    """[Q, P]: per query, the gradient of (1/S) sum_t f_t with ``draws_per_step``
-    noise draws per step, from x0_hats [Q, S, C, H, W]. A query's draws are
-    keyed by the content of its x0_hat, so they do not depend on its row."""
+def journey_query_gradients(unet, scheduler, x0_hats: torch.Tensor, timesteps: list[int], draws_per_step: int, seed: int, projector=None,
+                            batch_queries: int = 32) -> torch.Tensor:
+    """[Q, P] (or [Q, k] projected by ``projector`` in batches of
+    ``batch_queries``, so that no [Q, P] matrix is held): per query, the gradient of (1/S) sum_t f_t
+    with ``draws_per_step`` noise draws per step, from x0_hats [Q, S, C, H, W].
+    A query's draws are keyed by the content of its x0_hat, so they do not
+    depend on its row."""
     unet.eval()
     params = attributed_parameters(unet)
     stream = stream_seed(seed, "journey_query")
     steps, shape = len(timesteps), tuple(x0_hats.shape[2:])
     t = torch.tensor(timesteps, device=x0_hats.device).repeat_interleave(draws_per_step)
-    grads = []
-    for x0_hat in x0_hats:
+    rows, pending = [], []
+    for index, x0_hat in enumerate(x0_hats):
         _, eps = noise_draws(stream, content_key(x0_hat), 0, steps * draws_per_step, shape, scheduler.config.num_train_timesteps)
         x0 = x0_hat.repeat_interleave(draws_per_step, dim=0)
         value = per_draw_output(unet, scheduler, x0, eps.to(x0.device, x0.dtype), t, "loss").sum() / (steps * draws_per_step)
-        grads.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(value, params)]))
-    return torch.stack(grads)
+        pending.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(value, params)]))
+        if len(pending) == batch_queries or index == len(x0_hats) - 1:
+            grads = torch.stack(pending)
+            rows.append(grads if projector is None else projector.project(grads))
+            pending = []
+    return torch.cat(rows)
 
 
 def journey_trak_scores(
     unet, scheduler, train_images, queries, kinds, lambdas, *, sampling: dict, steps: int, draws_per_step: int,
-    projection_dim, projection_seed: int, train_draws: int, seed: int,
+    projection_dim, projection_seed: int, train_draws: int, seed: int, batch_examples: int = 256, draws_per_pass: int = 64,
 ) -> np.ndarray:
     """Journey-TRAK scores for every lambda: [L, Q, N] float32.
 
@@ -119,8 +126,10 @@ def journey_trak_scores(
     """
     timesteps = journey_timesteps(scheduler, sampling["sampling_steps"], steps)
     x0_hats = trajectory_predicted_x0(unet, scheduler, queries, kinds, sampling, timesteps, seed)
-    train_features, projector = projected_training_features(unet, scheduler, train_images, "loss", train_draws, seed, projection_dim, projection_seed)
-    query_features = projector.project(journey_query_gradients(unet, scheduler, x0_hats, timesteps, draws_per_step, seed))
+    train_features, projector = projected_training_features(
+        unet, scheduler, train_images, "loss", train_draws, seed, projection_dim, projection_seed, batch_examples, draws_per_pass
+    )
+    query_features = journey_query_gradients(unet, scheduler, x0_hats, timesteps, draws_per_step, seed, projector)
     raw = trak_kernel_scores(query_features, train_features, lambdas)
     return (SCORE_SIGN * raw.cpu().numpy()).astype(np.float32)
 
@@ -134,5 +143,7 @@ def score_journey_trak(job) -> tuple[list[float], np.ndarray]:
         job.unet, job.scheduler, job.train, job.queries, kinds, lambdas,
         sampling=method["query_sampling"], steps=method["steps"], draws_per_step=method["draws_per_step"],
         projection_dim=method["projection_dim"], projection_seed=method["seed"], train_draws=method["train_draws"], seed=method["seed"],
+        batch_examples=projection_batch(job.unet, job, projection_dim=method["projection_dim"], n_queries=len(job.queries), n_train=len(job.train), values=len(lambdas)),
+        draws_per_pass=job.draws_per_pass,
     )
     return lambdas, scores

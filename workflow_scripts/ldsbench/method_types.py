@@ -25,7 +25,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 # type -> (module, function)
 SCORERS = {
-    "influence": ("scoring", "score_influence"),
+    "influence": ("influence", "score_influence"),
     "random": ("scoring", "score_random"),
     "trak": ("trak", "score_trak"),
     "journey_trak": ("journey", "score_journey_trak"),
@@ -49,6 +49,11 @@ class ScoringJob:
     inputs: dict = field(default_factory=dict)  # input paths: queries, curvature, trajectory, ensemble
     training: dict | None = None  # the full model's training settings (TracIn)
     device: object = None
+    # Memory the job may use on its device (None: no limit) and the setting
+    # that sets it, named in the error when a method cannot fit.
+    budget_bytes: int | None = None
+    budget_setting: str = "runtime.memory_gb"
+    draws_per_pass: int = 64  # draws per backward pass of a per-example gradient
 
 
 def scorer(method_type: str):

@@ -54,18 +54,25 @@ def attributed_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Modul
     ]
 
 
-def module_mask(model: torch.nn.Module, pattern: str | None) -> torch.Tensor:
-    """[P] bool over the flat attributed weights: True for the modules whose
-    name matches ``pattern`` (``re.search``); all of them for None."""
+def selected_module_names(model: torch.nn.Module, pattern: str | None, prefix: str = "") -> list[str]:
+    """Names (with ``prefix``) of the attributed modules whose name matches
+    ``pattern`` (``re.search``), in order; all of them for None."""
     import re
 
-    modules = attributed_modules(model)
+    names = [name for name, _ in attributed_modules(model)]
     if pattern is None:
-        return torch.ones(sum(m.weight.numel() for _, m in modules), dtype=torch.bool)
-    selected = [bool(re.search(pattern, name)) for name, _ in modules]
-    if not any(selected):
-        raise ValueError(f"modules {pattern!r} matches no attributed module; names are: {', '.join(name for name, _ in modules)}")
-    return torch.cat([torch.full((m.weight.numel(),), keep) for keep, (_, m) in zip(selected, modules)])
+        return [prefix + name for name in names]
+    selected = [prefix + name for name in names if re.search(pattern, name)]
+    if not selected:
+        raise ValueError(f"modules {pattern!r} matches no attributed module; names are: {', '.join(names)}")
+    return selected
+
+
+def module_mask(model: torch.nn.Module, pattern: str | None) -> torch.Tensor:
+    """[P] bool over the flat attributed weights: True for the modules
+    ``selected_module_names`` picks."""
+    selected = set(selected_module_names(model, pattern))
+    return torch.cat([torch.full((m.weight.numel(),), name in selected) for name, m in attributed_modules(model)])
 
 
 def attributed_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:

@@ -34,7 +34,7 @@ __all__ = ["RandomProjector", "PROJECTION_KINDS", "block_seed"]
 
 PROJECTION_KINDS = ("rademacher", "gaussian")
 
-_DEFAULT_CACHE_BYTES = 512 * 1024**2
+DEFAULT_CACHE_BYTES = 512 * 1024**2
 _FLOAT32_BYTES = 4
 
 
@@ -76,7 +76,7 @@ class RandomProjector:
         kind: str = "rademacher",
         chunk_size: int = 65536,
         device: torch.device | str | None = None,
-        cache_bytes: int = _DEFAULT_CACHE_BYTES,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         num_params = _as_int("num_params", num_params, minimum=1)
         dim = None if dim is None else _as_int("dim", dim, minimum=1)

@@ -32,7 +32,9 @@ import numpy as np
 import torch
 
 from .diffusion import per_draw_output
+from .footprint import footprint_of, gradient_sizes
 from .measurement import measurement_output_fn
+from .memory import choose_tracin_chunking
 from .model import attributed_parameters
 from .noise import stream_seed
 from .scoring import SCORE_SIGN, query_gradients
@@ -92,7 +94,7 @@ def seen_gradient(unet, scheduler, x0, timesteps, noise, weights, normalize: boo
 
 def tracin_scores(
     unet, scheduler, checkpoints: dict, train_images: torch.Tensor, queries: torch.Tensor, settings: TrainingSettings, *,
-    measurement_fn, query_draws: int, seed: int, normalize: bool, max_draws: int | None = None,
+    measurement_fn, query_draws: int, seed: int, normalize: bool, max_draws: int | None = None, queries_per_chunk: int | None = None,
 ) -> np.ndarray:
     """TracIn (``normalize=False``) or ReTrac (``True``) scores: [Q, N] float32.
 
@@ -106,6 +108,9 @@ def tracin_scores(
         measurement_fn: the measurement's per-draw output function (query side).
         max_draws: seen draws used per example and checkpoint interval
             (``seen_draws``); None: all of them.
+        queries_per_chunk: query gradients [Qc, P] held at once per
+            checkpoint (None: all); every further chunk recomputes the
+            training gradients (``memory.choose_tracin_chunking``).
     """
     expected = snapshot_steps(settings)
     if sorted(checkpoints) != expected:
@@ -117,12 +122,16 @@ def tracin_scores(
     for step in expected:
         unet.load_state_dict(checkpoints[step])
         unet.eval()
-        query = query_gradients(unet, scheduler, queries, measurement_fn, query_draws, seed).double()
-        if normalize:
-            query = query / query.norm(dim=1, keepdim=True).clamp_min(1e-30)
-        # Training gradients are streamed one example at a time, never stored.
-        for row, draws in seen_draws(train_images.cpu(), settings, num_timesteps, previous, step, max_draws, seed).items():
-            scores[:, row] += query @ seen_gradient(unet, scheduler, *draws, normalize)
+        seen = seen_draws(train_images.cpu(), settings, num_timesteps, previous, step, max_draws, seed)
+        chunk = queries_per_chunk or len(queries)
+        for first in range(0, len(queries), chunk):
+            rows = slice(first, min(first + chunk, len(queries)))
+            query = query_gradients(unet, scheduler, queries[rows], measurement_fn, query_draws, seed).double()
+            if normalize:
+                query = query / query.norm(dim=1, keepdim=True).clamp_min(1e-30)
+            # Training gradients are streamed one example at a time, never stored.
+            for row, draws in seen.items():
+                scores[rows, row] += query @ seen_gradient(unet, scheduler, *draws, normalize)
         previous = step
     return (SCORE_SIGN * scores).cpu().numpy().astype(np.float32)
 
@@ -134,9 +143,14 @@ def score_tracin(job) -> tuple[list[float], np.ndarray]:
     method, trajectory = job.method, Path(job.inputs["trajectory"])
     steps = json.loads((trajectory / "trajectory.json").read_text())["steps"]
     checkpoints = {step: torch.load(trajectory / f"step_{step}.pt", map_location=job.device) for step in steps}
+    chunk = None
+    if job.budget_bytes is not None:
+        sizes = gradient_sizes(footprint_of(job.unet), job.draws_per_pass)
+        del sizes["largest_module"], sizes["modules"]
+        chunk = choose_tracin_chunking(job.budget_bytes, queries=len(job.queries), setting=job.budget_setting, train=len(job.train), **sizes).queries_per_chunk
     scores = tracin_scores(
         job.unet, job.scheduler, checkpoints, job.train, job.queries, TrainingSettings.from_config(job.training),
         measurement_fn=measurement_output_fn(job.measurement), query_draws=method["query_draws"], seed=method["seed"],
-        normalize=method["normalize"], max_draws=method["draws_per_checkpoint"],
+        normalize=method["normalize"], max_draws=method["draws_per_checkpoint"], queries_per_chunk=chunk,
     )
     return [float("nan")], scores[None]

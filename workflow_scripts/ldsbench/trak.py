@@ -45,9 +45,9 @@ from .diffusion import SimplifiedElbo
 from .jobs import load_model
 from .measurement import measurement_output_fn
 from .projection import RandomProjector
-from .scoring import SCORE_SIGN, query_gradients, training_gradient_batches
+from .scoring import SCORE_SIGN, query_gradient_batches, training_gradient_batches
 
-__all__ = ["GramSpectrum", "accumulate_gram", "projected_training_features", "trak_kernel_scores", "trak_scores", "score_trak"]
+__all__ = ["GramSpectrum", "accumulate_gram", "projected_query_features", "projected_training_features", "trak_kernel_scores", "trak_scores", "score_trak"]
 
 _EPS64 = torch.finfo(torch.float64).eps
 
@@ -239,21 +239,48 @@ def _check_lambdas(lambdas: Sequence[float]) -> list[float]:
     return values
 
 
-def projected_training_features(unet, scheduler, train_images, output_fn, train_draws: int, seed: int, projection_dim, projection_seed: int):
+def projected_training_features(unet, scheduler, train_images, output_fn, train_draws: int, seed: int, projection_dim, projection_seed: int,
+                                batch_examples: int = 256, draws_per_pass: int = 64):
     """(features [N, k], projector): the randomly projected gradients of each
     training example's ``output_fn`` (train_images [N, C, H, W]); k is
-    ``projection_dim``, or the number of attributed weights without projection."""
+    ``projection_dim``, or the number of attributed weights without projection.
+    ``batch_examples`` gradients [B, P] are held at once (memory only)."""
     features, projector = [], None
     # Large blocks: the projection matrix is generated (or read from cache)
     # once per block, which dominates the cost for small blocks.
-    for _, grads in training_gradient_batches(unet, scheduler, train_images, output_fn, train_draws, seed, batch_examples=256):
+    for _, grads in training_gradient_batches(unet, scheduler, train_images, output_fn, train_draws, seed, batch_examples, draws_per_pass=draws_per_pass):
         if projector is None:
             projector = RandomProjector(grads.shape[1], projection_dim, projection_seed)
         features.append(projector.project(grads))
     return torch.cat(features), projector
 
 
-def trak_scores(unet, scheduler, train_images, queries, lambdas, *, measurement, output_fn: str, projection_dim, projection_seed: int, train_draws: int, query_draws: int, seed: int) -> np.ndarray:
+def projection_batch(unet, job, *, projection_dim, n_queries: int, n_train: int, values: int, batch_examples: int = 256) -> int:
+    """Training gradients per batch for a projected-gradient scorer: at most
+    ``batch_examples``, fewer if the job's memory budget needs it
+    (``memory.choose_projection_batch``)."""
+    if job.budget_bytes is None:
+        return batch_examples
+    from .footprint import footprint_of, gradient_sizes
+    from .memory import choose_projection_batch
+    from .projection import DEFAULT_CACHE_BYTES
+
+    sizes = gradient_sizes(footprint_of(unet), job.draws_per_pass)
+    del sizes["largest_module"], sizes["modules"]
+    return choose_projection_batch(
+        job.budget_bytes, batch_examples=batch_examples, setting=job.budget_setting, dim=projection_dim, queries=n_queries, train=n_train,
+        values=values, projection_cache_bytes=DEFAULT_CACHE_BYTES, **sizes,
+    )
+
+
+def projected_query_features(unet, scheduler, queries, output_fn, query_draws: int, seed: int, projector: RandomProjector, batch_examples: int = 32, draws_per_pass: int = 64) -> torch.Tensor:
+    """[Q, k] projected query gradients, one batch of gradients at a time."""
+    batches = query_gradient_batches(unet, scheduler, queries, output_fn, query_draws, seed, batch_examples, draws_per_pass=draws_per_pass)
+    return torch.cat([projector.project(grads) for _, grads in batches])
+
+
+def trak_scores(unet, scheduler, train_images, queries, lambdas, *, measurement, output_fn: str, projection_dim, projection_seed: int, train_draws: int,
+                query_draws: int, seed: int, batch_examples: int = 256, draws_per_pass: int = 64) -> np.ndarray:
     """TRAK (output_fn "loss") or D-TRAK (output_fn "squared_norm"): [L, Q, N] float32.
 
     Features are randomly projected gradients of ``output_fn`` for training
@@ -263,8 +290,10 @@ def trak_scores(unet, scheduler, train_images, queries, lambdas, *, measurement,
     # The ELBO-weighted loss samples its timesteps from the ELBO weights.
     train_fn = SimplifiedElbo() if output_fn == "elbo_weighted" else output_fn
     query_fn = measurement_output_fn(measurement) if output_fn == "loss" else train_fn
-    train_features, projector = projected_training_features(unet, scheduler, train_images, train_fn, train_draws, seed, projection_dim, projection_seed)
-    query_features = projector.project(query_gradients(unet, scheduler, queries, query_fn, query_draws, seed))
+    train_features, projector = projected_training_features(
+        unet, scheduler, train_images, train_fn, train_draws, seed, projection_dim, projection_seed, batch_examples, draws_per_pass
+    )
+    query_features = projected_query_features(unet, scheduler, queries, query_fn, query_draws, seed, projector, min(32, batch_examples), draws_per_pass)
     raw = trak_kernel_scores(query_features, train_features, lambdas)
     return (SCORE_SIGN * raw.cpu().numpy()).astype(np.float32)
 
@@ -277,12 +306,14 @@ def score_trak(job) -> tuple[list[float], np.ndarray]:
     method = job.method
     lambdas = list(dict.fromkeys([method["lambda"], *method["lambda_grid"]]))
     members = [(job.unet, job.scheduler)] + [load_model(path, job.device)[:2] for path in job.inputs.get("ensemble", [])]
+    batch = projection_batch(job.unet, job, projection_dim=method["projection_dim"], n_queries=len(job.queries), n_train=len(job.train), values=len(lambdas))
     total = None
     for unet, scheduler in members:
         scores = trak_scores(
             unet, scheduler, job.train, job.queries, lambdas,
             measurement=job.measurement, output_fn=method["output_fn"], projection_dim=method["projection_dim"],
             projection_seed=method["seed"], train_draws=method["train_draws"], query_draws=method["query_draws"], seed=method["seed"],
+            batch_examples=batch, draws_per_pass=job.draws_per_pass,
         )
         total = scores.astype(np.float64) if total is None else total + scores
     return lambdas, (total / len(members)).astype(np.float32)

@@ -1,0 +1,128 @@
+"""K-FAC / EK-FAC influence for many dampings, within a memory budget.
+
+tau(q, i) = SCORE_SIGN (1/N) g_q^T (F + lam I)^{-1} g_i (``scoring``), F the
+K-FAC or EK-FAC curvature (``curvature.KroneckerEigenbasis``). Per module,
+with R = Q_out^T G Q_in,
+
+    g_q^T (F + lam I)^{-1} g_i = sum_ab R_q[a, b] R_i[a, b] / (E[a, b] + lam),
+
+so the query gradients are rotated once, preconditioned at the smallest
+damping, and kept in ``storage`` precision (``quantization.RowStore``:
+float64, float32, bfloat16 or int8 per row); each batch of training
+gradients is rotated once, and every damping only reweights the rotated
+training batch before one [Qc, s] x [s, B] product per module. L dampings cost L products, never L copies of anything of size P.
+
+Peak memory is ``memory.influence_bytes``: Qc P b for the rotated queries
+plus one training batch B P 4 and per-module temporaries. When all Q query
+gradients do not fit the budget, the queries are scored in chunks of Qc,
+and each chunk recomputes the training gradients (``chunks`` times the
+training-gradient passes). Chunking changes no score: every gradient's
+draws are keyed by its image's content.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from .curvature import KroneckerEigenbasis
+from .footprint import footprint_of, gradient_sizes
+from .measurement import measurement_output_fn
+from .memory import choose_influence_chunking
+from .model import selected_module_names
+from .quantization import RowStore
+from .scoring import SCORE_SIGN, query_gradient_batches, training_gradient_batches
+
+log = logging.getLogger(__name__)
+
+
+class RotatedQueryGradients:
+    """Query gradients in each module's Kronecker eigenbasis, preconditioned
+    at the smallest damping lam_0: ``R_q / (E + lam_0)``, one ``RowStore`` per
+    module, ``[Qc, d_out * d_in]`` in ``storage`` precision. Another damping
+    lam >= lam_0 multiplies by ``(E + lam_0) / (E + lam) <= 1``, so rounding
+    errors of the stored values are never amplified by small eigenvalues (as
+    the paper quantises preconditioned query gradients)."""
+
+    def __init__(self, basis: KroneckerEigenbasis, modules: list[str], n_queries: int, storage: str, reference_damping: float, device):
+        self.basis, self.reference = basis, reference_damping
+        self.columns = {name: columns for name, columns in basis.module_slices() if name in modules}
+        self.stores = {name: RowStore(n_queries, c.stop - c.start, storage, device) for name, c in self.columns.items()}
+
+    def put(self, rows: slice, grads: torch.Tensor) -> None:
+        """Rotate, precondition and store flat query gradients ``grads`` [len(rows), P]."""
+        for name, columns in self.columns.items():
+            rotated = self.basis.rotate(name, grads[:, columns])
+            self.stores[name].put(rows, rotated * self.basis.inverse_eigenvalues(name, self.reference, rotated.device))
+
+    def scores(self, train_grads: torch.Tensor, dampings: list[float]) -> torch.Tensor:
+        """[L, Qc, B] float64: g_q^T (F + lam)^-1 g_i for the stored queries
+        and flat training gradients ``train_grads`` [B, P]."""
+        n_queries = next(iter(self.stores.values())).values.shape[0]
+        out = torch.zeros(len(dampings), n_queries, len(train_grads), dtype=torch.float64, device=train_grads.device)
+        for name, columns in self.columns.items():
+            store = self.stores[name]
+            queries = store.read()
+            rotated = self.basis.rotate(name, train_grads[:, columns])
+            shifted = self.basis.eigenvalues[name].to(rotated.device).reshape(-1) + self.reference
+            for index, damping in enumerate(dampings):
+                weighted = rotated * (shifted * self.basis.inverse_eigenvalues(name, damping, rotated.device))
+                out[index] += (queries @ weighted.to(store.compute_dtype).T).to(torch.float64)
+        return out
+
+
+def influence_scores(
+    unet, scheduler, train_images, queries, basis: KroneckerEigenbasis, dampings, *, measurement, train_draws: int, query_draws: int,
+    seed: int, modules: str | None = None, storage: str = "float64", budget_bytes: int | None = None, batch_examples: int = 32,
+    draws_per_pass: int = 64, budget_setting: str = "runtime.memory_gb",
+) -> np.ndarray:
+    """K-FAC/EK-FAC influence for every damping in one pass: [L, Q, N] float32.
+
+    ``modules`` (a regular expression of module names, ``model.selected_module_names``)
+    restricts the attribution to those layers' weights: K-FAC is
+    block-diagonal over modules, so this is exactly the influence of those
+    weights alone, from the same factors. ``storage`` is the precision the
+    rotated query gradients are kept in; ``budget_bytes`` (None: no limit)
+    decides the query chunk and training batch (``memory.choose_influence_chunking``).
+    """
+    dampings = [float(d) for d in dampings]
+    n_queries, n_train = len(queries), len(train_images)
+    device = train_images.device
+    names = selected_module_names(unet, modules, prefix="unet.")
+    sizes = gradient_sizes(footprint_of(unet), draws_per_pass)
+    if budget_bytes is None:
+        chunk, batch = n_queries, batch_examples
+    else:
+        plan = choose_influence_chunking(
+            budget_bytes, queries=n_queries, batch_examples=batch_examples, setting=budget_setting,
+            train=n_train, values=len(dampings), storage=storage, **sizes,
+        )
+        chunk, batch = plan.queries_per_chunk, plan.batch_examples
+        log.info("influence: %d quer%s per chunk (%d chunks), %d training examples per batch, estimated peak %.2f GiB",
+                 chunk, "y" if chunk == 1 else "ies", plan.chunks, batch, plan.peak_bytes / 2**30)
+    query_fn = measurement_output_fn(measurement)
+    scores = np.zeros((len(dampings), n_queries, n_train), dtype=np.float64)
+    for first in range(0, n_queries, chunk):
+        rows = slice(first, min(first + chunk, n_queries))
+        store = RotatedQueryGradients(basis, names, rows.stop - rows.start, storage, min(dampings), device)
+        for block_rows, grads in query_gradient_batches(unet, scheduler, queries[rows], query_fn, query_draws, seed, batch, draws_per_pass=draws_per_pass):
+            store.put(block_rows, grads)
+        for train_rows, grads in training_gradient_batches(unet, scheduler, train_images, "loss", train_draws, seed, batch, draws_per_pass=draws_per_pass):
+            scores[:, rows, train_rows] = store.scores(grads, dampings).cpu().numpy()
+    return (SCORE_SIGN * scores / n_train).astype(np.float32)
+
+
+def score_influence(job) -> tuple[list[float], np.ndarray]:
+    """Scorer of ``type: influence`` (``method_types``): the default damping and its grid."""
+    method = job.method
+    dampings = list(dict.fromkeys([method["damping"], *method["damping_grid"]]))
+    basis = KroneckerEigenbasis.load(job.inputs["curvature"])
+    scores = influence_scores(
+        job.unet, job.scheduler, job.train, job.queries, basis, dampings,
+        measurement=job.measurement, train_draws=method["train_draws"], query_draws=method["query_draws"], seed=method["seed"],
+        modules=method["modules"], storage=method["query_storage"], budget_bytes=job.budget_bytes, draws_per_pass=job.draws_per_pass,
+        budget_setting=job.budget_setting,
+    )
+    return dampings, scores

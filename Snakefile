@@ -37,6 +37,7 @@ include: "rules/curvature.smk"
 include: "rules/score.smk"
 include: "rules/lds.smk"
 include: "rules/figures.smk"
+include: "rules/plan.smk"
 
 
 report: "report/workflow.rst"
@@ -55,4 +56,6 @@ rule rescore:
 
 
 onstart:
+    if not PLAN_ONLY:
+        refuse_over_budget()
     refuse_unconfirmed_retraining(workflow.dag)

@@ -10,7 +10,9 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
 
 from ldsbench.config import MEASUREMENT_ORIENTATION, measurement_gradient_settings, validate_config
 from ldsbench.curvature_keys import curvature_key
+from ldsbench.device_slots import discover_devices
 from ldsbench.method_types import scorer_modules
+from ldsbench.plan import cached_footprint, job_budget, over_budget, rule_estimates
 from ldsbench.protection import existing_model_changes, retraining_report
 from ldsbench.removal import ALL_DATA, RANDOM_CONTROL
 
@@ -50,6 +52,25 @@ CURVATURES = {
     if m["type"] == "influence"
 }
 
+# Memory: every GPU-capable rule declares its estimated peak (mem_mb), from
+# the same formulas the jobs use to size their chunks (ldsbench.plan,
+# ldsbench.memory). The model's sizes are measured once and cached.
+JOB_DEVICE = "cpu" if config["runtime"]["device"] == "cpu" else ("cuda" if config["runtime"]["device"] == "cuda" or discover_devices() else "cpu")
+BUDGET_BYTES, BUDGET_SETTING = job_budget(config["runtime"], JOB_DEVICE)
+ESTIMATES = {row.rule: row for row in rule_estimates(config, cached_footprint(config["model"]["unet"], f"{R}/.plan"), BUDGET_BYTES, BUDGET_SETTING)}
+
+
+def job_mem_mb(key):
+    """Estimated peak of a job of rule (or score_method[method]) `key`, in MB."""
+    return max(1, int(ESTIMATES[key].peak_bytes / 1e6))
+
+
+def refuse_over_budget():
+    """Stop before any job starts if a job is estimated above its budget."""
+    lines = over_budget(list(ESTIMATES.values()), BUDGET_BYTES, BUDGET_SETTING)
+    if lines:
+        raise WorkflowError("estimated peak memory exceeds the budget (see `snakemake plan`):\n  " + "\n  ".join(lines))
+
 
 wildcard_constraints:
     subset=r"\d+",
@@ -69,14 +90,6 @@ def code_version(*modules):
     for module in modules:
         digest.update((PACKAGE / module).read_bytes())
     return digest.hexdigest()[:16]
-
-
-def model_dir(subset, seed):
-    return f"{R}/models/subset_{subset}/seed_{seed}"
-
-
-def subset_model_dirs():
-    return [model_dir(j, k) for j in range(M) for k in range(K)]
 
 
 def method_curvature(wildcards):
@@ -125,6 +138,8 @@ def removal_outputs():
 # `snakemake rescore`: scoring and LDS only. Snakemake reads the targets after
 # this file, so the target is taken from the command line here.
 RESCORE = "rescore" in sys.argv[1:]
+# `snakemake plan` only writes the plan: it must show a plan that does not fit.
+PLAN_ONLY = "plan" in sys.argv[1:]
 RESCORE_INPUTS = [f"{R}/data/train.npz", f"{R}/subsets.parquet", f"{R}/models/full", f"{R}/queries/queries.npz"]
 RESCORE_INPUTS += [f"{R}/ground_truth/{m}.parquet" for m in MEASUREMENTS]
 if any(m["type"] == "tracin" for m in config["methods"].values()):

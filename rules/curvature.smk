@@ -11,6 +11,7 @@ rule fit_curvature:
     threads: THREADS
     resources:
         gpu=GPUS_PER_JOB,
+        mem_mb=lambda w: job_mem_mb(f"fit_curvature[{w.curvature}]"),
     conda:
         CONDA_ENV
     log:

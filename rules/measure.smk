@@ -14,6 +14,7 @@ rule measure_model:
     threads: THREADS
     resources:
         gpu=GPUS_PER_JOB,
+        mem_mb=job_mem_mb("measure_model"),
     conda:
         CONDA_ENV
     log:

@@ -10,6 +10,7 @@ rule generate_queries:
     threads: THREADS
     resources:
         gpu=GPUS_PER_JOB,
+        mem_mb=job_mem_mb("generate_queries"),
     conda:
         CONDA_ENV
     log:

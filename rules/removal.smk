@@ -53,6 +53,7 @@ rule train_removal_model:
     threads: THREADS
     resources:
         gpu=GPUS_PER_JOB,
+        mem_mb=job_mem_mb("train_removal_model"),
     conda:
         CONDA_ENV
     log:
@@ -81,6 +82,7 @@ rule measure_removal_model:
     threads: THREADS
     resources:
         gpu=GPUS_PER_JOB,
+        mem_mb=job_mem_mb("measure_removal_model"),
     conda:
         CONDA_ENV
     log:
@@ -106,6 +108,7 @@ rule measure_removal_reference:
     threads: THREADS
     resources:
         gpu=GPUS_PER_JOB,
+        mem_mb=job_mem_mb("measure_removal_reference"),
     conda:
         CONDA_ENV
     log:

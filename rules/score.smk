@@ -45,6 +45,7 @@ rule score_method:
     threads: THREADS
     resources:
         gpu=GPUS_PER_JOB,
+        mem_mb=lambda w: job_mem_mb(f"score_method[{w.method}]"),
     conda:
         CONDA_ENV
     log:

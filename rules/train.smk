@@ -18,6 +18,7 @@ rule train_full_model:
     threads: THREADS
     resources:
         gpu=GPUS_PER_JOB,
+        mem_mb=job_mem_mb("train_full_model"),
     conda:
         CONDA_ENV
     log:
@@ -46,6 +47,7 @@ rule train_full_model_seed:
     threads: THREADS
     resources:
         gpu=GPUS_PER_JOB,
+        mem_mb=job_mem_mb("train_full_model_seed"),
     conda:
         CONDA_ENV
     log:
@@ -72,6 +74,7 @@ rule train_subset_model:
     threads: THREADS
     resources:
         gpu=GPUS_PER_JOB,
+        mem_mb=job_mem_mb("train_subset_model"),
     conda:
         CONDA_ENV
     log:
@@ -100,6 +103,7 @@ rule trace_full_training:
     threads: THREADS
     resources:
         gpu=GPUS_PER_JOB,
+        mem_mb=job_mem_mb("trace_full_training"),
     conda:
         CONDA_ENV
     log:

@@ -1,12 +1,9 @@
 """Datasets: the bundled digits, and CIFAR-2 read from the standard archive."""
 
-import io
-import pickle
-import tarfile
-
 import numpy as np
 import pytest
 
+from cifar_archive import write_cifar10_archive
 from ldsbench.data import load_cifar2_split, load_digits_split, load_image_set, save_image_set
 
 
@@ -27,20 +24,9 @@ def test_image_set_roundtrip(tmp_path):
     np.testing.assert_array_equal(loaded.labels, train.labels)
 
 
-def _fake_cifar_archive(path, per_batch=20):
-    rng = np.random.default_rng(0)
-    with tarfile.open(path, "w:gz") as archive:
-        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-            batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8), b"labels": list(np.arange(per_batch) % 10)}
-            payload = pickle.dumps(batch)
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
-            info.size = len(payload)
-            archive.addfile(info, io.BytesIO(payload))
-
-
 def test_cifar2_reads_the_python_archive(tmp_path):
     archive = tmp_path / "cifar-10-python.tar.gz"
-    _fake_cifar_archive(archive)
+    write_cifar10_archive(archive)
     train, heldout = load_cifar2_split(archive, n_train=8, n_heldout=4, seed=0)
     assert train.images.shape == (8, 3, 32, 32) and set(train.labels) == {1, 7}
     assert (train.labels == 1).sum() == 4

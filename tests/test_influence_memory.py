@@ -12,7 +12,7 @@ from ldsbench.curvature import CurvatureSettings, fit_kronecker_eigenbasis
 from ldsbench.curvature_data import NoisedTrainingData, batch_size_of
 from ldsbench.footprint import _LiveBytes, footprint_of, gradient_sizes
 from ldsbench.influence import influence_scores
-from ldsbench.memory import GIB, MemoryBudgetError, choose_influence_chunking, influence_bytes, query_store_bytes
+from ldsbench.memory import GIB, PROCESS_BASE_BYTES, MemoryBudgetError, choose_influence_chunking, influence_bytes, query_store_bytes
 from ldsbench.model import FlatNoisePredictor, attributed_modules
 from ldsbench.quantization import INT8_BLOCK, RowStore
 from ldsbench.scoring import query_gradients, training_gradient_batches
@@ -95,7 +95,7 @@ def test_peak_follows_the_formula_not_dampings_times_queries_times_params(setup)
         influence_scores(unet, scheduler, train, queries, basis, DAMPINGS, **DRAWS, batch_examples=2)
     formula = influence_bytes(queries=len(queries), queries_per_chunk=len(queries), batch_examples=2, train=len(train), values=len(DAMPINGS), storage="float64", **sizes)
     dense = len(DAMPINGS) * len(queries) * sizes["params"] * 8
-    assert mode.peak <= formula
+    assert mode.peak <= formula - PROCESS_BASE_BYTES  # the tracker sees tensors, not the process
     assert mode.peak < dense
 
 

@@ -5,8 +5,9 @@ import torch
 
 from ldsbench.data import load_image_set
 from ldsbench.io import atomic_path, file_sha256, save_npy
-from ldsbench.jobs import load_model, memory_budget, select_device, start_job
+from ldsbench.jobs import load_model, select_device, start_job
 from ldsbench.method_types import ScoringJob, scorer
+from ldsbench.plan import job_budget
 from ldsbench.provenance import model_provenance, queries_sha256, write_checksums
 
 log = start_job(snakemake)
@@ -14,7 +15,7 @@ method, w = snakemake.params.settings, snakemake.wildcards
 device = select_device(snakemake.params.device)
 # The budget is read from the config, not a param: changing it reruns nothing.
 runtime = snakemake.config["runtime"]
-budget_bytes, budget_setting = memory_budget(runtime, device)
+budget_bytes, budget_setting = job_budget(runtime, device.type)
 unet, scheduler, manifest = load_model(snakemake.input.model, device)
 query_images = np.load(snakemake.input.queries)["images"]
 job = ScoringJob(

@@ -91,10 +91,10 @@ def influence_scores(
     n_queries, n_train = len(queries), len(train_images)
     device = train_images.device
     names = selected_module_names(unet, modules, prefix="unet.")
-    sizes = gradient_sizes(footprint_of(unet), draws_per_pass)
     if budget_bytes is None:
         chunk, batch = n_queries, batch_examples
     else:
+        sizes = gradient_sizes(footprint_of(unet), draws_per_pass)
         plan = choose_influence_chunking(
             budget_bytes, queries=n_queries, batch_examples=batch_examples, setting=budget_setting,
             train=n_train, values=len(dampings), storage=storage, **sizes,

@@ -51,13 +51,6 @@ def select_device(setting: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def memory_budget(runtime: dict, device: torch.device) -> tuple[int, str]:
-    """(bytes, setting): the memory a job may use on ``device``, from
-    ``runtime.gpu_memory_gb`` on a GPU and ``runtime.memory_gb`` otherwise."""
-    setting = "gpu_memory_gb" if device.type == "cuda" else "memory_gb"
-    return int(float(runtime[setting]) * 1024**3), f"runtime.{setting}"
-
-
 def save_model(unet, scheduler, path, manifest: dict) -> None:
     """Write the pipeline folder under a temporary name, then rename it."""
     from diffusers import DDPMPipeline

@@ -30,6 +30,8 @@ FLOAT64 = 8
 # Interpreter, torch, diffusers and CUDA/BLAS libraries of a job process,
 # measured as the resident size of a job that has loaded a tiny model.
 PROCESS_BASE_BYTES = int(0.6 * GIB)
+# Projection blocks kept in memory (``projection.RandomProjector``'s cache).
+PROJECTION_CACHE_BYTES = 512 * 1024**2
 
 
 class MemoryBudgetError(ValueError):
@@ -56,9 +58,10 @@ def query_store_bytes(queries: int, params: int, storage: str, modules: int = 1)
 
 
 def gradient_pass_bytes(model_params: int, activation_bytes_per_draw: int, draws_per_pass: int) -> int:
-    """One backward pass over ``draws_per_pass`` draws of one example: the
-    model's weights and their gradients (float32) plus the activations."""
-    return 2 * model_params * FLOAT32 + draws_per_pass * activation_bytes_per_draw
+    """The job's process with one backward pass over ``draws_per_pass``
+    draws of one example: the model's weights and their gradients (float32)
+    plus the activations."""
+    return PROCESS_BASE_BYTES + 2 * model_params * FLOAT32 + draws_per_pass * activation_bytes_per_draw
 
 
 def influence_bytes(

@@ -30,11 +30,13 @@ import operator
 
 import torch
 
+from .memory import PROJECTION_CACHE_BYTES
+
 __all__ = ["RandomProjector", "PROJECTION_KINDS", "block_seed"]
 
 PROJECTION_KINDS = ("rademacher", "gaussian")
 
-DEFAULT_CACHE_BYTES = 512 * 1024**2
+DEFAULT_CACHE_BYTES = PROJECTION_CACHE_BYTES
 _FLOAT32_BYTES = 4
 
 

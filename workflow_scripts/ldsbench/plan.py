@@ -1,0 +1,239 @@
+"""The plan before launch: per rule, how many jobs, each job's peak memory,
+and its cost in forward+backward passes of one draw.
+
+Torch-free (the model's sizes come from ``footprint``, cached as JSON), so
+the workflow can size every job's ``resources`` and refuse a run that
+cannot fit before any job starts. Peak memory is on the device a job
+computes on (``runtime.gpu_memory_gb`` bounds it on a GPU,
+``runtime.memory_gb`` on the CPU); the formulas are ``ldsbench.memory``'s.
+
+Cost unit: one forward and backward pass of one draw (one image at one
+timestep) through the UNet; a forward pass alone counts a third of it.
+``device_hours`` divides by ``runtime.draws_per_second`` (measured with
+``benchmarks/throughput.py``); without it the column is empty.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .curvature_keys import curvature_key
+from .memory import (
+    FLOAT32, FLOAT64, GIB, PROCESS_BASE_BYTES, PROJECTION_CACHE_BYTES, choose_influence_chunking, choose_projection_batch,
+    MemoryBudgetError, choose_tracin_chunking, influence_bytes, projected_feature_bytes, tracin_bytes,
+)
+
+FORWARD = 1 / 3  # a forward pass, in forward+backward passes
+# Adam's two moments, the EMA copy, the weights and their gradients.
+TRAINING_COPIES = 5
+MEASUREMENT_BATCH = 256  # ldsbench.measurement's draws per forward pass
+CURVATURE_BATCH = 256  # ldsbench.curvature_data's data points per batch
+TRAK_BATCH = 256  # training gradients per projected batch, at most
+ODE_EVALUATIONS = 100  # network evaluations of one probability-flow ODE solve (rough)
+_FOOTPRINT_FORMAT = "ldsbench.footprint.v1"
+
+
+@dataclass(frozen=True)
+class JobEstimate:
+    """One rule's (or one method's) jobs: ``peak_bytes`` on the job's device,
+    ``passes`` per job, and the setting to change if it does not fit."""
+
+    rule: str
+    jobs: int
+    peak_bytes: int
+    passes: float
+    setting: str
+
+
+def cached_footprint(unet_config: dict, cache_dir):
+    """``footprint.ModelFootprint`` of the config's UNet, read from
+    ``cache_dir`` when an earlier run computed it (torch is imported only
+    when it is not there)."""
+    from .io import config_hash
+
+    path = Path(cache_dir) / f"footprint-{config_hash(unet_config)}.json"
+    if path.exists():
+        payload = json.loads(path.read_text())
+        if payload.get("format") == _FOOTPRINT_FORMAT:
+            from types import SimpleNamespace
+
+            return SimpleNamespace(**payload["footprint"])
+    from .footprint import cached_model_footprint
+
+    return cached_model_footprint(unet_config, cache_dir)
+
+
+def _sizes(footprint, draws_per_pass: int) -> dict:
+    return dict(
+        params=footprint.attributed_weights, largest_module=footprint.largest_module, modules=footprint.modules,
+        model_params=footprint.model_params, activation_bytes_per_draw=footprint.training_bytes_per_draw, draws_per_pass=draws_per_pass,
+    )
+
+
+def _training(config: dict, footprint, rule: str, jobs: int, steps: int) -> JobEstimate:
+    batch = config["training"]["batch_size"]
+    peak = PROCESS_BASE_BYTES + TRAINING_COPIES * footprint.model_params * FLOAT32 + batch * footprint.training_bytes_per_draw
+    return JobEstimate(rule, jobs, peak, steps * batch, "training.batch_size")
+
+
+def _forward_job(footprint, rule: str, jobs: int, forward_passes: float, batch: int) -> JobEstimate:
+    peak = PROCESS_BASE_BYTES + footprint.model_params * FLOAT32 + batch * footprint.forward_bytes_per_draw
+    return JobEstimate(rule, jobs, peak, forward_passes * FORWARD, "runtime.memory_gb")
+
+
+def measurement_passes(measurements: dict, n_queries: int) -> float:
+    """Forward passes of one model's measurement job (every measurement)."""
+    total = 0.0
+    for settings in measurements.values():
+        draws = settings.get("max_draws") or settings["draws"]
+        if settings["type"] == "elbo":
+            total += 2 * draws  # decoder and KL term
+        elif settings["type"] == "log_likelihood":
+            total += 3 * draws * ODE_EVALUATIONS  # a vector-Jacobian product per evaluation
+        else:
+            total += draws
+    return total * n_queries
+
+
+def scoring_estimate(method: dict, config: dict, footprint, budget_bytes: int, budget_setting: str) -> JobEstimate:
+    """Peak and passes of one (method, measurement) scoring job. A method
+    that cannot fit the budget at its smallest chunks gets the peak of those
+    (above the budget, so the plan shows it and a run stops)."""
+    try:
+        return _scoring_estimate(method, config, footprint, budget_bytes, budget_setting)
+    except MemoryBudgetError:
+        return replace(_scoring_estimate(method, config, footprint, 2**62, budget_setting, smallest=True), setting=f"{budget_setting} (or the method's query_storage)")
+
+
+def _scoring_estimate(method: dict, config: dict, footprint, budget_bytes: int, budget_setting: str, smallest: bool = False) -> JobEstimate:
+    runtime = config["runtime"]
+    n_train, n_queries = config["dataset"]["n_train"], config["queries"]["generated"] + config["queries"]["heldout"]
+    sizes = _sizes(footprint, runtime["gradient_draws_per_pass"])
+    kind = method["type"]
+    values = 1 + len(method.get("damping_grid", method.get("lambda_grid", [])))
+    if kind == "influence":
+        plan = choose_influence_chunking(budget_bytes, queries=n_queries, batch_examples=1 if smallest else 32, setting=budget_setting, train=n_train,
+                                         values=values, storage=method["query_storage"], **sizes)
+        if smallest:
+            plan = replace(plan, chunks=n_queries, peak_bytes=influence_bytes(queries=n_queries, queries_per_chunk=1, batch_examples=1, train=n_train,
+                                                                             values=values, storage=method["query_storage"], **sizes))
+        passes = plan.chunks * n_train * method["train_draws"] + n_queries * method["query_draws"]
+        return JobEstimate("score_method", 1, plan.peak_bytes, passes, budget_setting)
+    if kind in ("trak", "journey_trak", "das"):
+        projection = dict(sizes)
+        del projection["largest_module"], projection["modules"]
+        common = dict(dim=method["projection_dim"], queries=n_queries, train=n_train, values=values, projection_cache_bytes=PROJECTION_CACHE_BYTES, **projection)
+        batch = 1 if smallest else choose_projection_batch(budget_bytes, batch_examples=TRAK_BATCH if kind != "das" else 64, setting=budget_setting, **common)
+        members = method.get("models", 1)
+        if kind == "journey_trak":
+            query_passes = n_queries * method["steps"] * method["draws_per_step"]
+        else:
+            query_passes = n_queries * method["query_draws"]
+        passes = members * (n_train * method["train_draws"] + query_passes) * (2 if kind == "das" else 1)
+        return JobEstimate("score_method", 1, projected_feature_bytes(batch_examples=batch, **common), passes, budget_setting)
+    if kind == "tracin":
+        tracin = dict(sizes)
+        del tracin["largest_module"], tracin["modules"]
+        plan = choose_tracin_chunking(budget_bytes, queries=n_queries, setting=budget_setting, train=n_train, **tracin)
+        if smallest:
+            plan = replace(plan, chunks=n_queries, peak_bytes=tracin_bytes(queries=n_queries, queries_per_chunk=1, train=n_train, **tracin))
+        training = config["training"]
+        checkpoints = math.ceil(training["steps"] / training["checkpoint_every"])
+        seen = training["steps"] * training["batch_size"]
+        per_checkpoint = method.get("draws_per_checkpoint")
+        train_passes = seen if per_checkpoint is None else min(seen, per_checkpoint * n_train * checkpoints)
+        passes = plan.chunks * train_passes + checkpoints * n_queries * method["query_draws"]
+        return JobEstimate("score_method", 1, plan.peak_bytes, passes, budget_setting)
+    # Similarity and random: images and a [Q, N] score matrix.
+    return JobEstimate("score_method", 1, PROCESS_BASE_BYTES + 2 * footprint.model_params * FLOAT32 + 4 * n_queries * n_train * FLOAT64, 0, budget_setting)
+
+
+def curvature_estimate(curvature: dict, config: dict, footprint) -> JobEstimate:
+    """One K-FAC / EK-FAC fit: the model and a batch in the factors' dtype,
+    the Kronecker factors with their eigenvectors (float64), and for EK-FAC
+    the corrected eigenvalues."""
+    scale = 2 if curvature["dtype"] == "float64" else 1
+    batch = min(CURVATURE_BATCH, curvature["draws_per_example"] * max(1, CURVATURE_BATCH // curvature["draws_per_example"]))
+    factors = 3 * footprint.kronecker_factor_values * FLOAT64 + (footprint.attributed_weights * FLOAT64 if curvature["kind"] == "ekfac" else 0)
+    peak = PROCESS_BASE_BYTES + scale * (2 * footprint.model_params * FLOAT32 + batch * footprint.training_bytes_per_draw) + factors
+    data = config["dataset"]["n_train"] * curvature["draws_per_example"] * curvature["mc_samples"]
+    passes = data * (2 if curvature["kind"] == "ekfac" else 1)
+    return JobEstimate("fit_curvature", 1, peak, passes, "runtime.memory_gb")
+
+
+def rule_estimates(config: dict, footprint, budget_bytes: int, budget_setting: str) -> list[JobEstimate]:
+    """One estimate per rule (per method for ``score_method``: several rows),
+    for the config as validated (``config.validate_config``)."""
+    training, bench, queries = config["training"], config["benchmark"], config["queries"]
+    n_queries = queries["generated"] + queries["heldout"]
+    methods, measurements = config["methods"], config["measurements"]
+    ensemble = max([m.get("models", 1) for m in methods.values() if m["type"] == "trak"] or [1])
+    removal = config["removal"]
+    removal_models = 0
+    if removal["queries"]:
+        rankers = len(removal["methods"]) + 1
+        removal_models = len(removal["queries"]) * rankers * len(removal["fractions"]) * removal["seeds"]
+    extra_seeds = max(ensemble, removal["seeds"] if removal["queries"] else 1) - 1
+    models = 1 + bench["subsets"] * bench["seeds"]
+    rows = [
+        _training(config, footprint, "train_full_model", 1, training["steps"]),
+        _training(config, footprint, "train_subset_model", bench["subsets"] * bench["seeds"], training["subset_steps"]),
+        _forward_job(footprint, "generate_queries", 1, queries["generated"] * queries["sampling_steps"], min(256, max(1, queries["generated"]))),
+        _forward_job(footprint, "measure_model", models, measurement_passes(measurements, n_queries), MEASUREMENT_BATCH),
+    ]
+    # Rules a config may not use get a row of 0 jobs (every rule is declared).
+    rows.append(_training(config, footprint, "train_full_model_seed", extra_seeds, training["steps"]))
+    rows.append(_training(config, footprint, "train_removal_model", removal_models, training["steps"]))
+    measured = {removal["measurement"]: measurements[removal["measurement"]]} if removal_models else {}
+    removal_passes = measurement_passes(measured, len(removal["queries"]))
+    rows.append(_forward_job(footprint, "measure_removal_model", removal_models, removal_passes, MEASUREMENT_BATCH))
+    rows.append(_forward_job(footprint, "measure_removal_reference", extra_seeds + 1 if removal_models else 0, removal_passes, MEASUREMENT_BATCH))
+    tracing = any(m["type"] == "tracin" for m in methods.values())
+    rows.append(_training(config, footprint, "trace_full_training", int(tracing), training["steps"]))
+    curvatures = {curvature_key(m["curvature"]): m["curvature"] for m in methods.values() if m["type"] == "influence"}
+    for key, curvature in curvatures.items():
+        estimate = curvature_estimate(curvature, config, footprint)
+        rows.append(JobEstimate(f"fit_curvature[{key}]", 1, estimate.peak_bytes, estimate.passes, estimate.setting))
+    for name, method in methods.items():
+        estimate = scoring_estimate(method, config, footprint, budget_bytes, budget_setting)
+        rows.append(JobEstimate(f"score_method[{name}]", len(measurements), estimate.peak_bytes, estimate.passes, estimate.setting))
+    return rows
+
+
+def plan_table(rows: list[JobEstimate], draws_per_second: float | None):
+    """The plan as a pandas DataFrame: rule, jobs, peak_memory_gb, passes
+    (per job), device_hours (all jobs; NaN without a throughput)."""
+    import pandas as pd
+
+    rows = [r for r in rows if r.jobs]
+    frame = pd.DataFrame(
+        {
+            "rule": [r.rule for r in rows],
+            "jobs": [r.jobs for r in rows],
+            "peak_memory_gb": [round(r.peak_bytes / GIB, 2) for r in rows],
+            "passes": [int(r.passes) for r in rows],
+            "device_hours": [r.jobs * r.passes / draws_per_second / 3600 if draws_per_second else math.nan for r in rows],
+        }
+    )
+    return frame
+
+
+def over_budget(rows: list[JobEstimate], budget_bytes: int, budget_setting: str) -> list[str]:
+    """A line per rule whose estimated peak exceeds the budget."""
+    return [
+        f"{r.rule}: estimated peak {r.peak_bytes / GIB:.1f} GiB > {budget_setting} = {budget_bytes / GIB:.1f} GiB; "
+        f"lower {r.setting} or raise {budget_setting}"
+        for r in rows
+        if r.jobs and r.peak_bytes > budget_bytes
+    ]
+
+
+def job_budget(runtime: dict, device_type: str) -> tuple[int, str]:
+    """(bytes, setting): the memory one job may use on a ``device_type``
+    (``cpu`` or ``cuda``) device, from ``runtime.gpu_memory_gb`` on a GPU and
+    ``runtime.memory_gb`` otherwise."""
+    setting = "gpu_memory_gb" if device_type == "cuda" else "memory_gb"
+    return int(float(runtime[setting]) * GIB), f"runtime.{setting}"

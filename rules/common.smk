@@ -9,7 +9,7 @@ from snakemake.exceptions import WorkflowError
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
 
 from ldsbench.config import MEASUREMENT_ORIENTATION, measurement_gradient_settings, validate_config
-from ldsbench.curvature_keys import curvature_key
+from ldsbench.curvature_keys import curvature_fits, curvature_key
 from ldsbench.device_slots import discover_devices
 from ldsbench.method_types import scorer_modules
 from ldsbench.plan import cached_footprint, job_budget, over_budget, rule_estimates
@@ -36,8 +36,6 @@ CONDA_ENV = "../envs/ldsbench.yaml"
 FULL_TRAINING = {k: v for k, v in config["training"].items() if k != "subset_steps"}
 SUBSET_TRAINING = {k: v for k, v in config["training"].items() if k != "steps"}
 
-# Curvature factors are shared by every influence method with the same
-# curvature settings: the file name is a hash of those settings.
 # Retraining without the top influences; off without removal queries.
 REMOVAL = config["removal"]
 REMOVAL_ON = bool(REMOVAL["queries"])
@@ -45,12 +43,10 @@ REMOVAL_RANKERS = [*REMOVAL["methods"], RANDOM_CONTROL] if REMOVAL_ON else []
 # Fractions appear in paths as %g labels ("0.02").
 REMOVAL_FRACTIONS = {f"{f:g}": f for f in REMOVAL["fractions"]}
 GRID_MEASUREMENT = config["report"]["grid_measurement"]
-
-CURVATURES = {
-    curvature_key(m["curvature"]): m["curvature"]
-    for m in config["methods"].values()
-    if m["type"] == "influence"
-}
+# Curvature factors are shared by every influence method with the same
+# curvature settings but kind (K-FAC and EK-FAC share one fit): the file
+# name is a hash of those settings.
+CURVATURES = curvature_fits(config["methods"])
 
 # Memory: every GPU-capable rule declares its estimated peak (mem_mb), from
 # the same formulas the jobs use to size their chunks (ldsbench.plan,
@@ -77,7 +73,7 @@ wildcard_constraints:
     seed=r"\d+",
     method=r"[A-Za-z][A-Za-z0-9_-]*",
     measurement=r"[A-Za-z][A-Za-z0-9_-]*",
-    curvature=r"(kfac|ekfac)-[0-9a-f]+",
+    curvature=r"kronecker-[0-9a-f]+",
     ranker=r"[A-Za-z][A-Za-z0-9_-]*",
     query=r"\d+",
     fraction=r"[0-9][0-9.e-]*",

@@ -10,7 +10,9 @@ from torch import nn
 from ldsbench.curvature import (
     CurvatureSettings,
     KroneckerEigenbasis,
+    fit_kronecker_eigenbases,
     fit_kronecker_eigenbasis,
+    save_eigenbases,
 )
 
 DAMPINGS = [1e-3, 1e-1, 10.0]
@@ -280,3 +282,23 @@ def test_bad_module_and_output_raise():
     image_data = [(x, torch.randn(5, 1, 4, 4, dtype=torch.float64)) for x, _ in data]
     with pytest.raises(ValueError, match=r"\[B, D\]"):
         fit_kronecker_eigenbasis(image_model.double(), ["0"], image_data, CurvatureSettings(kind="kfac"))
+
+
+def test_one_ekfac_fit_gives_kfac_too(tmp_path):
+    """K-FAC from the EK-FAC fit equals a K-FAC-only fit (same factors and
+    targets), and both kinds round-trip through one file."""
+    model, data = small_net_and_data()
+    both = fit_kronecker_eigenbases(model, NAMES, data, CurvatureSettings(kind="ekfac", seed=3))
+    alone = fit_kronecker_eigenbasis(model, NAMES, data, CurvatureSettings(kind="kfac", seed=3))
+    for name in NAMES:
+        assert torch.equal(both["kfac"].eigenvalues[name], alone.eigenvalues[name])
+        assert torch.equal(both["kfac"].q_in[name], alone.q_in[name])
+    path = tmp_path / "both.pt"
+    save_eigenbases(path, both)
+    for kind in ("kfac", "ekfac"):
+        loaded = KroneckerEigenbasis.load(path, kind)
+        assert loaded.settings.kind == kind
+        assert all(torch.equal(loaded.eigenvalues[n], both[kind].eigenvalues[n]) for n in NAMES)
+    with pytest.raises(ValueError, match="not 'ekfac'"):
+        save_eigenbases(tmp_path / "kfac.pt", {"kfac": alone})
+        KroneckerEigenbasis.load(tmp_path / "kfac.pt", "ekfac")

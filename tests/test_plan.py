@@ -33,7 +33,7 @@ def test_cifar2_preset_fits_one_80_gb_gpu(tmp_path, cifar2_footprint):
     table = plan_table(rows, draws_per_second=1000.0)
     by_rule = table.set_index("rule")
     assert by_rule.loc["train_subset_model", "jobs"] == 500
-    assert by_rule.loc["measure_model", "jobs"] == 501
+    assert by_rule.loc["measure_model", "jobs"] == 501 * 2, "one job per model and measurement"
     assert by_rule.loc["train_subset_model", "passes"] == 16000 * 128
     assert (table["peak_memory_gb"] <= 80).all() and (table["peak_memory_gb"] > 0).all()
     # Passes / throughput: 500 subset trainings of 16k steps x 128 draws at 1000/s.

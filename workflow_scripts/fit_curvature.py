@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from ldsbench.curvature import CurvatureSettings, fit_kronecker_eigenbasis
+from ldsbench.curvature import CurvatureSettings, fit_kronecker_eigenbases, save_eigenbases
 from ldsbench.curvature_data import NoisedTrainingData, batch_size_of
 from ldsbench.data import load_image_set
 from ldsbench.jobs import load_model, select_device, start_job
@@ -16,13 +16,16 @@ device = select_device(snakemake.params.device)
 unet, scheduler, _ = load_model(snakemake.input.model, device)
 model = FlatNoisePredictor(unet).to(dtype)
 data = NoisedTrainingData(
-    torch.from_numpy(load_image_set(snakemake.input.train).images), scheduler, settings["draws_per_example"], settings["seed"], dtype=dtype, device=device
+    torch.from_numpy(load_image_set(snakemake.input.train).images), scheduler, settings["draws_per_example"], settings["seed"],
+    batch_size=settings["batch_size"], dtype=dtype, device=device,
 )
+# One fit gives K-FAC, and EK-FAC if a method needs it (same factors).
 curvature = CurvatureSettings(
-    kind=settings["kind"], kfac_approx=settings["kfac_approx"], fisher_type=settings["fisher_type"], mc_samples=settings["mc_samples"], seed=settings["seed"]
+    kind="ekfac" if "ekfac" in settings["kinds"] else "kfac", kfac_approx=settings["kfac_approx"], fisher_type=settings["fisher_type"], mc_samples=settings["mc_samples"], seed=settings["seed"]
 )
 names = [f"unet.{name}" for name, _ in attributed_modules(unet)]
 log.info("fitting %s on %s modules, %s data points", curvature, len(names), data.num_data)
-basis = fit_kronecker_eigenbasis(model, names, data, curvature, num_data=data.num_data, batch_size_fn=batch_size_of)
-basis.save(snakemake.output[0])
-log.info("%s parameters, mean eigenvalue %.3e", basis.num_params(), basis.mean_eigenvalue())
+bases = fit_kronecker_eigenbases(model, names, data, curvature, num_data=data.num_data, batch_size_fn=batch_size_of, progressbar=True)
+save_eigenbases(snakemake.output[0], {kind: bases[kind] for kind in settings["kinds"]})
+for kind in settings["kinds"]:
+    log.info("%s: %s parameters, mean eigenvalue %.3e", kind, bases[kind].num_params(), bases[kind].mean_eigenvalue())

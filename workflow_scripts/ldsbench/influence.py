@@ -96,7 +96,7 @@ def influence_scores(
     else:
         sizes = gradient_sizes(footprint_of(unet), draws_per_pass)
         plan = choose_influence_chunking(
-            budget_bytes, queries=n_queries, batch_examples=batch_examples, setting=budget_setting,
+            budget_bytes, queries=n_queries, batch_examples=min(batch_examples, n_train), setting=budget_setting,
             train=n_train, values=len(dampings), storage=storage, **sizes,
         )
         chunk, batch = plan.queries_per_chunk, plan.batch_examples
@@ -118,7 +118,7 @@ def score_influence(job) -> tuple[list[float], np.ndarray]:
     """Scorer of ``type: influence`` (``method_types``): the default damping and its grid."""
     method = job.method
     dampings = list(dict.fromkeys([method["damping"], *method["damping_grid"]]))
-    basis = KroneckerEigenbasis.load(job.inputs["curvature"])
+    basis = KroneckerEigenbasis.load(job.inputs["curvature"], method["curvature"]["kind"])
     scores = influence_scores(
         job.unet, job.scheduler, job.train, job.queries, basis, dampings,
         measurement=job.measurement, train_draws=method["train_draws"], query_draws=method["query_draws"], seed=method["seed"],

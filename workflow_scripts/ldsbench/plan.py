@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .curvature_keys import curvature_key
+from .curvature_keys import curvature_fits
 from .memory import (
     FLOAT32, FLOAT64, GIB, PROCESS_BASE_BYTES, PROJECTION_CACHE_BYTES, choose_influence_chunking, choose_projection_batch,
     MemoryBudgetError, choose_tracin_chunking, influence_bytes, projected_feature_bytes, tracin_bytes,
@@ -30,7 +30,6 @@ FORWARD = 1 / 3  # a forward pass, in forward+backward passes
 # Adam's two moments, the EMA copy, the weights and their gradients.
 TRAINING_COPIES = 5
 MEASUREMENT_BATCH = 256  # ldsbench.measurement's draws per forward pass
-CURVATURE_BATCH = 256  # ldsbench.curvature_data's data points per batch
 TRAK_BATCH = 256  # training gradients per projected batch, at most
 ODE_EVALUATIONS = 100  # network evaluations of one probability-flow ODE solve (rough)
 _FOOTPRINT_FORMAT = "ldsbench.footprint.v1"
@@ -85,7 +84,7 @@ def _forward_job(footprint, rule: str, jobs: int, forward_passes: float, batch: 
 
 
 def measurement_passes(measurements: dict, n_queries: int) -> float:
-    """Forward passes of one model's measurement job (every measurement)."""
+    """Forward passes of measuring one model (every measurement)."""
     total = 0.0
     for settings in measurements.values():
         draws = settings.get("max_draws") or settings["draws"]
@@ -115,7 +114,7 @@ def _scoring_estimate(method: dict, config: dict, footprint, budget_bytes: int, 
     kind = method["type"]
     values = 1 + len(method.get("damping_grid", method.get("lambda_grid", [])))
     if kind == "influence":
-        plan = choose_influence_chunking(budget_bytes, queries=n_queries, batch_examples=1 if smallest else 32, setting=budget_setting, train=n_train,
+        plan = choose_influence_chunking(budget_bytes, queries=n_queries, batch_examples=1 if smallest else min(32, n_train), setting=budget_setting, train=n_train,
                                          values=values, storage=method["query_storage"], **sizes)
         if smallest:
             plan = replace(plan, chunks=n_queries, peak_bytes=influence_bytes(queries=n_queries, queries_per_chunk=1, batch_examples=1, train=n_train,
@@ -126,7 +125,8 @@ def _scoring_estimate(method: dict, config: dict, footprint, budget_bytes: int, 
         projection = dict(sizes)
         del projection["largest_module"], projection["modules"]
         common = dict(dim=method["projection_dim"], queries=n_queries, train=n_train, values=values, projection_cache_bytes=PROJECTION_CACHE_BYTES, **projection)
-        batch = 1 if smallest else choose_projection_batch(budget_bytes, batch_examples=TRAK_BATCH if kind != "das" else 64, setting=budget_setting, **common)
+        largest = min(n_train, TRAK_BATCH if kind != "das" else 64)
+        batch = 1 if smallest else choose_projection_batch(budget_bytes, batch_examples=largest, setting=budget_setting, **common)
         members = method.get("models", 1)
         if kind == "journey_trak":
             query_passes = n_queries * method["steps"] * method["draws_per_step"]
@@ -152,15 +152,19 @@ def _scoring_estimate(method: dict, config: dict, footprint, budget_bytes: int, 
 
 
 def curvature_estimate(curvature: dict, config: dict, footprint) -> JobEstimate:
-    """One K-FAC / EK-FAC fit: the model and a batch in the factors' dtype,
-    the Kronecker factors with their eigenvectors (float64), and for EK-FAC
-    the corrected eigenvalues."""
+    """One fit (``curvature_keys.curvature_fits``: factor settings and the
+    ``kinds`` it serves): the model and a batch in the factors' dtype, the
+    Kronecker factors with their eigenvectors (float64), and for EK-FAC the
+    corrected eigenvalues and a second pass over the data."""
+    ekfac = "ekfac" in curvature["kinds"]
     scale = 2 if curvature["dtype"] == "float64" else 1
-    batch = min(CURVATURE_BATCH, curvature["draws_per_example"] * max(1, CURVATURE_BATCH // curvature["draws_per_example"]))
-    factors = 3 * footprint.kronecker_factor_values * FLOAT64 + (footprint.attributed_weights * FLOAT64 if curvature["kind"] == "ekfac" else 0)
+    # A batch holds the draws of whole examples (ldsbench.curvature_data).
+    draws = curvature["draws_per_example"]
+    batch = min(config["dataset"]["n_train"], max(1, curvature["batch_size"] // draws)) * draws
+    factors = 3 * footprint.kronecker_factor_values * FLOAT64 + (footprint.attributed_weights * FLOAT64 if ekfac else 0)
     peak = PROCESS_BASE_BYTES + scale * (2 * footprint.model_params * FLOAT32 + batch * footprint.training_bytes_per_draw) + factors
     data = config["dataset"]["n_train"] * curvature["draws_per_example"] * curvature["mc_samples"]
-    passes = data * (2 if curvature["kind"] == "ekfac" else 1)
+    passes = data * (2 if ekfac else 1)
     return JobEstimate("fit_curvature", 1, peak, passes, "runtime.memory_gb")
 
 
@@ -182,20 +186,22 @@ def rule_estimates(config: dict, footprint, budget_bytes: int, budget_setting: s
         _training(config, footprint, "train_full_model", 1, training["steps"]),
         _training(config, footprint, "train_subset_model", bench["subsets"] * bench["seeds"], training["subset_steps"]),
         _forward_job(footprint, "generate_queries", 1, queries["generated"] * queries["sampling_steps"], min(256, max(1, queries["generated"]))),
-        _forward_job(footprint, "measure_model", models, measurement_passes(measurements, n_queries), MEASUREMENT_BATCH),
+        # One job per model and measurement.
+        _forward_job(footprint, "measure_model", models * len(measurements), measurement_passes(measurements, n_queries) / len(measurements),
+                     min(MEASUREMENT_BATCH, n_queries * max(m.get("max_draws") or m["draws"] for m in measurements.values()))),
     ]
     # Rules a config may not use get a row of 0 jobs (every rule is declared).
     rows.append(_training(config, footprint, "train_full_model_seed", extra_seeds, training["steps"]))
     rows.append(_training(config, footprint, "train_removal_model", removal_models, training["steps"]))
     measured = {removal["measurement"]: measurements[removal["measurement"]]} if removal_models else {}
     removal_passes = measurement_passes(measured, len(removal["queries"]))
-    rows.append(_forward_job(footprint, "measure_removal_model", removal_models, removal_passes, MEASUREMENT_BATCH))
-    rows.append(_forward_job(footprint, "measure_removal_reference", extra_seeds + 1 if removal_models else 0, removal_passes, MEASUREMENT_BATCH))
+    removal_batch = min(MEASUREMENT_BATCH, max(1, int(removal_passes)))
+    rows.append(_forward_job(footprint, "measure_removal_model", removal_models, removal_passes, removal_batch))
+    rows.append(_forward_job(footprint, "measure_removal_reference", extra_seeds + 1 if removal_models else 0, removal_passes, removal_batch))
     tracing = any(m["type"] == "tracin" for m in methods.values())
     rows.append(_training(config, footprint, "trace_full_training", int(tracing), training["steps"]))
-    curvatures = {curvature_key(m["curvature"]): m["curvature"] for m in methods.values() if m["type"] == "influence"}
-    for key, curvature in curvatures.items():
-        estimate = curvature_estimate(curvature, config, footprint)
+    for key, fit in curvature_fits(methods).items():
+        estimate = curvature_estimate(fit, config, footprint)
         rows.append(JobEstimate(f"fit_curvature[{key}]", 1, estimate.peak_bytes, estimate.passes, estimate.setting))
     for name, method in methods.items():
         estimate = scoring_estimate(method, config, footprint, budget_bytes, budget_setting)

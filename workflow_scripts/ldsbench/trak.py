@@ -262,14 +262,13 @@ def projection_batch(unet, job, *, projection_dim, n_queries: int, n_train: int,
     if job.budget_bytes is None:
         return batch_examples
     from .footprint import footprint_of, gradient_sizes
-    from .memory import choose_projection_batch
-    from .projection import DEFAULT_CACHE_BYTES
+    from .memory import PROJECTION_CACHE_BYTES, choose_projection_batch
 
     sizes = gradient_sizes(footprint_of(unet), job.draws_per_pass)
     del sizes["largest_module"], sizes["modules"]
     return choose_projection_batch(
-        job.budget_bytes, batch_examples=batch_examples, setting=job.budget_setting, dim=projection_dim, queries=n_queries, train=n_train,
-        values=values, projection_cache_bytes=DEFAULT_CACHE_BYTES, **sizes,
+        job.budget_bytes, batch_examples=min(batch_examples, n_train), setting=job.budget_setting, dim=projection_dim, queries=n_queries, train=n_train,
+        values=values, projection_cache_bytes=PROJECTION_CACHE_BYTES, **sizes,
     )
 
 

@@ -1,0 +1,72 @@
+"""The CIFAR-2 preset with only its counts reduced, end to end on the CPU:
+the paper's 38M-parameter UNet (3 channels, attention, dropout, flips) on a
+CIFAR-10 archive of random images in the real format. It checks that every
+rule runs at the model size users run, and that `snakemake plan`'s memory
+estimates hold against the jobs' measured peaks."""
+
+import pandas as pd
+import pytest
+
+from cifar_archive import write_cifar10_archive
+from workflow_api import ROOT, load_yaml, run_workflow, with_changes
+
+DRAWS = {"train_draws": 2, "query_draws": 2}
+REHEARSAL = {
+    "dataset.n_train": 8,
+    "dataset.n_heldout": 2,
+    "training.steps": 4,
+    "training.subset_steps": 2,
+    "training.batch_size": 4,
+    "training.checkpoint_every": 2,
+    "benchmark.subsets": 3,
+    "benchmark.seeds": 2,
+    "queries": {"generated": 2, "heldout": 2, "sampling_steps": 4, "seed": 0},
+    "measurements.loss": {"type": "loss", "draws": 4, "strata": 2, "seed": 0},
+    "measurements.elbo": {"type": "elbo", "draws": 4, "strata": 2, "seed": 0},
+    "runtime": {"threads_per_job": 1, "device": "cpu", "memory_gb": 10},
+}
+
+
+def rehearsal_config(tmp_path) -> dict:
+    archive = write_cifar10_archive(tmp_path / "cifar-10-python.tar.gz", per_batch=20)
+    config = with_changes(load_yaml(ROOT / "configs" / "cifar2.yaml"), {**REHEARSAL, "dataset.path": str(archive), "results": "results"})
+    for method in config["methods"].values():
+        if method["type"] == "influence":
+            method.update(DRAWS)
+            method["curvature"]["draws_per_example"] = 2
+        elif method["type"] == "trak":
+            method.update(DRAWS, projection_dim=32)
+    return config
+
+
+def _peaks(results, rule_folder):
+    return [pd.read_csv(path, sep="\t")["max_rss"].iloc[0] / 1024 for path in sorted((results / "benchmarks" / rule_folder).rglob("*.tsv"))]
+
+
+@pytest.mark.slow
+def test_cifar2_preset_with_reduced_counts_runs_end_to_end(tmp_path):
+    config = rehearsal_config(tmp_path)
+    result = run_workflow(config, tmp_path, "all", "plan", "--resources", "mem_mb=20000", timeout=2400)
+    assert result.returncode == 0, result.stderr[-5000:]
+    results = tmp_path / "results"
+    summary = pd.read_parquet(results / "lds_summary.parquet")
+    assert set(summary["method"]) == set(config["methods"]) | {"retraining_ceiling"}
+    assert summary["n_subsets"].eq(3).all() and summary["n_queries"].eq(4).all()
+
+    # The plan's estimates against the measured peak resident size (GiB).
+    plan = pd.read_csv(results / "plan.tsv", sep="\t").set_index("rule")["peak_memory_gb"]
+    checks = {
+        "train_subset_model": _peaks(results, "train/subset_*"),
+        "measure_model": _peaks(results, "measure/*"),
+        "score_method[ekfac_influence]": _peaks(results, "scores/ekfac_influence"),
+        "score_method[trak]": _peaks(results, "scores/trak"),
+    }
+    curvature = [rule for rule in plan.index if rule.startswith("fit_curvature[")]
+    measured_curvature = _peaks(results, "curvature")
+    assert len(curvature) == len(measured_curvature) == 1, "K-FAC and EK-FAC share one fit"
+    for rule, measured in zip(sorted(curvature), measured_curvature):
+        checks[rule] = [measured]
+    report = {rule: (plan[rule], max(peaks)) for rule, peaks in checks.items()}
+    print("estimated vs measured peak GiB:", report)
+    for rule, (estimate, measured) in report.items():
+        assert measured / 2 <= estimate <= 2 * measured, f"{rule}: estimated {estimate:.2f} GiB, measured {measured:.2f} GiB"

@@ -11,6 +11,8 @@ rule measure_model:
     params:
         settings=lambda w: config["measurements"][w.measurement],
         device=config["runtime"]["device"],
+        # Changes results: runtime.precision reruns the jobs it affects.
+        precision=config["runtime"]["precision"],
     threads: THREADS
     resources:
         gpu=GPUS_PER_JOB,

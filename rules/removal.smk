@@ -50,6 +50,8 @@ rule train_removal_model:
         seed=lambda w: int(w.seed),
         resume=lambda w: f"{R}/resume/removal/{w.ranker}/query_{w.query}/fraction_{w.fraction}/seed_{w.seed}",
         device=config["runtime"]["device"],
+        # Changes results: runtime.precision reruns the jobs it affects.
+        precision=config["runtime"]["precision"],
     threads: THREADS
     resources:
         gpu=GPUS_PER_JOB,
@@ -79,6 +81,8 @@ rule measure_removal_model:
         regenerate=lambda w: [int(w.query)],
         sampling=config["queries"],
         device=config["runtime"]["device"],
+        # Changes results: runtime.precision reruns the jobs it affects.
+        precision=config["runtime"]["precision"],
     threads: THREADS
     resources:
         gpu=GPUS_PER_JOB,
@@ -105,6 +109,8 @@ rule measure_removal_reference:
         regenerate=REMOVAL["queries"],
         sampling=config["queries"],
         device=config["runtime"]["device"],
+        # Changes results: runtime.precision reruns the jobs it affects.
+        precision=config["runtime"]["precision"],
     threads: THREADS
     resources:
         gpu=GPUS_PER_JOB,

@@ -42,6 +42,8 @@ rule score_method:
         # TracIn replays the full model's training.
         training=lambda w: FULL_TRAINING if config["methods"][w.method]["type"] == "tracin" else None,
         device=config["runtime"]["device"],
+        # Changes results: runtime.precision reruns the jobs it affects.
+        precision=config["runtime"]["precision"],
     threads: THREADS
     resources:
         gpu=GPUS_PER_JOB,

@@ -15,6 +15,8 @@ rule train_full_model:
         seed=None,
         resume=f"{R}/resume/full",
         device=config["runtime"]["device"],
+        # Changes results: runtime.precision reruns the jobs it affects.
+        precision=config["runtime"]["precision"],
     threads: THREADS
     resources:
         gpu=GPUS_PER_JOB,
@@ -44,6 +46,8 @@ rule train_full_model_seed:
         seed=lambda w: int(w.seed),
         resume=lambda w: f"{R}/resume/full_seed_{w.seed}",
         device=config["runtime"]["device"],
+        # Changes results: runtime.precision reruns the jobs it affects.
+        precision=config["runtime"]["precision"],
     threads: THREADS
     resources:
         gpu=GPUS_PER_JOB,
@@ -71,6 +75,8 @@ rule train_subset_model:
         seed=lambda w: int(w.seed),
         resume=lambda w: f"{R}/resume/subset_{w.subset}/seed_{w.seed}",
         device=config["runtime"]["device"],
+        # Changes results: runtime.precision reruns the jobs it affects.
+        precision=config["runtime"]["precision"],
     threads: THREADS
     resources:
         gpu=GPUS_PER_JOB,
@@ -100,6 +106,8 @@ rule trace_full_training:
         training=FULL_TRAINING,
         resume=f"{R}/resume/full_trajectory",
         device=config["runtime"]["device"],
+        # Changes results: runtime.precision reruns the jobs it affects.
+        precision=config["runtime"]["precision"],
     threads: THREADS
     resources:
         gpu=GPUS_PER_JOB,

@@ -108,7 +108,7 @@ def test_trak_ensemble_averages_the_members_scores(one_thread, tmp_path):
     torch.manual_seed(7)
     other = build_unet(UNET).eval()
     save_model(other, scheduler, tmp_path / "other", {})
-    method = {"lambda": 1e-3, "lambda_grid": [], "output_fn": "loss", "projection_dim": 32, "train_draws": 4, "query_draws": 4, "seed": 0}
+    method = {"lambda": 1e-3, "lambda_grid": [], "output_fn": "loss", "projection_dim": 32, "projection": "rademacher", "train_draws": 4, "query_draws": 4, "seed": 0}
     common = dict(measurement="loss", output_fn="loss", projection_dim=32, projection_seed=0, train_draws=4, query_draws=4, seed=0)
     own = trak_scores(unet, scheduler, train, queries, [1e-3], **common)
     theirs = trak_scores(other, scheduler, train, queries, [1e-3], **common)

@@ -40,7 +40,9 @@ def test_deterministic_across_calls_instances_and_cache(kind):
     uncached = RandomProjector(500, 32, seed=11, kind=kind, chunk_size=100, cache_bytes=0)
     assert torch.equal(first, second)
     assert torch.equal(first, uncached.project(grads))
-    assert uncached._cached_bytes == 0 and projector._cached_bytes == 500 * 32 * 4
+    # A dense block is rows x dim float32; a sparse one rows x 4 indices and signs.
+    expected = 500 * 4 * (8 + 4) if kind == "sparse" else 500 * 32 * 4
+    assert uncached._cached_bytes == 0 and projector._cached_bytes == expected
 
 
 def test_cache_respects_memory_cap():
@@ -151,7 +153,7 @@ def test_output_follows_gradient_dtype_and_device():
         ({"num_params": 2.5}, "2.5"),
         ({"dim": -3}, "-3"),
         ({"seed": "x"}, "'x'"),
-        ({"kind": "sparse"}, "'sparse'"),
+        ({"kind": "sketch"}, "'sketch'"),
         ({"chunk_size": 0}, "0"),
         ({"cache_bytes": -1}, "-1"),
     ],
@@ -173,3 +175,33 @@ def test_project_rejects_bad_gradients():
         projector.project(torch.zeros(2, 10, dtype=torch.int64))
     with pytest.raises(ValueError, match="chunk"):
         projector.matrix_block(1)
+
+
+def test_sparse_projection_preserves_inner_products_within_the_jl_bound():
+    """Over 30 matrices, projected inner products of two correlated vectors
+    scatter around the true one with the dense JL spread
+    sqrt((|u|^2 |v|^2 + (u.v)^2) / k); none is beyond 4 of those spreads."""
+    generator = torch.Generator().manual_seed(0)
+    u = torch.randn(50_000, generator=generator, dtype=torch.float64)
+    v = 0.6 * u + torch.randn(50_000, generator=generator, dtype=torch.float64)
+    k = 512
+    spread = math.sqrt(((u @ u) * (v @ v) + (u @ v) ** 2).item() / k)
+    errors = []
+    for seed in range(30):
+        projected = RandomProjector(50_000, k, seed, kind="sparse", chunk_size=8192).project(torch.stack([u, v]))
+        errors.append((projected[0].double() @ projected[1].double() - u @ v).item() / spread)
+    errors = torch.tensor(errors)
+    assert errors.abs().max() < 4
+    assert abs(errors.mean()) < 4 / math.sqrt(30), "unbiased"
+    assert 0.5 < errors.std() < 1.5, "the dense projection's spread"
+
+
+def test_sparse_projection_is_its_matrix_and_does_not_depend_on_batching():
+    projector = RandomProjector(20_000, 64, seed=3, kind="sparse", chunk_size=4096)
+    grads = torch.randn(5, 20_000)
+    together = projector.project(grads)
+    apart = torch.cat([projector.project(grads[i : i + 1]) for i in range(5)])
+    torch.testing.assert_close(together, apart)
+    dense = torch.cat([projector.matrix_block(c) for c in range(projector.num_chunks)])
+    assert ((dense != 0).sum(dim=1) <= 4).all()
+    torch.testing.assert_close(together, grads @ dense, rtol=1e-4, atol=1e-4)

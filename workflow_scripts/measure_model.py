@@ -6,6 +6,7 @@ import torch
 
 from ldsbench.io import save_parquet
 from ldsbench.jobs import load_model, select_device, start_job
+from ldsbench.precision import network_precision
 from ldsbench.measurement import estimate, get_measurement
 from ldsbench.provenance import model_provenance, queries_sha256, rows_sha256
 
@@ -17,7 +18,8 @@ unet, scheduler, manifest = load_model(snakemake.input.model, device)
 query_images = np.load(snakemake.input.queries)["images"]
 queries = torch.from_numpy(query_images).to(device)
 try:
-    result = estimate(unet, scheduler, queries, settings)
+    with network_precision(snakemake.params.precision, device):
+        result = estimate(unet, scheduler, queries, settings)
 except RuntimeError as error:
     raise RuntimeError(f"measurement {w.measurement}, model subset {w.subset} seed {w.seed}: {error}") from error
 frame = pd.DataFrame(

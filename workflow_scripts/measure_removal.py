@@ -7,6 +7,7 @@ import torch
 
 from ldsbench.io import save_parquet
 from ldsbench.jobs import load_model, select_device, start_job
+from ldsbench.precision import network_precision
 from ldsbench.measurement import estimate, get_measurement
 from ldsbench.provenance import model_provenance, queries_sha256
 from ldsbench.removal import ALL_DATA
@@ -27,7 +28,8 @@ name = f"{ranker} model {snakemake.input.model}"
 # The same queries in the same order on every model: the draws are keyed by
 # position, so every model sees the same draws (common random numbers).
 try:
-    result = estimate(unet, scheduler, torch.from_numpy(query_images[measured]).to(device), settings)
+    with network_precision(snakemake.params.precision, device):
+        result = estimate(unet, scheduler, torch.from_numpy(query_images[measured]).to(device), settings)
 except RuntimeError as error:
     raise RuntimeError(f"measurement of {name}: {error}") from error
 

@@ -8,6 +8,7 @@ from ldsbench.io import atomic_path, file_sha256, save_npy
 from ldsbench.jobs import load_model, select_device, start_job
 from ldsbench.method_types import ScoringJob, scorer
 from ldsbench.plan import job_budget
+from ldsbench.precision import network_precision
 from ldsbench.provenance import model_provenance, queries_sha256, write_checksums
 
 log = start_job(snakemake)
@@ -36,7 +37,8 @@ job = ScoringJob(
     budget_setting=budget_setting,
     draws_per_pass=runtime["gradient_draws_per_pass"],
 )
-values, scores = scorer(method["type"])(job)
+with network_precision(snakemake.params.precision, device):
+    values, scores = scorer(method["type"])(job)
 
 if not np.isfinite(scores).all():
     raise RuntimeError(f"method {w.method}: scores contain NaN or infinite values")

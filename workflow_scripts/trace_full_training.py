@@ -10,6 +10,7 @@ import torch
 from ldsbench.data import load_image_set
 from ldsbench.io import save_json
 from ldsbench.jobs import load_model, select_device, start_job
+from ldsbench.precision import network_precision
 from ldsbench.model import build_scheduler
 from ldsbench.training import TrainingSettings, snapshot_steps, train_diffusion_model
 
@@ -33,7 +34,8 @@ def keep(step, unet):
 # Snapshots of a resumed run before its checkpoint were written by the
 # killed run into a temporary folder of its own: start from scratch instead.
 shutil.rmtree(params.resume, ignore_errors=True)
-unet = train_diffusion_model(images, params.model["unet"], scheduler, settings, params.resume, None, device, snapshot=keep)
+with network_precision(params.precision, device):  # as the full model was trained
+    unet = train_diffusion_model(images, params.model["unet"], scheduler, settings, params.resume, None, device, snapshot=keep)
 full, _, _ = load_model(snakemake.input.model, device)
 difference = max((a - b).abs().max().item() for a, b in zip(unet.state_dict().values(), full.state_dict().values()))
 log.info("largest difference between the replayed and the full model's EMA weights: %.3g", difference)

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from ldsbench.data import image_set_hash, load_image_set
 from ldsbench.io import config_hash
 from ldsbench.jobs import save_model, select_device, start_job
+from ldsbench.precision import network_precision
 from ldsbench.model import build_scheduler
 from ldsbench.noise import stream_seed
 from ldsbench.provenance import architecture_hash, training_hash
@@ -66,7 +67,8 @@ def progress(step, loss):
 
 
 try:
-    unet = train_diffusion_model(images, params.model["unet"], scheduler, settings, params.resume, progress, device)
+    with network_precision(params.precision, device):
+        unet = train_diffusion_model(images, params.model["unet"], scheduler, settings, params.resume, progress, device)
 except TrainingDivergedError as error:
     raise RuntimeError(f"training diverged for {name}: {error}; no model was written") from error
 

@@ -117,6 +117,7 @@ def journey_query_gradients(unet, scheduler, x0_hats: torch.Tensor, timesteps: l
 def journey_trak_scores(
     unet, scheduler, train_images, queries, kinds, lambdas, *, sampling: dict, steps: int, draws_per_step: int,
     projection_dim, projection_seed: int, train_draws: int, seed: int, batch_examples: int = 256, draws_per_pass: int = 64,
+    projection: str = "rademacher",
 ) -> np.ndarray:
     """Journey-TRAK scores for every lambda: [L, Q, N] float32.
 
@@ -127,7 +128,7 @@ def journey_trak_scores(
     timesteps = journey_timesteps(scheduler, sampling["sampling_steps"], steps)
     x0_hats = trajectory_predicted_x0(unet, scheduler, queries, kinds, sampling, timesteps, seed)
     train_features, projector = projected_training_features(
-        unet, scheduler, train_images, "loss", train_draws, seed, projection_dim, projection_seed, batch_examples, draws_per_pass
+        unet, scheduler, train_images, "loss", train_draws, seed, projection_dim, projection_seed, batch_examples, draws_per_pass, projection
     )
     query_features = journey_query_gradients(unet, scheduler, x0_hats, timesteps, draws_per_step, seed, projector)
     raw = trak_kernel_scores(query_features, train_features, lambdas)
@@ -144,6 +145,6 @@ def score_journey_trak(job) -> tuple[list[float], np.ndarray]:
         sampling=method["query_sampling"], steps=method["steps"], draws_per_step=method["draws_per_step"],
         projection_dim=method["projection_dim"], projection_seed=method["seed"], train_draws=method["train_draws"], seed=method["seed"],
         batch_examples=projection_batch(job.unet, job, projection_dim=method["projection_dim"], n_queries=len(job.queries), n_train=len(job.train), values=len(lambdas)),
-        draws_per_pass=job.draws_per_pass,
+        draws_per_pass=job.draws_per_pass, projection=method["projection"],
     )
     return lambdas, scores

@@ -240,17 +240,18 @@ def _check_lambdas(lambdas: Sequence[float]) -> list[float]:
 
 
 def projected_training_features(unet, scheduler, train_images, output_fn, train_draws: int, seed: int, projection_dim, projection_seed: int,
-                                batch_examples: int = 256, draws_per_pass: int = 64):
+                                batch_examples: int = 256, draws_per_pass: int = 64, projection: str = "rademacher"):
     """(features [N, k], projector): the randomly projected gradients of each
     training example's ``output_fn`` (train_images [N, C, H, W]); k is
     ``projection_dim``, or the number of attributed weights without projection.
-    ``batch_examples`` gradients [B, P] are held at once (memory only)."""
+    ``batch_examples`` gradients [B, P] are held at once (memory only);
+    ``projection`` is the random matrix's kind (``projection.RandomProjector``)."""
     features, projector = [], None
     # Large blocks: the projection matrix is generated (or read from cache)
     # once per block, which dominates the cost for small blocks.
     for _, grads in training_gradient_batches(unet, scheduler, train_images, output_fn, train_draws, seed, batch_examples, draws_per_pass=draws_per_pass):
         if projector is None:
-            projector = RandomProjector(grads.shape[1], projection_dim, projection_seed)
+            projector = RandomProjector(grads.shape[1], projection_dim, projection_seed, kind=projection)
         features.append(projector.project(grads))
     return torch.cat(features), projector
 
@@ -279,7 +280,7 @@ def projected_query_features(unet, scheduler, queries, output_fn, query_draws: i
 
 
 def trak_scores(unet, scheduler, train_images, queries, lambdas, *, measurement, output_fn: str, projection_dim, projection_seed: int, train_draws: int,
-                query_draws: int, seed: int, batch_examples: int = 256, draws_per_pass: int = 64) -> np.ndarray:
+                query_draws: int, seed: int, batch_examples: int = 256, draws_per_pass: int = 64, projection: str = "rademacher") -> np.ndarray:
     """TRAK (output_fn "loss") or D-TRAK (output_fn "squared_norm"): [L, Q, N] float32.
 
     Features are randomly projected gradients of ``output_fn`` for training
@@ -290,7 +291,7 @@ def trak_scores(unet, scheduler, train_images, queries, lambdas, *, measurement,
     train_fn = SimplifiedElbo() if output_fn == "elbo_weighted" else output_fn
     query_fn = measurement_output_fn(measurement) if output_fn == "loss" else train_fn
     train_features, projector = projected_training_features(
-        unet, scheduler, train_images, train_fn, train_draws, seed, projection_dim, projection_seed, batch_examples, draws_per_pass
+        unet, scheduler, train_images, train_fn, train_draws, seed, projection_dim, projection_seed, batch_examples, draws_per_pass, projection
     )
     query_features = projected_query_features(unet, scheduler, queries, query_fn, query_draws, seed, projector, min(32, batch_examples), draws_per_pass)
     raw = trak_kernel_scores(query_features, train_features, lambdas)
@@ -312,7 +313,7 @@ def score_trak(job) -> tuple[list[float], np.ndarray]:
             unet, scheduler, job.train, job.queries, lambdas,
             measurement=job.measurement, output_fn=method["output_fn"], projection_dim=method["projection_dim"],
             projection_seed=method["seed"], train_draws=method["train_draws"], query_draws=method["query_draws"], seed=method["seed"],
-            batch_examples=batch, draws_per_pass=job.draws_per_pass,
+            batch_examples=batch, draws_per_pass=job.draws_per_pass, projection=method["projection"],
         )
         total = scores.astype(np.float64) if total is None else total + scores
     return lambdas, (total / len(members)).astype(np.float32)

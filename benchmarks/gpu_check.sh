@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The prepared GPU check, for a CUDA machine with torch installed: one call,
+# one report (at most about 8 minutes on one H200).
+#
+#   here:   bash benchmarks/gpu_wheels.sh         # the missing packages as wheels in .wheels/
+#   there:  bash benchmarks/gpu_check.sh          # with .wheels/ carried along; report in $OUT or results/gpu_check/
+#
+# 1. installs .wheels/*.whl (no index, no dependencies; the machine's torch stays);
+# 2. throughput of the CIFAR-2 preset's UNet in fp32 and bf16 (benchmarks/throughput.py);
+# 3. a SIGKILL-and-resume of a training of that UNet on the GPU (benchmarks/resume_check.py);
+# 4. the CIFAR-2 rehearsal (tests/test_cifar2_rehearsal.py's config) on the GPU through Snakemake;
+# 5. `snakemake plan` for configs/cifar2.yaml with the measured throughput.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUTDIR=${OUT:-results/gpu_check}
+mkdir -p "$OUTDIR"
+REPORT="$OUTDIR/gpu_check.txt"
+exec > >(tee "$REPORT") 2>&1
+PY=${PYTHON:-python3}
+step() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
+
+step "machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"
+if compgen -G ".wheels/*.whl" > /dev/null; then
+    step "installing $(ls .wheels/*.whl | wc -l) wheels"
+    "$PY" -m pip install --quiet --no-index --no-deps --target .gpu-site .wheels/*.whl
+    export PYTHONPATH="$PWD/.gpu-site:$PWD/workflow_scripts${PYTHONPATH:+:$PYTHONPATH}"
+    export PATH="$PWD/.gpu-site/bin:$PATH"
+fi
+export PYTHONPATH="$PWD/workflow_scripts${PYTHONPATH:+:$PYTHONPATH}"
+
+for precision in fp32 bf16; do
+    step "throughput, configs/cifar2.yaml, $precision"
+    timeout 150 "$PY" benchmarks/throughput.py --config configs/cifar2.yaml --precision "$precision" --examples 8 --repeats 3 \
+        | tee "$OUTDIR/throughput_$precision.txt"
+done
+RATE=$(awk '/^runtime.draws_per_second/ {print $2}' "$OUTDIR/throughput_fp32.txt")
+
+step "SIGKILL and resume of a training on the GPU"
+timeout 120 "$PY" benchmarks/resume_check.py --config configs/cifar2.yaml --steps 40 --batch 32 --every 10
+
+step "CIFAR-2 rehearsal on the GPU"
+REHEARSAL="$OUTDIR/rehearsal"
+rm -rf "$REHEARSAL"
+timeout 240 "$PY" - "$REHEARSAL" <<'PY'
+import sys, time
+from pathlib import Path
+sys.path.insert(0, "tests")
+from test_cifar2_rehearsal import rehearsal_config
+from workflow_api import run_workflow, with_changes
+workdir = Path(sys.argv[1]); workdir.mkdir(parents=True)
+config = with_changes(rehearsal_config(workdir), {"runtime": {"threads_per_job": 4, "device": "cuda"}})
+start = time.time()
+result = run_workflow(config, workdir, "all", "plan", "--cores", "8", "--resources", "gpu=4")
+print(f"exit {result.returncode} after {time.time() - start:.0f} s")
+print(result.stderr[-3000:])
+summary = workdir / "results" / "lds_summary.md"
+print(summary.read_text() if summary.exists() else "no summary")
+PY
+tar czf "$OUTDIR/rehearsal_logs.tar.gz" -C "$REHEARSAL" results/logs results/benchmarks results/plan.tsv 2>/dev/null || true
+
+step "snakemake plan, configs/cifar2.yaml, at $RATE draws/s"
+PLANDIR=$(mktemp -d)
+"$PY" - "$PLANDIR" "$RATE" <<'PY'
+import sys
+from pathlib import Path
+sys.path.insert(0, "tests")
+from cifar_archive import write_cifar10_archive
+from workflow_api import ROOT, load_yaml, run_workflow, with_changes
+workdir, rate = Path(sys.argv[1]), float(sys.argv[2] or 0) or None
+archive = write_cifar10_archive(workdir / "cifar-10-python.tar.gz", per_batch=10)
+config = with_changes(load_yaml(ROOT / "configs" / "cifar2.yaml"), {"dataset.path": str(archive), "results": "results", "runtime.device": "cuda", "runtime.draws_per_second": rate})
+result = run_workflow(config, workdir, "plan")
+print((workdir / "results" / "logs" / "plan.log").read_text() if result.returncode == 0 else result.stderr[-3000:])
+PY
+cp "$PLANDIR/results/plan.tsv" "$OUTDIR/plan_cifar2.tsv" 2>/dev/null || true
+step "done"

@@ -123,6 +123,8 @@ def main():
     parser.add_argument("--draws", type=int, default=64, help="draws per example for the gradients")
     parser.add_argument("--examples", type=int, default=4, help="examples per gradient measurement")
     parser.add_argument("--projection-dim", type=int, default=4096)
+    parser.add_argument("--projection-kinds", default="rademacher,sparse",
+                        help="comma-separated projector kinds (a dense projection at P = 38M takes many minutes on a CPU)")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
@@ -153,15 +155,19 @@ def main():
     except Exception as error:  # torch.func does not support every module
         rows.append(("per-example gradient (vmap)", f"unsupported: {type(error).__name__}: {str(error)[:80]}", float("nan"), ""))
     grads = torch.randn(8, params, device=device)
-    projector = RandomProjector(params, args.projection_dim, seed=0, device=device)
-    start = time.perf_counter()
-    projector.project(grads)
-    synchronize(device)
-    first = time.perf_counter() - start
-    rows.append(("projection", f"k = {args.projection_dim}, 8 gradients, blocks generated", 8 / first, "gradients/s"))
-    seconds = timed(lambda: projector.project(grads), device, 1)
-    rows.append(("projection", f"k = {args.projection_dim}, 8 gradients, cached blocks ({projector._cached_bytes / 2**30:.1f} GiB)", 8 / seconds, "gradients/s"))
+    for kind in args.projection_kinds.split(","):
+        projector = RandomProjector(params, args.projection_dim, seed=0, kind=kind, device=device)
+        start = time.perf_counter()
+        projector.project(grads)
+        synchronize(device)
+        first = time.perf_counter() - start
+        rows.append((f"projection ({kind})", f"k = {args.projection_dim}, 8 gradients, blocks generated", 8 / first, "gradients/s"))
+        seconds = timed(lambda: projector.project(grads), device, 1)
+        cached = projector._cached_bytes / 2**30
+        rows.append((f"projection ({kind})", f"k = {args.projection_dim}, 8 gradients, {cached:.1f} GiB of blocks cached", 8 / seconds, "gradients/s"))
 
+    if device.type == "cuda":
+        rows.append(("peak memory", "largest allocation of the run", torch.cuda.max_memory_allocated(device) / 2**30, "GiB"))
     width = max(len(r[0]) + len(r[1]) for r in rows) + 3
     for what, detail, rate, unit in rows:
         print(f"  {what} ({detail})".ljust(width + 4), f"{rate:12.2f} {unit}")

@@ -10,9 +10,9 @@ import torch
 
 from ldsbench.curvature import CurvatureSettings, fit_kronecker_eigenbasis
 from ldsbench.curvature_data import NoisedTrainingData, batch_size_of
-from ldsbench.footprint import _LiveBytes, footprint_of, gradient_sizes
+from ldsbench.footprint import _LiveBytes, footprint_of
 from ldsbench.influence import influence_scores
-from ldsbench.memory import GIB, PROCESS_BASE_BYTES, MemoryBudgetError, choose_influence_chunking, influence_bytes, query_store_bytes
+from ldsbench.memory import GIB, PROCESS_BASE_BYTES, MemoryBudgetError, choose_influence_chunking, influence_bytes, method_sizes, query_store_bytes
 from ldsbench.model import FlatNoisePredictor, attributed_modules
 from ldsbench.quantization import INT8_BLOCK, RowStore
 from ldsbench.scoring import query_gradients, training_gradient_batches
@@ -45,7 +45,7 @@ def test_rotated_scores_equal_the_dense_solve(setup):
 def test_query_chunks_and_small_batches_change_no_score(setup):
     unet, scheduler, train, queries, basis = setup
     whole = influence_scores(unet, scheduler, train, queries, basis, DAMPINGS, **DRAWS)
-    sizes = dict(train=len(train), values=len(DAMPINGS), storage="float64", **gradient_sizes(footprint_of(unet), 64))
+    sizes = dict(train=len(train), values=len(DAMPINGS), storage="float64", **method_sizes(footprint_of(unet), "influence", 2))
     # A budget that holds two queries' rotated gradients, not five.
     budget = influence_bytes(queries=len(queries), queries_per_chunk=2, batch_examples=4, **sizes)
     plan = choose_influence_chunking(budget, queries=len(queries), batch_examples=4, setting="runtime.memory_gb", **sizes)
@@ -89,7 +89,7 @@ def test_peak_follows_the_formula_not_dampings_times_queries_times_params(setup)
     """Every tensor the scorer allocates is tracked while alive: its peak stays
     within ``influence_bytes`` and below one [L, Q, P] float64 array."""
     unet, scheduler, train, queries, basis = setup
-    sizes = gradient_sizes(footprint_of(unet), 64)
+    sizes = method_sizes(footprint_of(unet), "influence", 2)
     mode = _LiveBytes()
     with mode:
         influence_scores(unet, scheduler, train, queries, basis, DAMPINGS, **DRAWS, batch_examples=2)
@@ -102,7 +102,8 @@ def test_peak_follows_the_formula_not_dampings_times_queries_times_params(setup)
 def test_paper_scale_plan_fits_an_80_gb_gpu():
     """The CIFAR-2 preset's sizes (P = 38.2M, Q = 1000, N = 5000, 5 dampings):
     int8 query storage holds every query at once, float32 needs chunks."""
-    sizes = dict(params=38_247_168, largest_module=1_179_648, modules=113, model_params=38_306_691, activation_bytes_per_draw=102_157_576, draws_per_pass=64)
+    sizes = dict(params=38_247_168, largest_module=1_179_648, modules=113, curvature_values=392_086_242 + 38_247_168, model_params=38_306_691,
+                 activation_bytes_per_draw=102_157_576, draws_per_pass=64)
     common = dict(queries=1000, batch_examples=32, setting="runtime.gpu_memory_gb", train=5000, values=5, **sizes)
     int8 = choose_influence_chunking(80 * GIB, storage="int8", **common)
     assert int8.chunks == 1 and int8.peak_bytes <= 80 * GIB

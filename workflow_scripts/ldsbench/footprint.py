@@ -126,18 +126,6 @@ def footprint_of(unet) -> ModelFootprint:
     return _footprint_of_config(json.dumps({key: unet.config[key] for key in UNET_KEYS if key in unet.config}, sort_keys=True, default=list))
 
 
-def gradient_sizes(footprint: ModelFootprint, draws_per_pass: int) -> dict:
-    """The sizes ``memory``'s gradient-method formulas take."""
-    return {
-        "params": footprint.attributed_weights,
-        "largest_module": footprint.largest_module,
-        "modules": footprint.modules,
-        "model_params": footprint.model_params,
-        "activation_bytes_per_draw": footprint.training_bytes_per_draw,
-        "draws_per_pass": draws_per_pass,
-    }
-
-
 def cached_model_footprint(unet_config: dict, cache_dir) -> ModelFootprint:
     """``model_footprint``, kept in ``cache_dir/footprint-{hash}.json`` so that
     every Snakemake invocation (each cluster job parses the workflow) does

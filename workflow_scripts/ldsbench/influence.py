@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from .curvature import KroneckerEigenbasis
-from .footprint import footprint_of, gradient_sizes
+from .footprint import footprint_of
 from .measurement import measurement_output_fn
-from .memory import choose_influence_chunking
+from .memory import choose_influence_chunking, method_sizes
 from .model import selected_module_names
 from .quantization import RowStore
 from .scoring import SCORE_SIGN, query_gradient_batches, training_gradient_batches
@@ -97,7 +97,7 @@ def influence_scores(
     if budget_bytes is None:
         chunk, batch = n_queries, batch_examples
     else:
-        sizes = gradient_sizes(footprint_of(unet), draws_per_pass)
+        sizes = method_sizes(footprint_of(unet), "influence", min(draws_per_pass, max(train_draws, query_draws)))
         plan = choose_influence_chunking(
             budget_bytes, queries=n_queries, batch_examples=min(batch_examples, n_train), setting=budget_setting,
             train=n_train, values=len(dampings), storage=storage, **sizes,

@@ -30,8 +30,10 @@ FLOAT64 = 8
 # Interpreter, torch, diffusers and CUDA/BLAS libraries of a job process,
 # measured as the resident size of a job that has loaded a tiny model.
 PROCESS_BASE_BYTES = int(0.6 * GIB)
-# Projection blocks kept in memory (``projection.RandomProjector``'s cache).
+# Projection blocks kept in memory (``projection.RandomProjector``'s cache),
+# and the nonzeros per parameter row of its sparse kind.
 PROJECTION_CACHE_BYTES = 512 * 1024**2
+SPARSE_NONZEROS = 4
 
 
 class MemoryBudgetError(ValueError):
@@ -51,6 +53,21 @@ class GradientChunking:
     peak_bytes: int
 
 
+def method_sizes(footprint, kind: str, draws_per_pass: int) -> dict:
+    """The sizes a method kind's formula takes, from a model footprint
+    (``footprint.ModelFootprint``): ``kind`` is ``"influence"``,
+    ``"tracin"`` or ``"projection"``; ``draws_per_pass`` the draws of one
+    backward pass (at most the method's draws per example)."""
+    sizes = dict(
+        params=footprint.attributed_weights, model_params=footprint.model_params,
+        activation_bytes_per_draw=footprint.training_bytes_per_draw, draws_per_pass=draws_per_pass,
+    )
+    if kind == "influence":
+        sizes.update(largest_module=footprint.largest_module, modules=footprint.modules,
+                     curvature_values=footprint.kronecker_factor_values + footprint.attributed_weights)
+    return sizes
+
+
 def query_store_bytes(queries: int, params: int, storage: str, modules: int = 1) -> int:
     """Bytes of ``queries`` query gradients of ``params`` weights kept in ``storage``."""
     scales = queries * (math.ceil(params / INT8_BLOCK) + modules) * FLOAT32 if storage == "int8" else 0
@@ -65,18 +82,21 @@ def gradient_pass_bytes(model_params: int, activation_bytes_per_draw: int, draws
 
 
 def influence_bytes(
-    *, params: int, largest_module: int, modules: int, model_params: int, activation_bytes_per_draw: int, draws_per_pass: int,
-    queries: int, train: int, values: int, storage: str, queries_per_chunk: int, batch_examples: int,
+    *, params: int, largest_module: int, modules: int, curvature_values: int, model_params: int, activation_bytes_per_draw: int,
+    draws_per_pass: int, queries: int, train: int, values: int, storage: str, queries_per_chunk: int, batch_examples: int,
 ) -> int:
-    """Peak bytes of influence scoring (``ldsbench.influence``): the rotated
-    query gradients of one chunk, one batch of training gradients with its
+    """Peak bytes of influence scoring (``ldsbench.influence``): the
+    eigenbasis (``curvature_values`` float64: both Kronecker eigenvector
+    matrices of every module and the P eigenvalues), the rotated query
+    gradients of one chunk, one batch of training gradients with its
     per-module rotation temporaries (float64), the dequantised query block
     of one module, the score matrix [L, Q, N] (float64) and one gradient pass."""
     store = query_store_bytes(queries_per_chunk, params, storage, modules)
     batch = batch_examples * params * FLOAT32 + 3 * batch_examples * largest_module * FLOAT64
     dequantised = queries_per_chunk * largest_module * (FLOAT64 if storage == "float64" else FLOAT32)
     scores = values * queries * train * FLOAT64
-    return store + batch + dequantised + scores + gradient_pass_bytes(model_params, activation_bytes_per_draw, draws_per_pass)
+    basis = curvature_values * FLOAT64
+    return basis + store + batch + dequantised + scores + gradient_pass_bytes(model_params, activation_bytes_per_draw, draws_per_pass)
 
 
 def choose_influence_chunking(budget_bytes: int, *, queries: int, batch_examples: int, setting: str, **sizes) -> GradientChunking:
@@ -139,6 +159,16 @@ def projected_feature_bytes(*, params: int, dim: int | None, model_params: int, 
     spectrum = 2 * min(k, train) ** 2 * FLOAT64 + k * min(k, train) * FLOAT64
     scores = values * queries * train * FLOAT64
     return batch + projection_cache_bytes + features + spectrum + scores + gradient_pass_bytes(model_params, activation_bytes_per_draw, draws_per_pass)
+
+
+def projection_cache_bytes(params: int, dim: int | None, kind: str) -> int:
+    """Bytes of projection blocks a ``RandomProjector`` keeps: the whole
+    matrix up to ``PROJECTION_CACHE_BYTES`` (a sparse one holds 4 int64
+    columns and float32 signs per parameter row, a dense one k floats)."""
+    if dim is None:
+        return 0
+    whole = params * SPARSE_NONZEROS * (8 + FLOAT32) if kind == "sparse" else params * dim * FLOAT32
+    return min(whole, PROJECTION_CACHE_BYTES)
 
 
 def choose_projection_batch(budget_bytes: int, *, batch_examples: int, setting: str, **sizes) -> int:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from .curvature_keys import curvature_fits
 from .memory import (
-    FLOAT32, FLOAT64, GIB, PROCESS_BASE_BYTES, PROJECTION_CACHE_BYTES, choose_influence_chunking, choose_projection_batch,
-    MemoryBudgetError, choose_tracin_chunking, influence_bytes, projected_feature_bytes, tracin_bytes,
+    FLOAT32, FLOAT64, GIB, PROCESS_BASE_BYTES, MemoryBudgetError, choose_influence_chunking, choose_projection_batch, choose_tracin_chunking,
+    influence_bytes, method_sizes, projected_feature_bytes, projection_cache_bytes, tracin_bytes,
 )
 
 FORWARD = 1 / 3  # a forward pass, in forward+backward passes
@@ -65,13 +65,6 @@ def cached_footprint(unet_config: dict, cache_dir):
     return cached_model_footprint(unet_config, cache_dir)
 
 
-def _sizes(footprint, draws_per_pass: int) -> dict:
-    return dict(
-        params=footprint.attributed_weights, largest_module=footprint.largest_module, modules=footprint.modules,
-        model_params=footprint.model_params, activation_bytes_per_draw=footprint.training_bytes_per_draw, draws_per_pass=draws_per_pass,
-    )
-
-
 def _training(config: dict, footprint, rule: str, jobs: int, steps: int) -> JobEstimate:
     batch = config["training"]["batch_size"]
     peak = PROCESS_BASE_BYTES + TRAINING_COPIES * footprint.model_params * FLOAT32 + batch * footprint.training_bytes_per_draw
@@ -110,10 +103,13 @@ def scoring_estimate(method: dict, config: dict, footprint, budget_bytes: int, b
 def _scoring_estimate(method: dict, config: dict, footprint, budget_bytes: int, budget_setting: str, smallest: bool = False) -> JobEstimate:
     runtime = config["runtime"]
     n_train, n_queries = config["dataset"]["n_train"], config["queries"]["generated"] + config["queries"]["heldout"]
-    sizes = _sizes(footprint, runtime["gradient_draws_per_pass"])
     kind = method["type"]
+    # A backward pass holds at most the method's draws per example.
+    draws = max(method.get("train_draws", 1), method.get("query_draws", 1), method.get("draws_per_step", 1) * method.get("steps", 1))
+    per_pass = min(runtime["gradient_draws_per_pass"], draws)
     values = 1 + len(method.get("damping_grid", method.get("lambda_grid", [])))
     if kind == "influence":
+        sizes = method_sizes(footprint, "influence", per_pass)
         plan = choose_influence_chunking(budget_bytes, queries=n_queries, batch_examples=1 if smallest else min(32, n_train), setting=budget_setting, train=n_train,
                                          values=values, storage=method["query_storage"], **sizes)
         if smallest:
@@ -122,9 +118,9 @@ def _scoring_estimate(method: dict, config: dict, footprint, budget_bytes: int, 
         passes = plan.chunks * n_train * method["train_draws"] + n_queries * method["query_draws"]
         return JobEstimate("score_method", 1, plan.peak_bytes, passes, budget_setting)
     if kind in ("trak", "journey_trak", "das"):
-        projection = dict(sizes)
-        del projection["largest_module"], projection["modules"]
-        common = dict(dim=method["projection_dim"], queries=n_queries, train=n_train, values=values, projection_cache_bytes=PROJECTION_CACHE_BYTES, **projection)
+        sizes = method_sizes(footprint, "projection", per_pass)
+        cache = projection_cache_bytes(sizes["params"], method["projection_dim"], method.get("projection", "rademacher"))
+        common = dict(dim=method["projection_dim"], queries=n_queries, train=n_train, values=values, projection_cache_bytes=cache, **sizes)
         largest = min(n_train, TRAK_BATCH if kind != "das" else 64)
         batch = 1 if smallest else choose_projection_batch(budget_bytes, batch_examples=largest, setting=budget_setting, **common)
         members = method.get("models", 1)
@@ -135,8 +131,7 @@ def _scoring_estimate(method: dict, config: dict, footprint, budget_bytes: int, 
         passes = members * (n_train * method["train_draws"] + query_passes) * (2 if kind == "das" else 1)
         return JobEstimate("score_method", 1, projected_feature_bytes(batch_examples=batch, **common), passes, budget_setting)
     if kind == "tracin":
-        tracin = dict(sizes)
-        del tracin["largest_module"], tracin["modules"]
+        tracin = method_sizes(footprint, "tracin", per_pass)
         plan = choose_tracin_chunking(budget_bytes, queries=n_queries, setting=budget_setting, train=n_train, **tracin)
         if smallest:
             plan = replace(plan, chunks=n_queries, peak_bytes=tracin_bytes(queries=n_queries, queries_per_chunk=1, train=n_train, **tracin))

@@ -40,12 +40,11 @@ import operator
 
 import torch
 
-from .memory import PROJECTION_CACHE_BYTES
+from .memory import PROJECTION_CACHE_BYTES, SPARSE_NONZEROS
 
 __all__ = ["RandomProjector", "PROJECTION_KINDS", "block_seed"]
 
 PROJECTION_KINDS = ("rademacher", "gaussian", "sparse")
-SPARSE_NONZEROS = 4
 
 DEFAULT_CACHE_BYTES = PROJECTION_CACHE_BYTES
 _FLOAT32_BYTES = 4

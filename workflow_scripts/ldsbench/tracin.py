@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from .diffusion import per_draw_output
-from .footprint import footprint_of, gradient_sizes
+from .footprint import footprint_of
 from .measurement import measurement_output_fn
-from .memory import choose_tracin_chunking
+from .memory import choose_tracin_chunking, method_sizes
 from .model import attributed_parameters
 from .noise import stream_seed
 from .scoring import SCORE_SIGN, query_gradients
@@ -145,8 +145,7 @@ def score_tracin(job) -> tuple[list[float], np.ndarray]:
     checkpoints = {step: torch.load(trajectory / f"step_{step}.pt", map_location=job.device) for step in steps}
     chunk = None
     if job.budget_bytes is not None:
-        sizes = gradient_sizes(footprint_of(job.unet), job.draws_per_pass)
-        del sizes["largest_module"], sizes["modules"]
+        sizes = method_sizes(footprint_of(job.unet), "tracin", min(job.draws_per_pass, method["query_draws"]))
         chunk = choose_tracin_chunking(job.budget_bytes, queries=len(job.queries), setting=job.budget_setting, train=len(job.train), **sizes).queries_per_chunk
     scores = tracin_scores(
         job.unet, job.scheduler, checkpoints, job.train, job.queries, TrainingSettings.from_config(job.training),

@@ -9,7 +9,6 @@ weights are bitwise identical.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -52,6 +51,9 @@ class TrainingSettings:
         such as ``subset_steps``, are ignored), with ``overrides`` applied."""
         names = {f.name for f in fields(cls)}
         return cls(**{**{k: v for k, v in training.items() if k in names}, **overrides})
+
+
+SYNC_EVERY = 50  # steps between reads of the loss on a GPU
 
 
 def batch_indices(n_examples: int, batch_size: int, step: int, seed: int) -> np.ndarray:
@@ -196,15 +198,23 @@ def train_diffusion_model(
     snapshots = set(snapshot_steps(settings))
     num_timesteps = noise_scheduler.config.num_train_timesteps
     unet.train()
+    sync_every = 1 if torch.device(device).type == "cpu" else SYNC_EVERY
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
     for step in range(start, settings.steps):
         _, x0, timesteps, noise = step_draws(images, settings, num_timesteps, step)
         x0, timesteps, noise = x0.to(device), timesteps.to(device), noise.to(device)
         torch.manual_seed(stream_seed(settings.seed, "dropout", step))
 
         prediction = unet(noised(noise_scheduler, x0, noise, timesteps), timesteps).sample
-        loss = torch.nn.functional.mse_loss(prediction, noise)
-        if not math.isfinite(loss.item()):
-            raise TrainingDivergedError(f"training loss is {loss.item()} at step {step}")
+        loss = torch.nn.functional.mse_loss(prediction.float(), noise)
+        # Reading the loss waits for the device: on a GPU only every
+        # SYNC_EVERY steps (and before a checkpoint); on a CPU it is free.
+        done = step + 1
+        synced = sync_every == 1 or done % sync_every == 0 or done % settings.checkpoint_every == 0 or done == settings.steps
+        nonfinite = nonfinite | ~torch.isfinite(loss.detach())
+        if synced and nonfinite.item():
+            where = f"at step {step}" if sync_every == 1 else f"between steps {max(start, done - sync_every)} and {step}"
+            raise TrainingDivergedError(f"training loss is {loss.item()} {where}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), settings.grad_clip)
@@ -212,8 +222,7 @@ def train_diffusion_model(
         lr_scheduler.step()
         ema.step(unet.parameters())
 
-        done = step + 1
-        if progress is not None:
+        if progress is not None and synced:
             progress(done, loss.item())
         if snapshot is not None and done in snapshots:
             snapshot(done, unet)

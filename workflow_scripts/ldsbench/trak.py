@@ -262,14 +262,14 @@ def projection_batch(unet, job, *, projection_dim, n_queries: int, n_train: int,
     (``memory.choose_projection_batch``)."""
     if job.budget_bytes is None:
         return batch_examples
-    from .footprint import footprint_of, gradient_sizes
-    from .memory import PROJECTION_CACHE_BYTES, choose_projection_batch
+    from .footprint import footprint_of
+    from .memory import choose_projection_batch, method_sizes, projection_cache_bytes
 
-    sizes = gradient_sizes(footprint_of(unet), job.draws_per_pass)
-    del sizes["largest_module"], sizes["modules"]
+    draws = max(job.method.get("train_draws", 1), job.method.get("query_draws", 1))
+    sizes = method_sizes(footprint_of(unet), "projection", min(job.draws_per_pass, draws))
     return choose_projection_batch(
         job.budget_bytes, batch_examples=min(batch_examples, n_train), setting=job.budget_setting, dim=projection_dim, queries=n_queries, train=n_train,
-        values=values, projection_cache_bytes=PROJECTION_CACHE_BYTES, **sizes,
+        values=values, projection_cache_bytes=projection_cache_bytes(sizes["params"], projection_dim, job.method.get("projection", "rademacher")), **sizes,
     )
 
 

@@ -302,3 +302,11 @@ def test_one_ekfac_fit_gives_kfac_too(tmp_path):
     with pytest.raises(ValueError, match="not 'ekfac'"):
         save_eigenbases(tmp_path / "kfac.pt", {"kfac": alone})
         KroneckerEigenbasis.load(tmp_path / "kfac.pt", "ekfac")
+
+
+def test_basis_moves_to_a_device_whole():
+    model, data = small_net_and_data()
+    basis = fit_kronecker_eigenbasis(model, NAMES, data, CurvatureSettings(kind="kfac", fisher_type="type-2"))
+    moved = basis.to("cpu")
+    grads = torch.randn(2, basis.num_params(), dtype=torch.float64)
+    assert torch.equal(moved.solve(grads, 0.1), basis.solve(grads, 0.1)) and moved.settings == basis.settings

@@ -152,6 +152,11 @@ class KroneckerEigenbasis:
         total = sum(self.eigenvalues[n].sum().item() for n in self.module_names)
         return total / self.num_params()
 
+    def to(self, device) -> "KroneckerEigenbasis":
+        """The same basis with its tensors on ``device`` (moved once, not per use)."""
+        q_out, q_in, eigenvalues = ({n: t.to(device) for n, t in part.items()} for part in (self.q_out, self.q_in, self.eigenvalues))
+        return KroneckerEigenbasis(self.module_names, q_out, q_in, eigenvalues, self.settings)
+
     def module_slices(self) -> list[tuple[str, slice]]:
         """(module name, its columns in a flat ``[B, P]`` gradient), in order."""
         slices, offset = [], 0

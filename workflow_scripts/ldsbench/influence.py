@@ -122,6 +122,8 @@ def score_influence(job) -> tuple[list[float], np.ndarray]:
     method = job.method
     dampings = list(dict.fromkeys([method["damping"], *method["damping_grid"]]))
     basis = KroneckerEigenbasis.load(job.inputs["curvature"], method["curvature"]["kind"])
+    if job.device is not None:
+        basis = basis.to(job.device)  # once, not per batch
     scores = influence_scores(
         job.unet, job.scheduler, job.train, job.queries, basis, dampings,
         measurement=job.measurement, train_draws=method["train_draws"], query_draws=method["query_draws"], seed=method["seed"],

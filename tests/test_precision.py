@@ -47,3 +47,16 @@ def test_projection_stays_float32_under_bf16():
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="fp16"):
         network_precision("fp16", "cpu")
+
+
+def test_sampling_and_measurement_run_under_bf16():
+    """Every network output is brought back to float32 (``full_precision``),
+    so writes into float32 buffers (the sampler's) work under autocast."""
+    from ldsbench.precision import full_precision
+    from ldsbench.sampling import ddpm_sample
+
+    unet, scheduler, train, _ = tiny_model_and_images(2)
+    with network_precision("bf16", "cpu"):
+        samples = ddpm_sample(unet, scheduler, 3, 4, seed=0, batch_size=2)
+    assert samples.dtype == torch.float32 and torch.isfinite(samples).all()
+    assert full_precision(torch.ones(1, dtype=torch.float64)).dtype == torch.float64

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .precision import full_precision
+
 
 def noised(scheduler, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     """x_t for x0 [B,C,H,W], noise [B,C,H,W], timesteps [B] -> [B,C,H,W]."""
@@ -56,18 +58,18 @@ def ddpm_coefficients(scheduler) -> dict[str, torch.Tensor]:
 
 def simplified_loss(unet, scheduler, x0, noise, timesteps) -> torch.Tensor:
     """Mean over pixels of (eps - eps_theta(x_t, t))^2: [B]."""
-    prediction = unet(noised(scheduler, x0, noise, timesteps), timesteps).sample
+    prediction = full_precision(unet(noised(scheduler, x0, noise, timesteps), timesteps).sample)
     return (prediction - noise).pow(2).flatten(start_dim=1).mean(dim=1)
 
 
 def squared_norm(unet, scheduler, x0, noise, timesteps) -> torch.Tensor:
     """Mean over pixels of eps_theta(x_t, t)^2, D-TRAK's output function: [B]."""
-    prediction = unet(noised(scheduler, x0, noise, timesteps), timesteps).sample
+    prediction = full_precision(unet(noised(scheduler, x0, noise, timesteps), timesteps).sample)
     return prediction.pow(2).flatten(start_dim=1).mean(dim=1)
 
 
 def _prediction(unet, scheduler, x0, noise, timesteps) -> torch.Tensor:
-    return unet(noised(scheduler, x0, noise, timesteps), timesteps).sample.flatten(start_dim=1)
+    return full_precision(unet(noised(scheduler, x0, noise, timesteps), timesteps).sample).flatten(start_dim=1)
 
 
 # D-TRAK's ablations of its output function (Zheng et al. 2024, table 1):
@@ -148,7 +150,7 @@ class SimplifiedElbo:
         return weights / weights.sum()
 
     def __call__(self, unet, scheduler, x0, noise, timesteps) -> torch.Tensor:
-        prediction = unet(noised(scheduler, x0, noise, timesteps), timesteps).sample
+        prediction = full_precision(unet(noised(scheduler, x0, noise, timesteps), timesteps).sample)
         total_weight = simplified_elbo_weights(scheduler).sum().item()
         return total_weight * (prediction - noise).pow(2).flatten(start_dim=1).sum(dim=1)
 

@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
+from .precision import full_precision
+
 
 class NonFiniteODEError(RuntimeError):
     """The noise predictor returned NaN or infinite values during the solve."""
@@ -82,7 +84,7 @@ def unet_noise_predictor(unet, schedule: VPSchedule):
 
     def eps_fn(x: torch.Tensor, t: float) -> torch.Tensor:
         labels = torch.full((len(x),), schedule.label(t), dtype=x.dtype, device=x.device)
-        return unet(x, labels).sample
+        return full_precision(unet(x, labels).sample)
 
     return eps_fn
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
+from .precision import full_precision
+
 UNET_KEYS = (
     "sample_size",
     "in_channels",
@@ -93,4 +95,4 @@ class FlatNoisePredictor(torch.nn.Module):
         self.unet = unet
 
     def forward(self, inputs: dict) -> torch.Tensor:
-        return self.unet(inputs["sample"], inputs["timestep"]).sample.flatten(start_dim=1)
+        return full_precision(self.unet(inputs["sample"], inputs["timestep"]).sample).flatten(start_dim=1)

@@ -23,3 +23,9 @@ def network_precision(precision: str, device) -> contextlib.AbstractContextManag
     if precision == "bf16":
         return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def full_precision(output: torch.Tensor) -> torch.Tensor:
+    """A network output in float32 if autocast left it in bfloat16 or float16,
+    otherwise unchanged (float32 stays the same tensor, float64 stays float64)."""
+    return output.float() if output.dtype in (torch.bfloat16, torch.float16) else output

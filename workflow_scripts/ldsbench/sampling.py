@@ -6,6 +6,8 @@ import copy
 
 import torch
 
+from .precision import full_precision
+
 
 def _prepare(unet, scheduler, num_inference_steps: int):
     """(scheduler set to the inference steps, sample shape (C, H, W), device)."""
@@ -25,10 +27,10 @@ def _sample_batch(unet, scheduler, count: int, shape: tuple, device, generator, 
     sample = torch.randn((count, *shape), generator=generator).to(device)
     for t in scheduler.timesteps:
         if rows is None:
-            eps = unet(sample, t).sample
+            eps = full_precision(unet(sample, t).sample)
         else:
             eps = torch.zeros_like(sample)
-            eps[rows] = unet(sample[rows], t).sample
+            eps[rows] = full_precision(unet(sample[rows], t).sample)
         output = scheduler.step(eps, t, sample, generator=generator)
         if record is not None:
             record(int(t), output)

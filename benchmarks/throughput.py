@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow_scripts")
 from ldsbench.diffusion import noised, per_draw_output  # noqa: E402
 from ldsbench.gradients import example_gradient  # noqa: E402
 from ldsbench.model import attributed_modules, attributed_parameters, build_scheduler, build_unet  # noqa: E402
-from ldsbench.precision import PRECISIONS, network_precision  # noqa: E402
+from ldsbench.precision import PRECISIONS, network_forward, network_precision  # noqa: E402
 from ldsbench.projection import RandomProjector  # noqa: E402
 
 
@@ -56,7 +56,7 @@ def training_step(unet, scheduler, batch, device, precision):
 
     def step():
         with network_precision(precision, device):
-            loss = torch.nn.functional.mse_loss(unet(noised(scheduler, x0, noise, t), t).sample.float(), noise)
+            loss = torch.nn.functional.mse_loss(network_forward(unet, noised(scheduler, x0, noise, t), t), noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -102,7 +102,8 @@ def vmapped_gradients(unet, scheduler, examples, draws, device, precision):
 
     def example_loss(params, image, eps, steps):
         x = noised(scheduler, image.expand(draws, *shape), eps, steps)
-        prediction = functional_call(unet, {**params, **others}, (x, steps)).sample
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            prediction = functional_call(unet, {**params, **others}, (x, steps)).sample.float()
         return ((prediction - eps) ** 2).mean()
 
     per_example = vmap(grad(example_loss), in_dims=(None, 0, 0, 0), randomness="same")

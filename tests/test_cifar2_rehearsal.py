@@ -43,8 +43,11 @@ def rehearsal_config(tmp_path) -> dict:
     return config
 
 
-def _peaks(results, rule_folder):
-    return [pd.read_csv(path, sep="\t")["max_rss"].iloc[0] / 1024 for path in sorted((results / "benchmarks" / rule_folder).rglob("*.tsv"))]
+def _peaks(results, pattern):
+    """max_rss (GiB) of the benchmark files matching ``pattern`` under benchmarks/."""
+    paths = sorted((results / "benchmarks").glob(pattern))
+    assert paths, pattern
+    return [pd.read_csv(path, sep="\t")["max_rss"].iloc[0] / 1024 for path in paths]
 
 
 @pytest.mark.slow
@@ -60,13 +63,13 @@ def test_cifar2_preset_with_reduced_counts_runs_end_to_end(tmp_path):
     # The plan's estimates against the measured peak resident size (GiB).
     plan = pd.read_csv(results / "plan.tsv", sep="\t").set_index("rule")["peak_memory_gb"]
     checks = {
-        "train_subset_model": _peaks(results, "train/subset_*"),
-        "measure_model": _peaks(results, "measure/*"),
-        "score_method[ekfac_influence]": _peaks(results, "scores/ekfac_influence"),
-        "score_method[trak]": _peaks(results, "scores/trak"),
+        "train_subset_model": _peaks(results, "train/subset_*.tsv"),
+        "measure_model": _peaks(results, "measure/*/*.tsv"),
+        "score_method[ekfac_influence]": _peaks(results, "scores/ekfac_influence/*.tsv"),
+        "score_method[trak]": _peaks(results, "scores/trak/*.tsv"),
     }
     curvature = [rule for rule in plan.index if rule.startswith("fit_curvature[")]
-    measured_curvature = _peaks(results, "curvature")
+    measured_curvature = _peaks(results, "curvature/*.tsv")
     assert len(curvature) == len(measured_curvature) == 1, "K-FAC and EK-FAC share one fit"
     for rule, measured in zip(sorted(curvature), measured_curvature):
         checks[rule] = [measured]

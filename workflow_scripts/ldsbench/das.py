@@ -146,7 +146,7 @@ from .gradients import iter_example_gradients
 from .measurement import measurement_output_fn
 from .model import attributed_modules
 from .noise import content_key, noise_draws, stream_seed
-from .precision import full_precision
+from .precision import network_forward
 from .projection import RandomProjector
 from .scoring import SCORE_SIGN
 from .trak import GramSpectrum, accumulate_gram, trak_kernel_scores
@@ -178,7 +178,7 @@ class MeanOutput:
         return ("das_mean_output",)
 
     def __call__(self, unet, scheduler, x0, noise, timesteps) -> torch.Tensor:
-        prediction = full_precision(unet(noised(scheduler, x0, noise, timesteps), timesteps).sample)
+        prediction = network_forward(unet, noised(scheduler, x0, noise, timesteps), timesteps)
         return prediction.flatten(start_dim=1).mean(dim=1)
 
 
@@ -303,7 +303,7 @@ def rms_residuals(unet, scheduler, images: torch.Tensor, n_draws: int, stream: i
                 timesteps, noise = noise_draws(stream, key, start, count, shape, num_timesteps)
                 noise, timesteps = noise.to(image.device, image.dtype), timesteps.to(image.device)
                 x0 = image.unsqueeze(0).expand(count, *shape)
-                prediction = full_precision(unet(noised(scheduler, x0, noise, timesteps), timesteps).sample)
+                prediction = network_forward(unet, noised(scheduler, x0, noise, timesteps), timesteps)
                 total += (prediction - noise).pow(2).flatten(start_dim=1).mean(dim=1).sqrt().double().sum().item()
             out[row] = total / n_draws
     return out

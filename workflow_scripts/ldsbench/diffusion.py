@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .precision import full_precision
+from .precision import network_forward
 
 
 def noised(scheduler, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
@@ -58,18 +58,18 @@ def ddpm_coefficients(scheduler) -> dict[str, torch.Tensor]:
 
 def simplified_loss(unet, scheduler, x0, noise, timesteps) -> torch.Tensor:
     """Mean over pixels of (eps - eps_theta(x_t, t))^2: [B]."""
-    prediction = full_precision(unet(noised(scheduler, x0, noise, timesteps), timesteps).sample)
+    prediction = network_forward(unet, noised(scheduler, x0, noise, timesteps), timesteps)
     return (prediction - noise).pow(2).flatten(start_dim=1).mean(dim=1)
 
 
 def squared_norm(unet, scheduler, x0, noise, timesteps) -> torch.Tensor:
     """Mean over pixels of eps_theta(x_t, t)^2, D-TRAK's output function: [B]."""
-    prediction = full_precision(unet(noised(scheduler, x0, noise, timesteps), timesteps).sample)
+    prediction = network_forward(unet, noised(scheduler, x0, noise, timesteps), timesteps)
     return prediction.pow(2).flatten(start_dim=1).mean(dim=1)
 
 
 def _prediction(unet, scheduler, x0, noise, timesteps) -> torch.Tensor:
-    return full_precision(unet(noised(scheduler, x0, noise, timesteps), timesteps).sample).flatten(start_dim=1)
+    return network_forward(unet, noised(scheduler, x0, noise, timesteps), timesteps).flatten(start_dim=1)
 
 
 # D-TRAK's ablations of its output function (Zheng et al. 2024, table 1):
@@ -150,7 +150,7 @@ class SimplifiedElbo:
         return weights / weights.sum()
 
     def __call__(self, unet, scheduler, x0, noise, timesteps) -> torch.Tensor:
-        prediction = full_precision(unet(noised(scheduler, x0, noise, timesteps), timesteps).sample)
+        prediction = network_forward(unet, noised(scheduler, x0, noise, timesteps), timesteps)
         total_weight = simplified_elbo_weights(scheduler).sum().item()
         return total_weight * (prediction - noise).pow(2).flatten(start_dim=1).sum(dim=1)
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from .diffusion import ddpm_coefficients, noised
-from .precision import full_precision
+from .precision import network_forward
 
 
 def check_scheduler(scheduler) -> None:
@@ -200,7 +200,7 @@ class ElboDraw:
         zeros = torch.zeros_like(timesteps)
         kl_steps = timesteps.clamp(min=1)
         inputs = torch.cat([noised(scheduler, x0, noise, zeros), noised(scheduler, x0, noise, kl_steps)])
-        eps = full_precision(unet(inputs, torch.cat([zeros, kl_steps])).sample)
+        eps = network_forward(unet, inputs, torch.cat([zeros, kl_steps]))
         half = len(x0)
         decoder = decoder_nll(scheduler, x0, inputs[:half], eps[:half], self.levels)
         kl = kl_terms(scheduler, x0, inputs[half:], eps[half:], kl_steps)

@@ -36,7 +36,7 @@ import torch
 from .diffusion import noised, per_draw_output
 from .model import attributed_parameters
 from .noise import content_key, noise_draws, stream_seed
-from .precision import full_precision
+from .precision import network_forward
 from .sampling import ddpm_predicted_x0
 from .scoring import SCORE_SIGN
 from .trak import projected_training_features, projection_batch, trak_kernel_scores
@@ -68,7 +68,7 @@ def forward_predicted_x0(unet, scheduler, images: torch.Tensor, timesteps: list[
         t = torch.tensor(timesteps, device=image.device)
         x_t = noised(scheduler, image.expand(len(timesteps), *shape), eps, t)
         a = abar[t].to(image.dtype).view(-1, *[1] * len(shape))
-        x0_hat = (x_t - (1 - a).sqrt() * full_precision(unet(x_t, t).sample)) / a.sqrt()
+        x0_hat = (x_t - (1 - a).sqrt() * network_forward(unet, x_t, t)) / a.sqrt()
         out.append(x0_hat.clamp(-1, 1) if scheduler.config.clip_sample else x0_hat)
     return torch.stack(out)
 

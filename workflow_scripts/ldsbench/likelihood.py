@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
-from .precision import full_precision
+from .precision import network_forward
 
 
 class NonFiniteODEError(RuntimeError):
@@ -84,7 +84,7 @@ def unet_noise_predictor(unet, schedule: VPSchedule):
 
     def eps_fn(x: torch.Tensor, t: float) -> torch.Tensor:
         labels = torch.full((len(x),), schedule.label(t), dtype=x.dtype, device=x.device)
-        return full_precision(unet(x, labels).sample)
+        return network_forward(unet, x, labels)
 
     return eps_fn
 

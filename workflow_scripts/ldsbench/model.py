@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
-from .precision import full_precision
+from .precision import network_forward
 
 UNET_KEYS = (
     "sample_size",
@@ -95,4 +95,4 @@ class FlatNoisePredictor(torch.nn.Module):
         self.unet = unet
 
     def forward(self, inputs: dict) -> torch.Tensor:
-        return full_precision(self.unet(inputs["sample"], inputs["timestep"]).sample).flatten(start_dim=1)
+        return network_forward(self.unet, inputs["sample"], inputs["timestep"]).flatten(start_dim=1)

@@ -6,7 +6,7 @@ import copy
 
 import torch
 
-from .precision import full_precision
+from .precision import network_forward
 
 
 def _prepare(unet, scheduler, num_inference_steps: int):
@@ -27,10 +27,10 @@ def _sample_batch(unet, scheduler, count: int, shape: tuple, device, generator, 
     sample = torch.randn((count, *shape), generator=generator).to(device)
     for t in scheduler.timesteps:
         if rows is None:
-            eps = full_precision(unet(sample, t).sample)
+            eps = network_forward(unet, sample, t)
         else:
             eps = torch.zeros_like(sample)
-            eps[rows] = full_precision(unet(sample[rows], t).sample)
+            eps[rows] = network_forward(unet, sample[rows], t)
         output = scheduler.step(eps, t, sample, generator=generator)
         if record is not None:
             record(int(t), output)

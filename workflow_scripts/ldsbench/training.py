@@ -21,7 +21,7 @@ from .diffusion import noised
 from .io import array_sha256, atomic_path, config_hash, state_digest
 from .model import build_unet
 from .noise import stream_seed
-from .precision import full_precision
+from .precision import network_forward
 
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ def train_diffusion_model(
         x0, timesteps, noise = x0.to(device), timesteps.to(device), noise.to(device)
         torch.manual_seed(stream_seed(settings.seed, "dropout", step))
 
-        prediction = full_precision(unet(noised(noise_scheduler, x0, noise, timesteps), timesteps).sample)
+        prediction = network_forward(unet, noised(noise_scheduler, x0, noise, timesteps), timesteps)
         loss = torch.nn.functional.mse_loss(prediction.float(), noise)
         # Reading the loss waits for the device: on a GPU only every
         # SYNC_EVERY steps (and before a checkpoint); on a CPU it is free.

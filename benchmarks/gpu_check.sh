@@ -47,8 +47,12 @@ timeout 240 "$PY" - "$REHEARSAL" <<'PY'
 import sys, time
 from pathlib import Path
 sys.path.insert(0, "tests")
+import shutil
+import workflow_api
 from test_cifar2_rehearsal import rehearsal_config
 from workflow_api import run_workflow, with_changes
+if not workflow_api.SNAKEMAKE.exists():  # installed with --target: on PATH, not beside python
+    workflow_api.SNAKEMAKE = Path(shutil.which("snakemake"))
 workdir = Path(sys.argv[1]); workdir.mkdir(parents=True)
 config = with_changes(rehearsal_config(workdir), {"runtime": {"threads_per_job": 4, "device": "cuda"}})
 start = time.time()
@@ -66,8 +70,12 @@ PLANDIR=$(mktemp -d)
 import sys
 from pathlib import Path
 sys.path.insert(0, "tests")
+import shutil
+import workflow_api
 from cifar_archive import write_cifar10_archive
 from workflow_api import ROOT, load_yaml, run_workflow, with_changes
+if not workflow_api.SNAKEMAKE.exists():
+    workflow_api.SNAKEMAKE = Path(shutil.which("snakemake"))
 workdir, rate = Path(sys.argv[1]), float(sys.argv[2] or 0) or None
 archive = write_cifar10_archive(workdir / "cifar-10-python.tar.gz", per_batch=10)
 config = with_changes(load_yaml(ROOT / "configs" / "cifar2.yaml"), {"dataset.path": str(archive), "results": "results", "runtime.device": "cuda", "runtime.draws_per_second": rate})

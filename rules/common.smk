@@ -158,7 +158,10 @@ def refuse_unconfirmed_retraining(dag):
         return
     changes = {}
     for job in dag.needrun_jobs():
-        if job.rule.name in TRAINING_RULES:
+        # Forced jobs were asked for: --forcerun, or a killed training that
+        # --rerun-incomplete reruns (Snakemake never recorded it as finished,
+        # even if the kill came after its model folder was renamed into place).
+        if job.rule.name in TRAINING_RULES and not dag.reason(job).forced:
             changed = existing_model_changes(job.output[0], job.params.model, job.params.training)
             if changed is not None:
                 changes[job.output[0]] = changed

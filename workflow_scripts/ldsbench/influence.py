@@ -62,8 +62,6 @@ class RotatedQueryGradients:
         and flat training gradients ``train_grads`` [B, P]."""
         n_queries = next(iter(self.stores.values())).values.shape[0]
         out = torch.zeros(len(dampings), n_queries, len(train_grads), dtype=torch.float64, device=train_grads.device)
-        # The products stay in the store's compute precision under any
-        # network precision (runtime.precision).
         for name, columns in self.columns.items():
             store = self.stores[name]
             queries = store.read()
@@ -71,8 +69,7 @@ class RotatedQueryGradients:
             shifted = self.basis.eigenvalues[name].to(rotated.device).reshape(-1) + self.reference
             for index, damping in enumerate(dampings):
                 weighted = rotated * (shifted * self.basis.inverse_eigenvalues(name, damping, rotated.device))
-                with torch.autocast(rotated.device.type, enabled=False):
-                    out[index] += (queries @ weighted.to(store.compute_dtype).T).to(torch.float64)
+                out[index] += (queries @ weighted.to(store.compute_dtype).T).to(torch.float64)
         return out
 
 

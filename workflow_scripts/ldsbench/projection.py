@@ -158,8 +158,7 @@ class RandomProjector:
                 for t in range(columns.shape[1]):
                     out.index_add_(1, columns[:, t], piece * signs[:, t])
                 continue
-            with torch.autocast(device.type, enabled=False):  # float32 whatever the network precision
-                out.addmm_(piece, block)
+            out.addmm_(piece, block)
         return out
 
     def matrix_block(self, chunk: int, device: torch.device | str | None = None) -> torch.Tensor:

@@ -4,11 +4,10 @@
 # figures; beside them, retraining without each method's top influences.
 import os
 
-
 # Snakemake (9.27) does not pass --replace-workflow-config on to cluster
 # jobs; this variable, which the jobs inherit, does.
 if workflow.config_settings.replace_workflow_config:
-    os.environ["LDSBENCH_REPLACE_WORKFLOW_CONFIG"] = "1"
+    os.environ.update(LDSBENCH_REPLACE_WORKFLOW_CONFIG="1")
 if os.environ.get("LDSBENCH_REPLACE_WORKFLOW_CONFIG") != "1":
 
     # Anchored to this folder so that --directory elsewhere still finds it.
@@ -44,10 +43,10 @@ report: "report/workflow.rst"
 
 
 rule all:
+    default_target: True
     input:
         summary_outputs(),
         removal_outputs(),
-    default_target: True
 
 
 rule rescore:

@@ -58,8 +58,21 @@ def main():
         return
 
     work = Path(tempfile.mkdtemp(prefix="resume-check-"))
-    child = [sys.executable, __file__, "--config", args.config, "--steps", str(args.steps), "--batch", str(args.batch),
-             "--every", str(args.every), "--device", args.device, "--child"]
+    child = [
+        sys.executable,
+        __file__,
+        "--config",
+        args.config,
+        "--steps",
+        str(args.steps),
+        "--batch",
+        str(args.batch),
+        "--every",
+        str(args.every),
+        "--device",
+        args.device,
+        "--child",
+    ]
     start = time.time()
     subprocess.run([*child, str(work / "straight"), str(work / "straight.pt")], check=True)
     print(f"uninterrupted: {args.steps} steps in {time.time() - start:.0f} s")

@@ -124,8 +124,9 @@ def main():
     parser.add_argument("--draws", type=int, default=64, help="draws per example for the gradients")
     parser.add_argument("--examples", type=int, default=4, help="examples per gradient measurement")
     parser.add_argument("--projection-dim", type=int, default=4096)
-    parser.add_argument("--projection-kinds", default="rademacher,sparse",
-                        help="comma-separated projector kinds (a dense projection at P = 38M takes many minutes on a CPU)")
+    parser.add_argument(
+        "--projection-kinds", default="rademacher,sparse", help="comma-separated projector kinds (a dense projection at P = 38M takes many minutes on a CPU)"
+    )
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
@@ -138,7 +139,9 @@ def main():
     params = sum(m.weight.numel() for _, m in attributed_modules(unet))
     batch = args.train_batch or config["training"]["batch_size"]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {name}; precision {args.precision}; UNet of {args.config}: {sum(p.numel() for p in unet.parameters()):,} parameters, P = {params:,} attributed")
+    print(
+        f"device: {name}; precision {args.precision}; UNet of {args.config}: {sum(p.numel() for p in unet.parameters()):,} parameters, P = {params:,} attributed"
+    )
     rows = []
 
     unet.train()

@@ -23,5 +23,6 @@ else
     # (only backpack's example helpers import it), so remove it.
     .venv/bin/pip uninstall -y torchvision
 fi
+.venv/bin/pip install -r envs/requirements-dev.txt
 .venv/bin/pip install --no-deps -e .
 .venv/bin/python -c "import diffusers, curvlinops, snakemake, ldsbench; print('environment ready')"

@@ -1,6 +1,8 @@
 import hashlib
 import os
+import re
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -8,10 +10,11 @@ from snakemake.exceptions import WorkflowError
 # The package lives next to the step scripts; importable without installing.
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
 
-from ldsbench.config import MEASUREMENT_ORIENTATION, measurement_gradient_settings, validate_config
+from ldsbench.config import MEASUREMENT_ORIENTATION, validate_config
+from ldsbench.measurement_types import measurement_gradient_settings
 from ldsbench.curvature_keys import curvature_fits, curvature_key
 from ldsbench.device_slots import discover_devices
-from ldsbench.method_types import scorer_modules
+from ldsbench.methods import default_value, needs, scorer_modules
 from ldsbench.plan import cached_footprint, job_budget, over_budget, rule_estimates
 from ldsbench.protection import existing_model_changes, retraining_report
 from ldsbench.removal import ALL_DATA, RANDOM_CONTROL
@@ -23,6 +26,9 @@ M = config["benchmark"]["subsets"]
 K = config["benchmark"]["seeds"]
 METHODS = list(config["methods"])
 MEASUREMENTS = list(config["measurements"])
+# Jobs that handle every measurement take them in name order, so that
+# reordering the config (the order of tables and figures) reruns nothing.
+MEASURED = sorted(MEASUREMENTS)
 THREADS = config["runtime"]["threads_per_job"]
 # GPU rules declare one gpu (Snakemake counts it; the job picks its device
 # through a slot, see ldsbench.device_slots); with device cpu they need none.
@@ -71,8 +77,9 @@ def refuse_over_budget():
 wildcard_constraints:
     subset=r"\d+",
     seed=r"\d+",
-    method=r"[A-Za-z][A-Za-z0-9_-]*",
-    measurement=r"[A-Za-z][A-Za-z0-9_-]*",
+    # Only configured names: a method's outputs sit beside the ceiling's.
+    method="|".join(re.escape(name) for name in METHODS),
+    measurement="|".join(re.escape(name) for name in MEASUREMENTS),
     curvature=r"kronecker-[0-9a-f]+",
     ranker=r"[A-Za-z][A-Za-z0-9_-]*",
     query=r"\d+",
@@ -90,9 +97,35 @@ def code_version(*modules):
 
 def method_curvature(wildcards):
     method = config["methods"][wildcards.method]
-    if method["type"] != "influence":
+    if not needs(method, "curvature"):
         return []
     return f"{R}/curvature/{curvature_key(method['curvature'])}.pt"
+
+
+def ensemble_models(wildcards):
+    """A trak method's other full-data models (its `models` - 1 other seeds)."""
+    method = config["methods"][wildcards.method]
+    return [f"{R}/models/full_seed_{s}" for s in range(1, method.get("models", 1))] if needs(method, "ensemble") else []
+
+
+def method_settings(wildcards):
+    """The method's config entry; a method that replays the generated
+    queries' trajectories (Journey-TRAK) also depends on how they were sampled."""
+    method = config["methods"][wildcards.method]
+    if needs(method, "query_sampling"):
+        return {**method, "query_sampling": config["queries"]}
+    return method
+
+
+def removal_scores(wildcards):
+    if wildcards.ranker == RANDOM_CONTROL:
+        return {}
+    base = f"{R}/scores/{wildcards.ranker}/{REMOVAL['measurement']}"
+    return {"scores": f"{base}.npy", "manifest": f"{base}.json"}
+
+
+def reference_model(wildcards):
+    return f"{R}/models/full" if int(wildcards.seed) == 0 else f"{R}/models/full_seed_{wildcards.seed}"
 
 
 def lds_outputs():
@@ -138,14 +171,11 @@ RESCORE = "rescore" in sys.argv[1:]
 PLAN_ONLY = "plan" in sys.argv[1:]
 RESCORE_INPUTS = [f"{R}/data/train.npz", f"{R}/subsets.parquet", f"{R}/models/full", f"{R}/queries/queries.npz"]
 RESCORE_INPUTS += [f"{R}/ground_truth/{m}.parquet" for m in MEASUREMENTS]
-if any(m["type"] == "tracin" for m in config["methods"].values()):
+if any(needs(m, "trajectory") for m in config["methods"].values()):
     RESCORE_INPUTS.append(f"{R}/models/full_trajectory")
 if RESCORE and not all(os.path.exists(path) for path in RESCORE_INPUTS):
     missing = [path for path in RESCORE_INPUTS if not os.path.exists(path)]
-    raise WorkflowError(
-        f"`snakemake rescore` scores the models and ground truth on disk, but {', '.join(missing)} "
-        "do not exist yet; run `snakemake` first."
-    )
+    raise WorkflowError(f"`snakemake rescore` scores the models and ground truth on disk, but {', '.join(missing)} " "do not exist yet; run `snakemake` first.")
 
 
 TRAINING_RULES = ("train_full_model", "train_full_model_seed", "train_subset_model", "train_removal_model")

@@ -4,19 +4,19 @@ rule fit_curvature:
         train=f"{R}/data/train.npz",
     output:
         f"{R}/curvature/{{curvature}}.pt",
-    params:
-        settings=lambda w: CURVATURES[w.curvature],
-        code=code_version("curvature.py", "curvature_data.py", "model.py", "diffusion.py", "noise.py"),
-        device=config["runtime"]["device"],
-    threads: THREADS
-    resources:
-        gpu=GPUS_PER_JOB,
-        mem_mb=lambda w: job_mem_mb(f"fit_curvature[{w.curvature}]"),
-    conda:
-        CONDA_ENV
     log:
         f"{R}/logs/curvature/{{curvature}}.log",
     benchmark:
         f"{R}/benchmarks/curvature/{{curvature}}.tsv"
+    conda:
+        CONDA_ENV
+    threads: THREADS
+    resources:
+        gpu=GPUS_PER_JOB,
+        mem_mb=lambda w: job_mem_mb(f"fit_curvature[{w.curvature}]"),
+    params:
+        settings=lambda w: CURVATURES[w.curvature],
+        code=code_version("curvature.py", "curvature_data.py", "model.py", "diffusion.py", "noise.py"),
+        device=config["runtime"]["device"],
     script:
         f"{STEPS}/fit_curvature.py"

@@ -9,17 +9,17 @@ rule plot_attribution_grid:
         scores=[f"{R}/scores/{method}/{GRID_MEASUREMENT}.npy" for method in METHODS],
     output:
         report(f"{R}/attribution_grid.png", caption="../report/attribution_grid.rst", category="Attributions"),
+    log:
+        f"{R}/logs/plot_attribution_grid.log",
+    benchmark:
+        f"{R}/benchmarks/plot_attribution_grid.tsv"
+    conda:
+        CONDA_ENV
     params:
         methods=METHODS,
         measurement=GRID_MEASUREMENT,
         queries=config["report"]["grid_queries"],
         examples=config["report"]["grid_examples"],
         code=code_version("image_grid.py"),
-    conda:
-        CONDA_ENV
-    log:
-        f"{R}/logs/plot_attribution_grid.log",
-    benchmark:
-        f"{R}/benchmarks/plot_attribution_grid.tsv"
     script:
         f"{STEPS}/plot_attribution_grid.py"

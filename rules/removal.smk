@@ -5,34 +5,23 @@
 # noise. The all-data reference of seed 0 is the full model itself.
 
 
-def removal_scores(wildcards):
-    if wildcards.ranker == RANDOM_CONTROL:
-        return {}
-    base = f"{R}/scores/{wildcards.ranker}/{REMOVAL['measurement']}"
-    return {"scores": f"{base}.npy", "manifest": f"{base}.json"}
-
-
-def reference_model(wildcards):
-    return f"{R}/models/full" if int(wildcards.seed) == 0 else f"{R}/models/full_seed_{wildcards.seed}"
-
-
 rule removal_set:
     input:
         unpack(removal_scores),
         train=f"{R}/data/train.npz",
     output:
         f"{R}/removal/sets/{{ranker}}/query_{{query}}/fraction_{{fraction}}.json",
+    log:
+        f"{R}/logs/removal/sets/{{ranker}}/query_{{query}}_fraction_{{fraction}}.log",
+    benchmark:
+        f"{R}/benchmarks/removal/sets/{{ranker}}/query_{{query}}_fraction_{{fraction}}.tsv"
+    conda:
+        CONDA_ENV
     params:
         fraction=lambda w: REMOVAL_FRACTIONS[w.fraction],
         orientation=MEASUREMENT_ORIENTATION[config["measurements"][REMOVAL["measurement"]]["type"]],
         control_seed=REMOVAL["seed"],
         code=code_version("removal.py"),
-    conda:
-        CONDA_ENV
-    log:
-        f"{R}/logs/removal/sets/{{ranker}}/query_{{query}}_fraction_{{fraction}}.log",
-    benchmark:
-        f"{R}/benchmarks/removal/sets/{{ranker}}/query_{{query}}_fraction_{{fraction}}.tsv"
     script:
         f"{STEPS}/removal_set.py"
 
@@ -43,6 +32,16 @@ rule train_removal_model:
         removed=f"{R}/removal/sets/{{ranker}}/query_{{query}}/fraction_{{fraction}}.json",
     output:
         directory(f"{R}/removal/models/{{ranker}}/query_{{query}}/fraction_{{fraction}}/seed_{{seed}}"),
+    log:
+        f"{R}/logs/removal/train/{{ranker}}/query_{{query}}_fraction_{{fraction}}_seed_{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/removal/train/{{ranker}}/query_{{query}}_fraction_{{fraction}}_seed_{{seed}}.tsv"
+    conda:
+        CONDA_ENV
+    threads: THREADS
+    resources:
+        gpu=GPUS_PER_JOB,
+        mem_mb=job_mem_mb("train_removal_model"),
     params:
         model=config["model"],
         training=FULL_TRAINING,
@@ -52,16 +51,6 @@ rule train_removal_model:
         device=config["runtime"]["device"],
         # Changes results: runtime.precision reruns the jobs it affects.
         precision=config["runtime"]["precision"],
-    threads: THREADS
-    resources:
-        gpu=GPUS_PER_JOB,
-        mem_mb=job_mem_mb("train_removal_model"),
-    conda:
-        CONDA_ENV
-    log:
-        f"{R}/logs/removal/train/{{ranker}}/query_{{query}}_fraction_{{fraction}}_seed_{{seed}}.log",
-    benchmark:
-        f"{R}/benchmarks/removal/train/{{ranker}}/query_{{query}}_fraction_{{fraction}}_seed_{{seed}}.tsv"
     script:
         f"{STEPS}/train_model.py"
 
@@ -75,6 +64,16 @@ rule measure_removal_model:
         queries=f"{R}/queries/queries.npz",
     output:
         f"{R}/removal/measurements/{{ranker}}/query_{{query}}/fraction_{{fraction}}/seed_{{seed}}.parquet",
+    log:
+        f"{R}/logs/removal/measure/{{ranker}}/query_{{query}}_fraction_{{fraction}}_seed_{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/removal/measure/{{ranker}}/query_{{query}}_fraction_{{fraction}}_seed_{{seed}}.tsv"
+    conda:
+        CONDA_ENV
+    threads: THREADS
+    resources:
+        gpu=GPUS_PER_JOB,
+        mem_mb=job_mem_mb("measure_removal_model"),
     params:
         settings=config["measurements"][REMOVAL["measurement"]],
         measured=REMOVAL["queries"],
@@ -83,16 +82,6 @@ rule measure_removal_model:
         device=config["runtime"]["device"],
         # Changes results: runtime.precision reruns the jobs it affects.
         precision=config["runtime"]["precision"],
-    threads: THREADS
-    resources:
-        gpu=GPUS_PER_JOB,
-        mem_mb=job_mem_mb("measure_removal_model"),
-    conda:
-        CONDA_ENV
-    log:
-        f"{R}/logs/removal/measure/{{ranker}}/query_{{query}}_fraction_{{fraction}}_seed_{{seed}}.log",
-    benchmark:
-        f"{R}/benchmarks/removal/measure/{{ranker}}/query_{{query}}_fraction_{{fraction}}_seed_{{seed}}.tsv"
     script:
         f"{STEPS}/measure_removal.py"
 
@@ -103,6 +92,16 @@ rule measure_removal_reference:
         queries=f"{R}/queries/queries.npz",
     output:
         f"{R}/removal/measurements/{ALL_DATA}/seed_{{seed}}.parquet",
+    log:
+        f"{R}/logs/removal/measure/{ALL_DATA}_seed_{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/removal/measure/{ALL_DATA}_seed_{{seed}}.tsv"
+    conda:
+        CONDA_ENV
+    threads: THREADS
+    resources:
+        gpu=GPUS_PER_JOB,
+        mem_mb=job_mem_mb("measure_removal_reference"),
     params:
         settings=config["measurements"][REMOVAL["measurement"]],
         measured=REMOVAL["queries"],
@@ -111,16 +110,6 @@ rule measure_removal_reference:
         device=config["runtime"]["device"],
         # Changes results: runtime.precision reruns the jobs it affects.
         precision=config["runtime"]["precision"],
-    threads: THREADS
-    resources:
-        gpu=GPUS_PER_JOB,
-        mem_mb=job_mem_mb("measure_removal_reference"),
-    conda:
-        CONDA_ENV
-    log:
-        f"{R}/logs/removal/measure/{ALL_DATA}_seed_{{seed}}.log",
-    benchmark:
-        f"{R}/benchmarks/removal/measure/{ALL_DATA}_seed_{{seed}}.tsv"
     script:
         f"{STEPS}/measure_removal.py"
 
@@ -134,15 +123,15 @@ rule summarize_removal:
         summary=f"{R}/removal_summary.parquet",
         table=f"{R}/removal_summary.md",
         plot=report(f"{R}/removal.png", caption="../report/removal.rst", category="Retraining without top influences"),
-    params:
-        measurement=REMOVAL["measurement"],
-        orientation=MEASUREMENT_ORIENTATION[config["measurements"][REMOVAL["measurement"]]["type"]],
-        code=code_version("removal.py", "plots.py"),
-    conda:
-        CONDA_ENV
     log:
         f"{R}/logs/removal/summarize.log",
     benchmark:
         f"{R}/benchmarks/removal/summarize.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        measurement=REMOVAL["measurement"],
+        orientation=MEASUREMENT_ORIENTATION[config["measurements"][REMOVAL["measurement"]]["type"]],
+        code=code_version("removal.py", "plots.py"),
     script:
         f"{STEPS}/summarize_removal.py"

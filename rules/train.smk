@@ -8,6 +8,16 @@ rule train_full_model:
         train=f"{R}/data/train.npz",
     output:
         directory(f"{R}/models/full"),
+    log:
+        f"{R}/logs/train/full.log",
+    benchmark:
+        f"{R}/benchmarks/train/full.tsv"
+    conda:
+        CONDA_ENV
+    threads: THREADS
+    resources:
+        gpu=GPUS_PER_JOB,
+        mem_mb=job_mem_mb("train_full_model"),
     params:
         model=config["model"],
         training=FULL_TRAINING,
@@ -17,16 +27,6 @@ rule train_full_model:
         device=config["runtime"]["device"],
         # Changes results: runtime.precision reruns the jobs it affects.
         precision=config["runtime"]["precision"],
-    threads: THREADS
-    resources:
-        gpu=GPUS_PER_JOB,
-        mem_mb=job_mem_mb("train_full_model"),
-    conda:
-        CONDA_ENV
-    log:
-        f"{R}/logs/train/full.log",
-    benchmark:
-        f"{R}/benchmarks/train/full.tsv"
     script:
         f"{STEPS}/train_model.py"
 
@@ -39,6 +39,16 @@ rule train_full_model_seed:
         train=f"{R}/data/train.npz",
     output:
         directory(f"{R}/models/full_seed_{{seed}}"),
+    log:
+        f"{R}/logs/train/full_seed_{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/train/full_seed_{{seed}}.tsv"
+    conda:
+        CONDA_ENV
+    threads: THREADS
+    resources:
+        gpu=GPUS_PER_JOB,
+        mem_mb=job_mem_mb("train_full_model_seed"),
     params:
         model=config["model"],
         training=FULL_TRAINING,
@@ -48,16 +58,6 @@ rule train_full_model_seed:
         device=config["runtime"]["device"],
         # Changes results: runtime.precision reruns the jobs it affects.
         precision=config["runtime"]["precision"],
-    threads: THREADS
-    resources:
-        gpu=GPUS_PER_JOB,
-        mem_mb=job_mem_mb("train_full_model_seed"),
-    conda:
-        CONDA_ENV
-    log:
-        f"{R}/logs/train/full_seed_{{seed}}.log",
-    benchmark:
-        f"{R}/benchmarks/train/full_seed_{{seed}}.tsv"
     script:
         f"{STEPS}/train_model.py"
 
@@ -68,6 +68,16 @@ rule train_subset_model:
         subsets=f"{R}/subsets.parquet",
     output:
         directory(f"{R}/models/subset_{{subset}}/seed_{{seed}}"),
+    log:
+        f"{R}/logs/train/subset_{{subset}}_seed_{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/train/subset_{{subset}}_seed_{{seed}}.tsv"
+    conda:
+        CONDA_ENV
+    threads: THREADS
+    resources:
+        gpu=GPUS_PER_JOB,
+        mem_mb=job_mem_mb("train_subset_model"),
     params:
         model=config["model"],
         training=SUBSET_TRAINING,
@@ -77,16 +87,6 @@ rule train_subset_model:
         device=config["runtime"]["device"],
         # Changes results: runtime.precision reruns the jobs it affects.
         precision=config["runtime"]["precision"],
-    threads: THREADS
-    resources:
-        gpu=GPUS_PER_JOB,
-        mem_mb=job_mem_mb("train_subset_model"),
-    conda:
-        CONDA_ENV
-    log:
-        f"{R}/logs/train/subset_{{subset}}_seed_{{seed}}.log",
-    benchmark:
-        f"{R}/benchmarks/train/subset_{{subset}}_seed_{{seed}}.tsv"
     script:
         f"{STEPS}/train_model.py"
 
@@ -101,6 +101,16 @@ rule trace_full_training:
         model=f"{R}/models/full",
     output:
         directory(f"{R}/models/full_trajectory"),
+    log:
+        f"{R}/logs/train/full_trajectory.log",
+    benchmark:
+        f"{R}/benchmarks/train/full_trajectory.tsv"
+    conda:
+        CONDA_ENV
+    threads: THREADS
+    resources:
+        gpu=GPUS_PER_JOB,
+        mem_mb=job_mem_mb("trace_full_training"),
     params:
         model=config["model"],
         training=FULL_TRAINING,
@@ -108,15 +118,5 @@ rule trace_full_training:
         device=config["runtime"]["device"],
         # Changes results: runtime.precision reruns the jobs it affects.
         precision=config["runtime"]["precision"],
-    threads: THREADS
-    resources:
-        gpu=GPUS_PER_JOB,
-        mem_mb=job_mem_mb("trace_full_training"),
-    conda:
-        CONDA_ENV
-    log:
-        f"{R}/logs/train/full_trajectory.log",
-    benchmark:
-        f"{R}/benchmarks/train/full_trajectory.tsv"
     script:
         f"{STEPS}/trace_full_training.py"

@@ -17,7 +17,11 @@ def write_cifar10_archive(path, per_batch: int = 20, seed: int = 0):
     rng = np.random.default_rng(seed)
     with tarfile.open(path, "w:gz") as archive:
         for name in BATCHES:
-            batch = {b"batch_label": name.encode(), b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8), b"labels": [int(v) for v in np.arange(per_batch) % 10]}
+            batch = {
+                b"batch_label": name.encode(),
+                b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                b"labels": [int(v) for v in np.arange(per_batch) % 10],
+            }
             payload = pickle.dumps(batch)
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             info.size = len(payload)

@@ -108,7 +108,7 @@ class SlurmCluster:
 
     # -- start and stop ----------------------------------------------------------------
 
-    def start(self, timeout: float = 60) -> "SlurmCluster":
+    def start(self, timeout: float = 60) -> SlurmCluster:
         self.dir.chmod(0o755)  # munged runs as the munge user and must reach its folder
         self._start_munge()
         for sub in ("etc", "state", "spool"):
@@ -132,8 +132,12 @@ class SlurmCluster:
         self._spawn(
             "munged",
             [
-                _which("munged"), "--foreground", f"--key-file={key}", f"--socket={self.munge_socket}",
-                f"--pid-file={self.munge_dir / 'munged.pid'}", f"--log-file={self.munge_dir / 'munged.log'}",
+                _which("munged"),
+                "--foreground",
+                f"--key-file={key}",
+                f"--socket={self.munge_socket}",
+                f"--pid-file={self.munge_dir / 'munged.pid'}",
+                f"--log-file={self.munge_dir / 'munged.log'}",
                 f"--seed-file={self.munge_dir / 'munged.seed'}",
             ],
             user=munge.pw_uid,
@@ -150,8 +154,7 @@ class SlurmCluster:
         self.hardware = dict(hardware, RealMemory=max(hardware.get("RealMemory", 1024), self.min_memory_mb))
         node = " ".join(f"{key}={value}" for key, value in self.hardware.items())
         partitions = "\n".join(
-            f"PartitionName={name} Nodes={self.node} Default={'YES' if i == 0 else 'NO'} MaxTime=INFINITE State=UP"
-            for i, name in enumerate(self.partitions)
+            f"PartitionName={name} Nodes={self.node} Default={'YES' if i == 0 else 'NO'} MaxTime=INFINITE State=UP" for i, name in enumerate(self.partitions)
         )
         d = self.dir
         self.conf.write_text(
@@ -165,12 +168,12 @@ SlurmdPort={_free_port()}
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={self.munge_socket}
-StateSaveLocation={d / 'state'}
-SlurmdSpoolDir={d / 'spool'}
-SlurmctldPidFile={d / 'slurmctld.pid'}
-SlurmdPidFile={d / 'slurmd.pid'}
-SlurmctldLogFile={d / 'slurmctld.log'}
-SlurmdLogFile={d / 'slurmd.log'}
+StateSaveLocation={d / "state"}
+SlurmdSpoolDir={d / "spool"}
+SlurmctldPidFile={d / "slurmctld.pid"}
+SlurmdPidFile={d / "slurmd.pid"}
+SlurmctldLogFile={d / "slurmctld.log"}
+SlurmdLogFile={d / "slurmd.log"}
 SlurmctldDebug=info
 SlurmdDebug=info
 SelectType=select/cons_tres
@@ -213,8 +216,12 @@ NodeName={self.node} NodeAddr=127.0.0.1 {node} State=UNKNOWN
     def _spawn(self, name, command, **kwargs) -> None:
         with open(self.dir / f"{name}.out", "w") as out:
             self._daemons[name] = subprocess.Popen(
-                [str(c) for c in command], stdout=out, stderr=subprocess.STDOUT, env=self.env(),
-                start_new_session=True, **kwargs,
+                [str(c) for c in command],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env(),
+                start_new_session=True,
+                **kwargs,
             )
 
     def _wait_idle(self, timeout: float) -> None:
@@ -264,7 +271,10 @@ NodeName={self.node} NodeAddr=127.0.0.1 {node} State=UNKNOWN
         """The end of every daemon log, for failure messages."""
         parts = []
         for path in (
-            self.dir / "slurmctld.log", self.dir / "slurmd.log", self.dir / "munged.out", self.munge_dir / "munged.log",
+            self.dir / "slurmctld.log",
+            self.dir / "slurmd.log",
+            self.dir / "munged.out",
+            self.munge_dir / "munged.log",
         ):
             if path.exists():
                 # munged logs an info line for every credential slurmd checks.

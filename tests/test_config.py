@@ -10,8 +10,11 @@ def test_shipped_configs_are_valid():
     for config in (default_config(), tiny_config()):
         validated = validate_config(config)
         assert validated["benchmark"]["subsets"] == config["benchmark"]["subsets"]
-    quick = validate_config(load_yaml(ROOT / "configs" / "quick.yaml"))
-    assert list(quick["measurements"]) == ["loss", "elbo"] and quick["removal"]["queries"] == []
+    default = validate_config(default_config())
+    assert list(default["measurements"]) == ["loss", "elbo"] and default["removal"]["queries"] == []
+    full = validate_config(load_yaml(ROOT / "configs" / "full.yaml"))
+    assert len(full["measurements"]) == 6 and full["removal"]["queries"], "full.yaml holds every measurement and the removal branch"
+    assert full["methods"] == default["methods"], "the full config runs the default's methods"
 
 
 def test_defaults_are_filled():

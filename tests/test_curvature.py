@@ -97,9 +97,7 @@ def test_single_linear_layer_matches_exact_ggn(kind):
 
     basis = fit_kronecker_eigenbasis(model, ["0"], data, settings)
 
-    ggn = GGNLinearOperator(
-        model, nn.MSELoss(reduction="mean"), [model[0].weight], data, check_deterministic=False
-    ) @ torch.eye(12, dtype=torch.float64)
+    ggn = GGNLinearOperator(model, nn.MSELoss(reduction="mean"), [model[0].weight], data, check_deterministic=False) @ torch.eye(12, dtype=torch.float64)
     assert basis.num_params() == 12
     assert basis.eigenvalues["0"].shape == (3, 4)
     torch.testing.assert_close(dense_from_basis(basis), ggn, rtol=1e-10, atol=1e-12)
@@ -116,9 +114,7 @@ def test_single_unshared_conv_matches_exact_ggn(kind):
     data = [(torch.randn(7, 2, 2, 2, dtype=torch.float64), torch.randn(7, 3, dtype=torch.float64))]
     basis = fit_kronecker_eigenbasis(model, ["0"], data, CurvatureSettings(kind=kind, fisher_type="type-2"))
 
-    ggn = GGNLinearOperator(
-        model, nn.MSELoss(reduction="mean"), [model[0].weight], data, check_deterministic=False
-    ) @ torch.eye(24, dtype=torch.float64)
+    ggn = GGNLinearOperator(model, nn.MSELoss(reduction="mean"), [model[0].weight], data, check_deterministic=False) @ torch.eye(24, dtype=torch.float64)
     assert basis.eigenvalues["0"].shape == (3, 8)
     torch.testing.assert_close(dense_from_basis(basis), ggn, rtol=1e-10, atol=1e-12)
 
@@ -157,9 +153,7 @@ def test_solve_matches_dense_solve(kind, kfac_approx):
 def test_expand_and_reduce_differ_on_weight_sharing_layers():
     model, data = small_net_and_data()
     fits = {
-        approx: fit_kronecker_eigenbasis(
-            model, NAMES, data, CurvatureSettings(kind="kfac", kfac_approx=approx, fisher_type="type-2")
-        )
+        approx: fit_kronecker_eigenbasis(model, NAMES, data, CurvatureSettings(kind="kfac", kfac_approx=approx, fisher_type="type-2"))
         for approx in ("expand", "reduce")
     }
     for name in ("conv", "token"):
@@ -266,9 +260,7 @@ def test_frozen_weights_are_restored():
     assert not any(p.requires_grad for p in model.parameters())
 
 
-@pytest.mark.parametrize(
-    "field, value", [("kind", "shampoo"), ("kfac_approx", "average"), ("fisher_type", "forward-only")]
-)
+@pytest.mark.parametrize("field, value", [("kind", "shampoo"), ("kfac_approx", "average"), ("fisher_type", "forward-only")])
 def test_bad_settings_raise(field, value):
     with pytest.raises(ValueError, match=value):
         CurvatureSettings(**{field: value})

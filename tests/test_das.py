@@ -1,4 +1,4 @@
-"""DAS (ldsbench.das) against brute force on a tiny UNet: full output
+"""DAS (ldsbench.methods.das) against brute force on a tiny UNet: full output
 Jacobians from torch.autograd.functional.jacobian, dense solves in sample
 space, and the README's influence formula with the exact GGN."""
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ldsbench.das import (
+from ldsbench.diffusion import noised, per_draw_output
+from ldsbench.methods.das import (
     FORMS,
     OUTPUTS,
     MeanOutput,
@@ -19,7 +20,6 @@ from ldsbench.das import (
     query_stream,
     train_stream,
 )
-from ldsbench.diffusion import noised, per_draw_output
 from ldsbench.model import attributed_modules, attributed_parameters
 from ldsbench.noise import content_key, noise_draws
 from tiny_models import tiny_model_and_images
@@ -93,15 +93,26 @@ def test_distance_form_matches_brute_force_linearised_output_change(setup, brute
     unet, scheduler, train, queries = setup
     _, query_jac, rows, psi, scale = brute_force
     lambdas = [1e-2 * scale, scale]
-    scores = das_scores(unet, scheduler, train, queries, lambdas, output="jacobian", form="distance", output_directions=None,
-                        projection_dim=None, projection_seed=0, train_draws=TRAIN_DRAWS, query_draws=QUERY_DRAWS, seed=SEED)
+    scores = das_scores(
+        unet,
+        scheduler,
+        train,
+        queries,
+        lambdas,
+        output="jacobian",
+        form="distance",
+        output_directions=None,
+        projection_dim=None,
+        projection_seed=0,
+        train_draws=TRAIN_DRAWS,
+        query_draws=QUERY_DRAWS,
+        seed=SEED,
+    )
     assert scores.shape == (2, 2, 4) and scores.dtype == np.float32
     pixels = 64
     for index, lam in enumerate(lambdas):
         dtheta = _ridge(rows, psi, lam)  # [N, P]: theta(with i) - theta(without i)
-        das = torch.stack([
-            torch.stack([(jac.double() @ dtheta.T).square().sum(0) / pixels for _, jac, _ in draws]).mean(0) for draws in query_jac
-        ])
+        das = torch.stack([torch.stack([(jac.double() @ dtheta.T).square().sum(0) / pixels for _, jac, _ in draws]).mean(0) for draws in query_jac])
         assert (das > 0).all()
         np.testing.assert_allclose(scores[index], -das.numpy(), rtol=2e-4)
 
@@ -113,9 +124,22 @@ def test_signed_form_is_influence_with_the_exact_ggn(setup, brute_force):
     _, _, rows, _, scale = brute_force
     n, pixels = len(train), 64
     lambdas = [1e-2 * scale, scale]
-    scores = das_scores(unet, scheduler, train, queries, lambdas, measurement="loss", output="jacobian", form="signed",
-                        output_directions=None, projection_dim=None, projection_seed=0, train_draws=TRAIN_DRAWS,
-                        query_draws=QUERY_DRAWS, seed=SEED)
+    scores = das_scores(
+        unet,
+        scheduler,
+        train,
+        queries,
+        lambdas,
+        measurement="loss",
+        output="jacobian",
+        form="signed",
+        output_directions=None,
+        projection_dim=None,
+        projection_seed=0,
+        train_draws=TRAIN_DRAWS,
+        query_draws=QUERY_DRAWS,
+        seed=SEED,
+    )
     loss_grads = torch.stack([_output_gradient(unet, scheduler, image, "loss", train_stream(SEED), TRAIN_DRAWS) for image in train])
     query_grads = torch.stack([_output_gradient(unet, scheduler, q, "loss", query_stream(SEED, "loss"), QUERY_DRAWS) for q in queries])
     ggn_rows = rows * math.sqrt(2 / (n * pixels))  # F = ggn_rows^T ggn_rows
@@ -140,8 +164,20 @@ def test_scalar_outputs_match_brute_force(setup, output):
     lam = float((phi * phi).sum() / len(phi))
     raw = (q @ _ridge(phi, phi, lam).T) * residuals
     for form, expected in (("distance", -raw.square()), ("signed", -raw)):
-        scores = das_scores(unet, scheduler, train, queries, [lam], output=output, form=form, projection_dim=None, projection_seed=0,
-                            train_draws=TRAIN_DRAWS, query_draws=QUERY_DRAWS, seed=SEED)
+        scores = das_scores(
+            unet,
+            scheduler,
+            train,
+            queries,
+            [lam],
+            output=output,
+            form=form,
+            projection_dim=None,
+            projection_seed=0,
+            train_draws=TRAIN_DRAWS,
+            query_draws=QUERY_DRAWS,
+            seed=SEED,
+        )
         np.testing.assert_allclose(scores[0], expected.numpy(), rtol=1e-3, atol=1e-6 * float(expected.abs().max()))
 
 
@@ -207,10 +243,12 @@ def test_projection_approaches_the_unprojected_scores(setup, form):
     exact = das_scores(unet, scheduler, train, queries, [lam], projection_dim=None, projection_seed=0, **settings)[0]
     errors = {}
     for dim in (32, 512, 4096):
-        errors[dim] = np.mean([
-            np.linalg.norm(das_scores(unet, scheduler, train, queries, [lam], projection_dim=dim, projection_seed=projection_seed, **settings)[0] - exact)
-            for projection_seed in (0, 1)
-        ]) / np.linalg.norm(exact)
+        errors[dim] = np.mean(
+            [
+                np.linalg.norm(das_scores(unet, scheduler, train, queries, [lam], projection_dim=dim, projection_seed=projection_seed, **settings)[0] - exact)
+                for projection_seed in (0, 1)
+            ]
+        ) / np.linalg.norm(exact)
     # Johnson-Lindenstrauss: the error shrinks like 1/sqrt(k).
     assert errors[4096] < errors[512] < errors[32], errors
     assert errors[4096] < (0.2 if form == "distance" else 0.1), errors
@@ -220,8 +258,7 @@ def test_random_directions_approach_the_exact_jacobian(setup, brute_force):
     """Random orthonormal output directions: unbiased for J^T J, exact at S = D."""
     unet, scheduler, train, queries = setup
     lam = brute_force[4]
-    settings = dict(output="jacobian", form="distance", projection_dim=None, projection_seed=0, train_draws=TRAIN_DRAWS,
-                    query_draws=QUERY_DRAWS, seed=SEED)
+    settings = dict(output="jacobian", form="distance", projection_dim=None, projection_seed=0, train_draws=TRAIN_DRAWS, query_draws=QUERY_DRAWS, seed=SEED)
     exact = das_scores(unet, scheduler, train, queries, [lam], output_directions=None, **settings)[0]
     errors = {}
     for directions in (16, 48, 64):

@@ -32,7 +32,6 @@ LEVELS = 5
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
 class AffineNoisePredictor(torch.nn.Module):
     """eps_theta(x, k) = a_k * x + b_k per pixel: a tiny model with enough
     freedom that x0_hat leaves [-1, 1] (so clipping matters)."""
@@ -174,7 +173,9 @@ def test_discretized_likelihood_is_accurate_in_the_tails():
     for x, mean in [(0.0, 0.5), (0.5, 0.0), (-0.2, -0.15)]:
         half = 1 / (levels - 1)
         expected = float(mpmath.log(mpmath.ncdf((x + half - mean) / scale) - mpmath.ncdf((x - half - mean) / scale)))
-        ours = discretized_gaussian_log_likelihood(torch.tensor([x], dtype=torch.float64), torch.tensor([mean], dtype=torch.float64), math.log(scale), levels).item()
+        ours = discretized_gaussian_log_likelihood(
+            torch.tensor([x], dtype=torch.float64), torch.tensor([mean], dtype=torch.float64), math.log(scale), levels
+        ).item()
         assert ours == pytest.approx(expected, rel=1e-9)
 
 
@@ -215,9 +216,9 @@ def test_influence_scores_run_for_the_elbo():
 
     from ldsbench.curvature import CurvatureSettings, fit_kronecker_eigenbasis
     from ldsbench.curvature_data import NoisedTrainingData, batch_size_of
+    from ldsbench.methods.influence import influence_scores
+    from ldsbench.methods.trak import trak_scores
     from ldsbench.model import FlatNoisePredictor, attributed_modules
-    from ldsbench.influence import influence_scores
-    from ldsbench.trak import trak_scores
 
     unet, scheduler, train, queries = tiny_model_and_images()
     model = FlatNoisePredictor(copy.deepcopy(unet)).double()
@@ -227,6 +228,7 @@ def test_influence_scores_run_for_the_elbo():
     elbo = {"type": "elbo", "levels": 17}
     scores = influence_scores(unet, scheduler, train, queries, basis, [1e-3], measurement=elbo, train_draws=2, query_draws=4, seed=0)
     assert scores.shape == (1, 2, 4) and np.isfinite(scores).all() and np.abs(scores).max() > 0
-    trak = trak_scores(unet, scheduler, train, queries, [0.1], measurement=elbo, output_fn="loss", projection_dim=None,
-                       projection_seed=0, train_draws=2, query_draws=4, seed=0)
+    trak = trak_scores(
+        unet, scheduler, train, queries, [0.1], measurement=elbo, output_fn="loss", projection_dim=None, projection_seed=0, train_draws=2, query_draws=4, seed=0
+    )
     assert trak.shape == (1, 2, 4) and np.isfinite(trak).all()

@@ -33,11 +33,10 @@ from curvlinops import GGNLinearOperator
 from torch import nn
 
 from ldsbench.curvature import CurvatureSettings, KroneckerEigenbasis, fit_kronecker_eigenbasis
+from ldsbench.methods.trak import trak_kernel_scores, trak_scores
 from ldsbench.model import build_scheduler, build_unet
 from ldsbench.projection import RandomProjector
 from ldsbench.scoring import SCORE_SIGN, query_gradients, training_gradient_batches
-from ldsbench.trak import trak_scores
-from ldsbench.trak import trak_kernel_scores
 from test_measurement import UNET
 
 DAMPINGS = [1e-8, 1e-3, 1.0]
@@ -271,8 +270,7 @@ def test_trak_without_projection_at_lambda_zero_is_the_pseudo_inverse_kernel(tra
     assert k > n  # Phi^T Phi [k, k] is singular: the limit needs the pseudo-inverse
     gram_scale = (phi @ phi.T).trace().item() / n
     lambdas = [0.0] + [gram_scale * 10.0**-e for e in (2, 4, 6, 8)]
-    scores = trak_scores(unet, scheduler, train, queries, lambdas, measurement="loss", output_fn=output_fn,
-                         projection_dim=None, projection_seed=0, **DRAWS)
+    scores = trak_scores(unet, scheduler, train, queries, lambdas, measurement="loss", output_fn=output_fn, projection_dim=None, projection_seed=0, **DRAWS)
     assert scores.shape == (len(lambdas), 3, 7)
 
     # q^T (Phi^T Phi)^+ phi_i = (q^T Phi^+)_i, computed two independent ways.
@@ -322,6 +320,5 @@ def test_random_projection_converges_to_the_unprojected_kernel(trak_setup):
     # trak_scores projects exactly this way (features of the same projector).
     projector = RandomProjector(num_params, 64, seed=5)
     expected = SCORE_SIGN * trak_kernel_scores(projector.project(q), projector.project(phi), [lam])[0]
-    scores = trak_scores(unet, scheduler, train, queries, [lam], measurement="loss", output_fn="loss",
-                         projection_dim=64, projection_seed=5, **DRAWS)[0]
+    scores = trak_scores(unet, scheduler, train, queries, [lam], measurement="loss", output_fn="loss", projection_dim=64, projection_seed=5, **DRAWS)[0]
     torch.testing.assert_close(torch.from_numpy(scores).double(), expected, rtol=1e-4, atol=1e-6 * expected.abs().max().item())

@@ -11,8 +11,8 @@ import torch
 from ldsbench.curvature import CurvatureSettings, fit_kronecker_eigenbasis
 from ldsbench.curvature_data import NoisedTrainingData, batch_size_of
 from ldsbench.footprint import _LiveBytes, footprint_of
-from ldsbench.influence import influence_scores
 from ldsbench.memory import GIB, PROCESS_BASE_BYTES, MemoryBudgetError, choose_influence_chunking, influence_bytes, method_sizes, query_store_bytes
+from ldsbench.methods.influence import influence_scores
 from ldsbench.model import FlatNoisePredictor, attributed_modules
 from ldsbench.quantization import INT8_BLOCK, RowStore
 from ldsbench.scoring import query_gradients, training_gradient_batches
@@ -93,7 +93,9 @@ def test_peak_follows_the_formula_not_dampings_times_queries_times_params(setup)
     mode = _LiveBytes()
     with mode:
         influence_scores(unet, scheduler, train, queries, basis, DAMPINGS, **DRAWS, batch_examples=2)
-    formula = influence_bytes(queries=len(queries), queries_per_chunk=len(queries), batch_examples=2, train=len(train), values=len(DAMPINGS), storage="float64", **sizes)
+    formula = influence_bytes(
+        queries=len(queries), queries_per_chunk=len(queries), batch_examples=2, train=len(train), values=len(DAMPINGS), storage="float64", **sizes
+    )
     dense = len(DAMPINGS) * len(queries) * sizes["params"] * 8
     assert mode.peak <= formula - PROCESS_BASE_BYTES  # the tracker sees tensors, not the process
     assert mode.peak < dense
@@ -102,8 +104,15 @@ def test_peak_follows_the_formula_not_dampings_times_queries_times_params(setup)
 def test_paper_scale_plan_fits_an_80_gb_gpu():
     """The CIFAR-2 preset's sizes (P = 38.2M, Q = 1000, N = 5000, 5 dampings):
     int8 query storage holds every query at once, float32 needs chunks."""
-    sizes = dict(params=38_247_168, largest_module=1_179_648, modules=113, curvature_values=392_086_242 + 38_247_168, model_params=38_306_691,
-                 activation_bytes_per_draw=102_157_576, draws_per_pass=64)
+    sizes = dict(
+        params=38_247_168,
+        largest_module=1_179_648,
+        modules=113,
+        curvature_values=392_086_242 + 38_247_168,
+        model_params=38_306_691,
+        activation_bytes_per_draw=102_157_576,
+        draws_per_pass=64,
+    )
     common = dict(queries=1000, batch_examples=32, setting="runtime.gpu_memory_gb", train=5000, values=5, **sizes)
     int8 = choose_influence_chunking(80 * GIB, storage="int8", **common)
     assert int8.chunks == 1 and int8.peak_bytes <= 80 * GIB

@@ -6,19 +6,19 @@ import pytest
 import torch
 
 from ldsbench.diffusion import noised
-from ldsbench.journey import (
+from ldsbench.jobs import save_model
+from ldsbench.methods import ScoringJob
+from ldsbench.methods.journey import (
     forward_predicted_x0,
     journey_query_gradients,
     journey_timesteps,
     journey_trak_scores,
     trajectory_predicted_x0,
 )
-from ldsbench.jobs import save_model
-from ldsbench.method_types import ScoringJob
+from ldsbench.methods.trak import score_trak, trak_scores
 from ldsbench.model import attributed_parameters, build_scheduler, build_unet
 from ldsbench.noise import content_key, noise_draws, stream_seed
 from ldsbench.sampling import ddpm_predicted_x0, ddpm_sample
-from ldsbench.trak import score_trak, trak_scores
 from test_measurement import UNET
 from tiny_models import tiny_model_and_images
 
@@ -95,8 +95,19 @@ def test_journey_scores_mix_trajectories_and_the_forward_process(one_thread):
     torch.testing.assert_close(x0_hats[:2], ddpm_predicted_x0(unet, scheduler, [0, 1], steps, 3, 20, seed=5))
     torch.testing.assert_close(x0_hats[2:], forward_predicted_x0(unet, scheduler, queries, steps, seed=0))
     scores = journey_trak_scores(
-        unet, scheduler, train, all_queries, kinds, [1e-3, 1e-1], sampling=SAMPLING, steps=3, draws_per_step=2,
-        projection_dim=None, projection_seed=0, train_draws=4, seed=0,
+        unet,
+        scheduler,
+        train,
+        all_queries,
+        kinds,
+        [1e-3, 1e-1],
+        sampling=SAMPLING,
+        steps=3,
+        draws_per_step=2,
+        projection_dim=None,
+        projection_seed=0,
+        train_draws=4,
+        seed=0,
     )
     assert scores.shape == (2, 4, 5) and np.isfinite(scores).all()
     # A larger lambda shrinks the kernel scores.
@@ -108,11 +119,20 @@ def test_trak_ensemble_averages_the_members_scores(one_thread, tmp_path):
     torch.manual_seed(7)
     other = build_unet(UNET).eval()
     save_model(other, scheduler, tmp_path / "other", {})
-    method = {"lambda": 1e-3, "lambda_grid": [], "output_fn": "loss", "projection_dim": 32, "projection": "rademacher", "train_draws": 4, "query_draws": 4, "seed": 0}
+    method = {
+        "lambda": 1e-3,
+        "lambda_grid": [],
+        "output_fn": "loss",
+        "projection_dim": 32,
+        "projection": "rademacher",
+        "train_draws": 4,
+        "query_draws": 4,
+        "seed": 0,
+    }
     common = dict(measurement="loss", output_fn="loss", projection_dim=32, projection_seed=0, train_draws=4, query_draws=4, seed=0)
     own = trak_scores(unet, scheduler, train, queries, [1e-3], **common)
     theirs = trak_scores(other, scheduler, train, queries, [1e-3], **common)
-    job = ScoringJob(unet, scheduler, train, queries, method, {"type": "loss"}, {"ensemble": [str(tmp_path / "other")]}, device=torch.device("cpu"))
+    job = ScoringJob(unet, scheduler, train, queries, method, {"loss": {"type": "loss"}}, {"ensemble": [str(tmp_path / "other")]}, device=torch.device("cpu"))
     values, ensemble = score_trak(job)
     assert values == [1e-3]
-    np.testing.assert_allclose(ensemble, (own + theirs) / 2, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(ensemble["loss"], (own + theirs) / 2, rtol=1e-5, atol=1e-7)

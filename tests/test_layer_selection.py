@@ -5,12 +5,11 @@ import copy
 
 import numpy as np
 import pytest
-import torch
 
 from ldsbench.curvature import CurvatureSettings, fit_kronecker_eigenbasis
 from ldsbench.curvature_data import NoisedTrainingData, batch_size_of
+from ldsbench.methods.influence import influence_scores
 from ldsbench.model import FlatNoisePredictor, attributed_modules, build_unet, module_mask
-from ldsbench.influence import influence_scores
 from test_measurement import UNET
 from tiny_models import tiny_model_and_images
 
@@ -31,7 +30,9 @@ def test_scores_of_complementary_layer_sets_add_up():
     unet, scheduler, train, queries = tiny_model_and_images()
     data = NoisedTrainingData(train, scheduler, draws_per_example=2, seed=0)
     names = [f"unet.{name}" for name, _ in attributed_modules(unet)]
-    basis = fit_kronecker_eigenbasis(FlatNoisePredictor(copy.deepcopy(unet)).double(), names, data, CurvatureSettings(kind="ekfac"), num_data=data.num_data, batch_size_fn=batch_size_of)
+    basis = fit_kronecker_eigenbasis(
+        FlatNoisePredictor(copy.deepcopy(unet)).double(), names, data, CurvatureSettings(kind="ekfac"), num_data=data.num_data, batch_size_fn=batch_size_of
+    )
 
     def scores(modules):
         return influence_scores(unet, scheduler, train, queries, basis, [1e-3], measurement="loss", train_draws=2, query_draws=4, seed=0, modules=modules)

@@ -54,9 +54,7 @@ EXPECTED = np.array([math.sqrt(0.9), np.nan, -2.0 / math.sqrt(5.0)])
 def test_group_predictions_by_hand():
     g = group_predictions(SCORES, MASK)
     assert g.shape == (4, 3) and g.dtype == np.float64
-    np.testing.assert_array_equal(
-        g, [[3.0, 4.0, 1.0], [5.0, 0.0, 1.0], [7.0, 1.0, -1.0], [5.0, 5.0, -1.0]]
-    )
+    np.testing.assert_array_equal(g, [[3.0, 4.0, 1.0], [5.0, 0.0, 1.0], [7.0, 1.0, -1.0], [5.0, 5.0, -1.0]])
 
 
 def test_lds_hand_computed_with_ties_and_nan():
@@ -178,9 +176,7 @@ def test_ceiling_needs_two_seeds():
 
 
 def _truth_frame(n_subsets=3, n_seeds=2, n_queries=4):
-    idx = pd.MultiIndex.from_product(
-        [range(n_subsets), range(n_seeds), range(n_queries)], names=["subset", "seed", "query"]
-    )
+    idx = pd.MultiIndex.from_product([range(n_subsets), range(n_seeds), range(n_queries)], names=["subset", "seed", "query"])
     frame = idx.to_frame(index=False)
     frame["value"] = 100 * frame["seed"] + 10 * frame["subset"] + frame["query"]
     return frame

@@ -22,7 +22,6 @@ T_MIN = 1e-5
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
 def _abar(t):
     return math.exp(SCHEDULE.log_alpha_bar(t))
 

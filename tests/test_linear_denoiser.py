@@ -31,9 +31,9 @@ from ldsbench.curvature_data import batch_size_of
 from ldsbench.data import load_digits_split
 from ldsbench.diffusion import simplified_loss
 from ldsbench.lds import lds_per_query
+from ldsbench.methods.influence import influence_scores
 from ldsbench.model import FlatNoisePredictor, build_scheduler
 from ldsbench.noise import content_keys, stream_seed
-from ldsbench.influence import influence_scores
 from ldsbench.scoring import query_gradients, training_gradient_batches
 from ldsbench.subsets import sample_subsets
 
@@ -78,9 +78,21 @@ def problem():
     weight = ld.fit(stats, torch.ones(N_TRAIN, dtype=torch.float64), RIDGE)
     factor = ld.hessian_factor(stats.zz, num_pixels)
     return SimpleNamespace(
-        scheduler=scheduler, abar=abar, images=images, queries=queries, shape=shape, num_pixels=num_pixels,
-        train_t=train_t, train_eps=train_eps, z=z, eps=eps, zq=zq, epsq=epsq, stats=stats,
-        weight=weight, factor=factor,
+        scheduler=scheduler,
+        abar=abar,
+        images=images,
+        queries=queries,
+        shape=shape,
+        num_pixels=num_pixels,
+        train_t=train_t,
+        train_eps=train_eps,
+        z=z,
+        eps=eps,
+        zq=zq,
+        epsq=epsq,
+        stats=stats,
+        weight=weight,
+        factor=factor,
         train_grads=ld.example_gradients(weight, z, eps),
         query_grads=ld.example_gradients(weight, zq, epsq),
     )
@@ -97,8 +109,12 @@ def bases(problem):
             model = FlatNoisePredictor(ld.LinearDenoiser(p.abar, p.shape, p.weight))
             data = ld.FixedDrawData(p.images, p.train_t, p.train_eps, p.abar)
             fitted[kind] = fit_kronecker_eigenbasis(
-                model, [MODULE], data, CurvatureSettings(kind=kind, fisher_type="type-2"),
-                num_data=data.num_data, batch_size_fn=batch_size_of,
+                model,
+                [MODULE],
+                data,
+                CurvatureSettings(kind=kind, fisher_type="type-2"),
+                num_data=data.num_data,
+                batch_size_fn=batch_size_of,
             )
         return fitted[kind]
 
@@ -144,9 +160,7 @@ def test_exact_hessian_is_that_of_the_package_objective(problem):
         torch.testing.assert_close(hv, v @ p.factor, rtol=1e-10, atol=1e-14)
     # The dense form is the same matrix in Linear.weight.reshape(-1) layout.
     small = p.factor[:5, :5]
-    torch.testing.assert_close(
-        ld.dense_hessian(small, 3) @ directions[0, :3, :5].reshape(-1), (directions[0, :3, :5] @ small).reshape(-1)
-    )
+    torch.testing.assert_close(ld.dense_hessian(small, 3) @ directions[0, :3, :5].reshape(-1), (directions[0, :3, :5] @ small).reshape(-1))
 
 
 def test_influence_is_the_derivative_of_retraining_in_an_example_weight(problem):
@@ -221,8 +235,16 @@ def test_package_influence_scores_equal_exact_scores(problem, bases):
     torch.testing.assert_close(package_query, p.query_grads.reshape(N_QUERIES, -1), rtol=1e-10, atol=1e-14)
 
     scores = influence_scores(
-        model, p.scheduler, p.images, p.queries, bases("ekfac"), DAMPINGS,
-        measurement="loss", train_draws=TRAIN_DRAWS, query_draws=QUERY_DRAWS, seed=SEED,
+        model,
+        p.scheduler,
+        p.images,
+        p.queries,
+        bases("ekfac"),
+        DAMPINGS,
+        measurement="loss",
+        train_draws=TRAIN_DRAWS,
+        query_draws=QUERY_DRAWS,
+        seed=SEED,
     )
     assert scores.shape == (len(DAMPINGS), N_QUERIES, N_TRAIN)
     for index, damping in enumerate(DAMPINGS):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ldsbench.config import MEASUREMENT_OUTPUT_KEYS, ConfigError, load_schema, measurement_gradient_settings, validate_config
+from ldsbench.config import ConfigError, load_schema, validate_config
 from ldsbench.diffusion import simplified_elbo_weights
 from ldsbench.measurement import (
     DEFAULTS,
@@ -23,14 +23,22 @@ from ldsbench.measurement import (
     measure,
     measurement_settings,
 )
+from ldsbench.measurement_types import MEASUREMENT_OUTPUT_KEYS, measurement_gradient_settings
 from ldsbench.model import build_scheduler, build_unet
 from ldsbench.noise import BLOCK, Design, design_draws, noise_draws, stream_seed
 from workflow_api import default_config, with_changes
 
 UNET = dict(
-    sample_size=8, in_channels=1, out_channels=1, block_out_channels=[8, 16], layers_per_block=1,
-    down_block_types=["DownBlock2D", "AttnDownBlock2D"], up_block_types=["AttnUpBlock2D", "UpBlock2D"],
-    norm_num_groups=4, attention_head_dim=8, add_attention=False,
+    sample_size=8,
+    in_channels=1,
+    out_channels=1,
+    block_out_channels=[8, 16],
+    layers_per_block=1,
+    down_block_types=["DownBlock2D", "AttnDownBlock2D"],
+    up_block_types=["AttnUpBlock2D", "UpBlock2D"],
+    norm_num_groups=4,
+    attention_head_dim=8,
+    add_attention=False,
 )
 
 # One settings entry per type, cheap enough for every test below.
@@ -45,7 +53,6 @@ SETTINGS = {
 
 # Tiny models: one thread is faster than several (see conftest.one_thread).
 pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 
 class GaussianOracle(torch.nn.Module):
@@ -229,8 +236,12 @@ def test_simplified_elbo_is_the_weighted_sum_over_timesteps():
 
 def test_orientation_is_recorded():
     expected = {
-        "loss": LOWER_IS_BETTER, "loss_at_t": LOWER_IS_BETTER, "squared_norm": NOT_A_QUALITY_MEASURE,
-        "simplified_elbo": LOWER_IS_BETTER, "elbo": HIGHER_IS_BETTER, "log_likelihood": HIGHER_IS_BETTER,
+        "loss": LOWER_IS_BETTER,
+        "loss_at_t": LOWER_IS_BETTER,
+        "squared_norm": NOT_A_QUALITY_MEASURE,
+        "simplified_elbo": LOWER_IS_BETTER,
+        "elbo": HIGHER_IS_BETTER,
+        "log_likelihood": HIGHER_IS_BETTER,
     }
     assert {name: spec.orientation for name, spec in MEASUREMENTS.items()} == expected
     with pytest.raises(ValueError, match="'likelihood' is not one of"):
@@ -259,7 +270,7 @@ def test_non_finite_measurement_names_the_queries(model, kind):
     unet, scheduler = model
     queries = torch.zeros(4, 1, 8, 8)
     queries[[1, 3], 0, 0, 0], queries[[1, 3], 0, 0, 1] = 1.0, -1.0
-    with pytest.raises(NonFiniteMeasurementError, match=r"'%s' is not finite for queries \[1, 3\]" % kind):
+    with pytest.raises(NonFiniteMeasurementError, match=rf"'{kind}' is not finite for queries \[1, 3\]"):
         estimate(NaNForQueries(unet), scheduler, queries, {**SETTINGS[kind], "draws": 64})
 
 

@@ -1,34 +1,72 @@
-"""Method types: every type has a scorer, and each type's code hash covers
-exactly the modules its scores depend on."""
+"""The method registry: every schema type has an entry and a scorer, each
+type's code hash covers exactly the modules its scores depend on, and a new
+method is one module plus one registry entry."""
 
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ldsbench.method_types import SCORERS, module_closure, scorer, scorer_modules
+from ldsbench.methods import METHOD_TYPES, MethodType, method_type, module_closure, needs, scored_values, scorer, scorer_modules
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_every_schema_method_type_has_a_scorer():
-    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml").read_text())
-    text = yaml.safe_dump(schema)
-    for method_type in SCORERS:
-        assert callable(scorer(method_type))
-        assert method_type in text
+def _schema_method_types() -> set[str]:
+    schema = yaml.safe_load((ROOT / "schemas" / "config.schema.yaml").read_text())
+    found = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            if set(node.get("properties", {}).get("type", {})) == {"const"}:
+                found.add(node["properties"]["type"]["const"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema["$defs"])
+    return found
+
+
+def test_every_schema_method_type_has_a_registry_entry_and_a_scorer():
+    schema_types = _schema_method_types()
+    assert set(METHOD_TYPES) <= schema_types, "every registered type is in the schema"
+    for name in METHOD_TYPES:
+        assert callable(scorer(name))
 
 
 def test_closure_follows_relative_imports_transitively():
-    # trak imports scoring, which imports measurement, which imports likelihood.
-    assert {"trak.py", "scoring.py", "measurement.py", "likelihood.py", "projection.py"} <= set(module_closure("trak"))
+    # trak imports scoring, which imports gradients; and measurement, which imports likelihood.
+    closure = set(module_closure("methods.trak"))
+    assert {"methods/trak.py", "scoring.py", "gradients.py", "measurement.py", "likelihood.py", "projection.py"} <= closure
+    # The registry decides no score: adding a method must not rescore the others.
+    assert "methods/__init__.py" not in closure
+
+
+def test_closure_follows_absolute_package_imports(tmp_path, monkeypatch):
+    import ldsbench.methods as registry
+
+    package = tmp_path / "pkg"
+    (package / "methods").mkdir(parents=True)
+    (package / "methods" / "__init__.py").write_text("")
+    (package / "methods" / "toy.py").write_text("import numpy\nfrom ldsbench.helper import f\n\ndef g():\n    from ..other import h\n")
+    (package / "helper.py").write_text("from . import leaf\n")
+    (package / "leaf.py").write_text("")
+    (package / "other.py").write_text("")
+    monkeypatch.setattr(registry, "PACKAGE_DIR", package)
+    assert module_closure("methods.toy") == ["helper.py", "leaf.py", "methods/toy.py", "other.py"]
 
 
 def test_editing_one_method_type_does_not_rehash_unrelated_ones():
-    assert "das.py" not in scorer_modules("trak")
-    assert "das.py" not in scorer_modules("influence")
-    assert "tracin.py" not in scorer_modules("das")
-    assert scorer_modules("pixel_similarity") == ["orientation.py", "similarity.py"]
+    assert "methods/das.py" not in scorer_modules("trak")
+    assert "methods/das.py" not in scorer_modules("influence")
+    assert "methods/tracin.py" not in scorer_modules("das")
+    assert scorer_modules("pixel_similarity") == ["methods/similarity.py", "orientation.py"]
+    assert scorer_modules("random") == ["measurement_types.py", "methods/random_baseline.py"]
     # DAS reuses TRAK's kernel solver, so a TRAK edit rescores DAS too.
-    assert "trak.py" in scorer_modules("das")
+    assert "methods/trak.py" in scorer_modules("das")
 
 
 def test_unknown_type_is_named():
@@ -36,3 +74,15 @@ def test_unknown_type_is_named():
         scorer("nope")
     with pytest.raises(ValueError, match="'nope'"):
         scorer_modules("nope")
+    with pytest.raises(ValueError, match="'telepathy'"):
+        needs({"type": "trak"}, "telepathy")
+
+
+def test_entries_declare_what_the_workflow_asks():
+    assert needs({"type": "influence"}, "curvature") and not needs({"type": "trak"}, "curvature")
+    assert needs({"type": "tracin"}, "trajectory") and needs({"type": "tracin"}, "training")
+    assert not method_type("random").ranks_for_removal
+    assert scored_values({"type": "trak", "lambda": 0.1, "lambda_grid": [1.0, 0.1]}) == [0.1, 1.0]
+    assert scored_values({"type": "tracin"}) != scored_values({"type": "tracin"}), "nan: no hyperparameter"
+    with pytest.raises(ValueError, match="unknown needs"):
+        MethodType("toy", "score_toy", needs=frozenset({"telepathy"}))

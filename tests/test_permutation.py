@@ -28,11 +28,11 @@ from ldsbench.curvature_data import NoisedTrainingData, batch_size_of
 from ldsbench.diffusion import per_draw_output, timestep_probabilities
 from ldsbench.gradients import iter_example_gradients
 from ldsbench.measurement import measurement_output_fn
+from ldsbench.methods.influence import influence_scores
+from ldsbench.methods.trak import trak_scores
 from ldsbench.model import FlatNoisePredictor, attributed_modules, attributed_parameters, build_scheduler, build_unet
 from ldsbench.noise import Design, content_key, content_keys, design_draws, noise_draws, stream_seed
-from ldsbench.influence import influence_scores
 from ldsbench.scoring import query_gradients, training_gradient_batches
-from ldsbench.trak import trak_scores
 from test_measurement import UNET
 
 N_TRAIN, N_QUERIES = 5, 3
@@ -160,7 +160,17 @@ def test_trak_scores_permute_with_the_inputs(setup, output_fn, measurement, proj
     unet, scheduler, train, queries, train_perm, query_perm = setup
 
     def scores(images, query_images):
-        return trak_scores(unet, scheduler, images, query_images, [1e-3, 1e-1], measurement=measurement, output_fn=output_fn,
-                           projection_dim=projection_dim, projection_seed=0, **DRAWS)
+        return trak_scores(
+            unet,
+            scheduler,
+            images,
+            query_images,
+            [1e-3, 1e-1],
+            measurement=measurement,
+            output_fn=output_fn,
+            projection_dim=projection_dim,
+            projection_seed=0,
+            **DRAWS,
+        )
 
     _assert_permuted(scores(train[train_perm], queries[query_perm]), scores(train, queries), train_perm, query_perm)

@@ -17,14 +17,9 @@ def _summary():
     for k, method in enumerate(METHODS):
         for j, measurement in enumerate(["loss", "elbo_at_t500"]):
             lds = 0.1 + 0.2 * k + 0.05 * j
-            rows.append(
-                dict(method=method, measurement=measurement, lds=lds,
-                     ci_low=lds - 0.03, ci_high=lds + 0.05, n_queries=64,
-                     n_subsets=100, n_seeds=3)
-            )
+            rows.append(dict(method=method, measurement=measurement, lds=lds, ci_low=lds - 0.03, ci_high=lds + 0.05, n_queries=64, n_subsets=100, n_seeds=3))
     # A method with an undefined LDS must not break the figure.
-    rows.append(dict(method="constant", measurement="loss", lds=np.nan, ci_low=np.nan,
-                     ci_high=np.nan, n_queries=0, n_subsets=100, n_seeds=3))
+    rows.append(dict(method="constant", measurement="loss", lds=np.nan, ci_low=np.nan, ci_high=np.nan, n_queries=0, n_subsets=100, n_seeds=3))
     return pd.DataFrame(rows)
 
 
@@ -34,8 +29,7 @@ def _damping_frame():
         for measurement in ["loss", "elbo_at_t500"]:
             for damping in [1e-4, 1e-2, 1.0, 100.0]:
                 lds = 0.3 + 0.1 * k - 0.02 * abs(np.log10(damping))
-                rows.append(dict(method=method, measurement=measurement, damping=damping,
-                                 lds=lds, ci_low=lds - 0.04, ci_high=lds + 0.04))
+                rows.append(dict(method=method, measurement=measurement, damping=damping, lds=lds, ci_low=lds - 0.04, ci_high=lds + 0.04))
     return pd.DataFrame(rows)
 
 
@@ -87,8 +81,12 @@ def test_summary_markdown_lists_every_method():
 
 
 def test_per_query_plot_shows_nan_queries_in_the_label(tmp_path):
-    rows = [dict(method=m, measurement=s, query=q, lds=(np.nan if (m == "TRAK" and q == 0) else 0.1 * q - 0.2))
-            for m in METHODS for s in ["loss", "elbo"] for q in range(6)]
+    rows = [
+        dict(method=m, measurement=s, query=q, lds=(np.nan if (m == "TRAK" and q == 0) else 0.1 * q - 0.2))
+        for m in METHODS
+        for s in ["loss", "elbo"]
+        for q in range(6)
+    ]
     path = tmp_path / "per_query.png"
     plot_lds_per_query(pd.DataFrame(rows), path)
     _assert_png(path)
@@ -98,8 +96,7 @@ def _removal_summary():
     rows = []
     for ranker, slope in [("ekfac", 0.5), ("trak", 0.2), ("random_control", 0.0)]:
         for fraction, k in [(0.02, 5), (0.1, 26)]:
-            rows.append(dict(ranker=ranker, fraction=fraction, k=k, change=slope * fraction, change_se=0.01,
-                             image_l2=1.0 + slope, reference_image_l2=0.8, n=4))
+            rows.append(dict(ranker=ranker, fraction=fraction, k=k, change=slope * fraction, change_se=0.01, image_l2=1.0 + slope, reference_image_l2=0.8, n=4))
     return pd.DataFrame(rows)
 
 

@@ -141,9 +141,7 @@ def test_output_follows_gradient_dtype_and_device():
     out = RandomProjector(200, 10, seed=0, chunk_size=64).project(grads)
     assert out.dtype == torch.float32 and out.device == grads.device
     # Casting happens per chunk; the result matches projecting float32 input.
-    torch.testing.assert_close(
-        out, RandomProjector(200, 10, seed=0, chunk_size=64).project(grads.float())
-    )
+    torch.testing.assert_close(out, RandomProjector(200, 10, seed=0, chunk_size=64).project(grads.float()))
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import torch
 
 from ldsbench.config import MEASUREMENT_ORIENTATION, ConfigError, validate_config
 from ldsbench.measurement import MEASUREMENTS
+from ldsbench.model import build_scheduler, build_unet
 from ldsbench.removal import (
     kept_rows,
     random_removal,
@@ -17,7 +18,6 @@ from ldsbench.removal import (
     summarize_changes,
     top_proponents,
 )
-from ldsbench.model import build_scheduler, build_unet
 from ldsbench.sampling import ddpm_resample_rows, ddpm_sample
 from test_measurement import UNET
 from workflow_api import default_config, with_changes
@@ -72,8 +72,19 @@ def _measured():
     for ranker, shift in [("ekfac", 0.3), ("random_control", 0.0)]:
         for seed in range(2):
             for query in (0, 1):
-                rows.append(dict(ranker=ranker, target=0, fraction=0.1, k=5, seed=seed, query=query,
-                                 value=1.0 + seed + (shift if query == 0 else 0.0) + 0.01 * seed, stderr=0.01, image_l2=0.5 if query == 0 else np.nan))
+                rows.append(
+                    dict(
+                        ranker=ranker,
+                        target=0,
+                        fraction=0.1,
+                        k=5,
+                        seed=seed,
+                        query=query,
+                        value=1.0 + seed + (shift if query == 0 else 0.0) + 0.01 * seed,
+                        stderr=0.01,
+                        image_l2=0.5 if query == 0 else np.nan,
+                    )
+                )
     return pd.DataFrame(rows)
 
 

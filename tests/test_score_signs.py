@@ -16,9 +16,9 @@ from ldsbench.curvature import CurvatureSettings, fit_kronecker_eigenbasis
 from ldsbench.curvature_data import NoisedTrainingData, batch_size_of
 from ldsbench.data import load_digits_split
 from ldsbench.measurement import measure
+from ldsbench.methods.influence import influence_scores
+from ldsbench.methods.trak import trak_scores
 from ldsbench.model import FlatNoisePredictor, attributed_modules, build_scheduler
-from ldsbench.influence import influence_scores
-from ldsbench.trak import trak_scores
 from ldsbench.training import TrainingSettings, train_diffusion_model
 from test_measurement import UNET
 
@@ -51,8 +51,18 @@ def setup(tmp_path_factory):
         )[0]
     for name, output_fn in (("trak", "loss"), ("dtrak", "squared_norm")):
         scores[name] = trak_scores(
-            unet, scheduler, images, queries, [1e-4], measurement="loss", output_fn=output_fn,
-            projection_dim=512, projection_seed=0, train_draws=32, query_draws=32, seed=0,
+            unet,
+            scheduler,
+            images,
+            queries,
+            [1e-4],
+            measurement="loss",
+            output_fn=output_fn,
+            projection_dim=512,
+            projection_seed=0,
+            train_draws=32,
+            query_draws=32,
+            seed=0,
         )[0]
 
     def retrained_measurement(removed, tag):
@@ -61,9 +71,7 @@ def setup(tmp_path_factory):
         return measure(model, scheduler, queries, "loss", 512, seed=0)[0]
 
     rng = np.random.default_rng(0)
-    random_removal = np.mean(
-        [retrained_measurement(rng.choice(N_TRAIN, N_REMOVED, replace=False), f"random{r}") for r in range(RANDOM_REPEATS)], axis=0
-    )
+    random_removal = np.mean([retrained_measurement(rng.choice(N_TRAIN, N_REMOVED, replace=False), f"random{r}") for r in range(RANDOM_REPEATS)], axis=0)
     return scores, retrained_measurement, random_removal
 
 

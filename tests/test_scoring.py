@@ -10,10 +10,11 @@ import torch
 
 from ldsbench.curvature import CurvatureSettings, fit_kronecker_eigenbasis
 from ldsbench.curvature_data import NoisedTrainingData, batch_size_of
+from ldsbench.methods.influence import influence_scores
+from ldsbench.methods.random_baseline import random_scores
+from ldsbench.methods.trak import trak_scores
 from ldsbench.model import FlatNoisePredictor, attributed_modules, attributed_parameters
-from ldsbench.influence import influence_scores
-from ldsbench.scoring import SCORE_SIGN, query_gradients, random_scores, training_gradient_batches
-from ldsbench.trak import trak_scores
+from ldsbench.scoring import SCORE_SIGN, query_gradients, training_gradient_batches
 from tiny_models import tiny_model_and_images
 
 
@@ -60,8 +61,20 @@ def test_influence_is_minus_one_over_n_preconditioned_dot_product(setup):
 def test_trak_without_projection_is_the_exact_kernel(setup, output_fn):
     unet, scheduler, train, queries = setup
     lam = 0.5
-    scores = trak_scores(unet, scheduler, train, queries, [lam], measurement="loss", output_fn=output_fn,
-                         projection_dim=None, projection_seed=0, train_draws=4, query_draws=4, seed=0)[0]
+    scores = trak_scores(
+        unet,
+        scheduler,
+        train,
+        queries,
+        [lam],
+        measurement="loss",
+        output_fn=output_fn,
+        projection_dim=None,
+        projection_seed=0,
+        train_draws=4,
+        query_draws=4,
+        seed=0,
+    )[0]
 
     phi = torch.cat([g for _, g in training_gradient_batches(unet, scheduler, train, output_fn, 4, seed=0)]).double()
     q = query_gradients(unet, scheduler, queries, output_fn, 4, seed=0).double()

@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ldsbench import similarity
 from ldsbench.measurement import HIGHER_IS_BETTER, LOWER_IS_BETTER, MEASUREMENTS, NOT_A_QUALITY_MEASURE
-from ldsbench.similarity import (
+from ldsbench.methods import similarity
+from ldsbench.methods.similarity import (
     FeatureModelError,
     Preprocessing,
     check_feature_model_path,
@@ -270,7 +270,7 @@ def test_path_check_does_not_import_torch(tmp_path):
     """The workflow checks the path while validating its config, before any torch import."""
     path = _save_torchscript(ChannelMeanLinear(), tmp_path / "encoder.pt")
     code = (
-        "import sys; from ldsbench.similarity import check_feature_model_path; "
+        "import sys; from ldsbench.methods.similarity import check_feature_model_path; "
         f"check_feature_model_path({str(path)!r}); assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

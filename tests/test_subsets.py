@@ -61,7 +61,10 @@ def test_stratified_quotas_rounding_rule():
     # of round(4.0) = 4: the largest shortfall (0.4, the singleton) gets it.
     assert stratified_quotas(np.repeat([0, 1, 2], [3, 3, 4]), 0.4) == {0: 1, 1: 1, 2: 2}
     assert stratified_quotas(np.repeat([0, 1, 2, 3], [3, 3, 3, 1]), 0.4) == {
-        0: 1, 1: 1, 2: 1, 3: 1,
+        0: 1,
+        1: 1,
+        2: 1,
+        3: 1,
     }
     mask = sample_subsets(9, 4, 0.5, seed=0, labels=labels)
     assert (mask.sum(axis=1) == 4).all()

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from ldsbench.diffusion import per_draw_output
+from ldsbench.methods.tracin import tracin_scores
 from ldsbench.model import attributed_parameters, build_scheduler, build_unet
 from ldsbench.scoring import SCORE_SIGN, query_gradients
-from ldsbench.tracin import tracin_scores
 from ldsbench.training import TrainingSettings, learning_rates, snapshot_steps, step_draws
 from test_measurement import UNET
 
@@ -97,7 +97,7 @@ def test_wrong_checkpoints_are_refused():
 
 
 def test_subsampled_draws_estimate_the_full_sum_without_bias():
-    from ldsbench.tracin import seen_draws
+    from ldsbench.methods.tracin import seen_draws
 
     _, _, images, _, _, _ = _setup()
     settings = TrainingSettings(steps=8, batch_size=3, learning_rate=0.01, warmup_fraction=0.0, lr_schedule="constant", checkpoint_every=8, seed=4)
@@ -105,7 +105,7 @@ def test_subsampled_draws_estimate_the_full_sum_without_bias():
     full = seen_draws(images, settings, 1000, 0, 8)
     assert sum(len(d[1]) for d in full.values()) == 8 * settings.batch_size
     sub = seen_draws(images, settings, 1000, 0, 8, max_draws=2, seed=1)
-    for row, (x0, timesteps, noise, weights) in sub.items():
+    for row, (_x0, timesteps, _noise, weights) in sub.items():
         assert len(timesteps) == min(2, len(full[row][1]))
         # At a constant learning rate the kept draws carry the whole weight.
         assert weights.sum().item() == pytest.approx(full[row][3].sum().item())

@@ -1,10 +1,10 @@
-"""Tests for ldsbench.trak: kernel scores q^T (Phi^T Phi + lambda I)^{-1} phi_i."""
+"""Tests for ldsbench.methods.trak: kernel scores q^T (Phi^T Phi + lambda I)^{-1} phi_i."""
 
 import pytest
 import torch
 
+from ldsbench.methods.trak import GramSpectrum, accumulate_gram, trak_kernel_scores
 from ldsbench.projection import RandomProjector
-from ldsbench.trak import GramSpectrum, accumulate_gram, trak_kernel_scores
 from tiny_models import tiny_model_and_images
 
 
@@ -32,8 +32,10 @@ def test_small_lambda_matches_exact_solve():
     torch.testing.assert_close(scores[0], _dense_scores(query, train, 1e-10), rtol=1e-9, atol=1e-12)
     # lambda = 0 on a full-rank Gram matrix is the plain inverse.
     torch.testing.assert_close(
-        trak_kernel_scores(query, train, [0.0])[0], _dense_scores(query, train, 0.0),
-        rtol=1e-9, atol=1e-12,
+        trak_kernel_scores(query, train, [0.0])[0],
+        _dense_scores(query, train, 0.0),
+        rtol=1e-9,
+        atol=1e-12,
     )
 
 
@@ -82,7 +84,8 @@ def test_lambda_zero_on_rank_deficient_gram_uses_pseudo_inverse():
     torch.testing.assert_close(
         trak_kernel_scores(in_span, train, [0.0])[0],
         _dense_scores(in_span, train, 1e-7),
-        rtol=1e-5, atol=1e-6,
+        rtol=1e-5,
+        atol=1e-6,
     )
 
 
@@ -95,9 +98,7 @@ def test_streamed_gram_and_batched_scoring_match_one_shot():
     torch.testing.assert_close(gram, train.float().double().T @ train.float().double())
     spectrum = GramSpectrum.from_gram(gram)
     streamed = torch.cat([spectrum.kernel_scores(query, b, lambdas) for b in batches], dim=-1)
-    torch.testing.assert_close(
-        streamed, trak_kernel_scores(query, train.float(), lambdas), rtol=1e-9, atol=1e-12
-    )
+    torch.testing.assert_close(streamed, trak_kernel_scores(query, train.float(), lambdas), rtol=1e-9, atol=1e-12)
 
 
 def test_scores_converge_to_unprojected_with_projection_dim():
@@ -111,9 +112,7 @@ def test_scores_converge_to_unprojected_with_projection_dim():
         err = 0.0
         for seed in range(3):  # average seeds so one lucky draw cannot break monotonicity
             projector = RandomProjector(num_params, dim, seed=seed, chunk_size=16)
-            projected = trak_kernel_scores(
-                projector.project(query.float()), projector.project(train.float()), [lam]
-            )[0]
+            projected = trak_kernel_scores(projector.project(query.float()), projector.project(train.float()), [lam])[0]
             err += ((projected - exact).norm() / exact.norm()).item()
         errors.append(err / 3)
     assert all(a > b for a, b in zip(errors, errors[1:])), errors
@@ -131,7 +130,8 @@ def test_projection_to_at_least_num_params_is_exact_at_lambda_zero():
     torch.testing.assert_close(
         trak_kernel_scores(project(query), project(train), [0.0]),
         trak_kernel_scores(query.float().double(), train.float().double(), [0.0]),
-        rtol=1e-5, atol=1e-6,
+        rtol=1e-5,
+        atol=1e-6,
     )
 
 
@@ -183,9 +183,21 @@ def test_gram_helpers_reject_bad_input():
 def test_dtrak_output_function_ablations_score(output_fn):
     import numpy as np
 
-    from ldsbench.trak import trak_scores
+    from ldsbench.methods.trak import trak_scores
 
     unet, scheduler, train, queries = tiny_model_and_images()
-    scores = trak_scores(unet, scheduler, train, queries, [0.1], measurement="loss", output_fn=output_fn, projection_dim=64,
-                         projection_seed=0, train_draws=4, query_draws=4, seed=0)
+    scores = trak_scores(
+        unet,
+        scheduler,
+        train,
+        queries,
+        [0.1],
+        measurement="loss",
+        output_fn=output_fn,
+        projection_dim=64,
+        projection_seed=0,
+        train_draws=4,
+        query_draws=4,
+        seed=0,
+    )
     assert scores.shape == (1, 2, 4) and np.isfinite(scores).all() and np.abs(scores).max() > 0

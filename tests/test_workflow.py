@@ -3,7 +3,6 @@ every rule, and what a change of config reschedules afterwards."""
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,8 +11,14 @@ import pytest
 from workflow_api import default_config, dry_run, run_workflow, with_changes
 
 SUMMARY_FILES = [
-    "lds_summary.parquet", "lds_per_query.parquet", "lds_sweep.parquet", "lds_summary.png", "lds_per_query.png",
-    "lds_vs_damping.png", "lds_summary.md", "attribution_grid.png",
+    "lds_summary.parquet",
+    "lds_per_query.parquet",
+    "lds_sweep.parquet",
+    "lds_summary.png",
+    "lds_per_query.png",
+    "lds_vs_damping.png",
+    "lds_summary.md",
+    "attribution_grid.png",
 ]
 REMOVAL_FILES = ["removal_summary.parquet", "removal_summary.md", "removal.png", "removal_changes.parquet"]
 

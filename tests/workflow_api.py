@@ -40,8 +40,9 @@ def with_changes(config: dict, changes: dict) -> dict:
     return config
 
 
-def dry_run(config: dict, workdir: Path, targets=("all",)) -> list[str]:
-    """Files a run would (re)create, as Snakemake's dry run decides them."""
+def dry_run(config: dict, workdir: Path, targets=("all",), snakefile: Path = SNAKEFILE) -> list[str]:
+    """Files a run would (re)create, as Snakemake's dry run decides them
+    (``snakefile``: another copy of the workflow)."""
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
 
@@ -50,12 +51,19 @@ def dry_run(config: dict, workdir: Path, targets=("all",)) -> list[str]:
         workflow = api.workflow(
             resource_settings=ResourceSettings(cores=2),
             config_settings=ConfigSettings(config=config, replace_workflow_config=True),
-            snakefile=SNAKEFILE,
+            snakefile=Path(snakefile),
             workdir=Path(workdir),
         )
         dag = workflow.dag(DAGSettings(targets=set(targets)))
         dag.execute_workflow(executor="local", pseudo_executor="dryrun", updated_files=updated)
     return [str(Path(f)) for f in updated]
+
+
+def copy_workflow(destination: Path) -> Path:
+    """A copy of the workflow's files (no environment, results or history), to edit in a test."""
+    ignore = shutil.ignore_patterns(".venv", ".git", "results", ".snakemake", "__pycache__", ".wheels", "*.egg-info", ".pytest_cache", ".ruff_cache")
+    shutil.copytree(ROOT, destination, ignore=ignore)
+    return Path(destination)
 
 
 def workflow_command(config: dict, workdir: Path, *extra: str) -> list[str]:
@@ -65,8 +73,19 @@ def workflow_command(config: dict, workdir: Path, *extra: str) -> list[str]:
     config_path = workdir / "run_config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     return [
-        str(SNAKEMAKE), "--snakefile", str(SNAKEFILE), "--directory", str(workdir), "--cores", "2",
-        "--configfile", str(config_path), "--replace-workflow-config", "--scheduler", "greedy", *extra,
+        str(SNAKEMAKE),
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        "--configfile",
+        str(config_path),
+        "--replace-workflow-config",
+        "--scheduler",
+        "greedy",
+        *extra,
     ]
 
 

@@ -1,6 +1,5 @@
 """Fit K-FAC or EK-FAC factors of the full model's training-loss GGN."""
 
-import numpy as np
 import torch
 
 from ldsbench.curvature import CurvatureSettings, fit_kronecker_eigenbases, save_eigenbases
@@ -16,12 +15,21 @@ device = select_device(snakemake.params.device)
 unet, scheduler, _ = load_model(snakemake.input.model, device)
 model = FlatNoisePredictor(unet).to(dtype)
 data = NoisedTrainingData(
-    torch.from_numpy(load_image_set(snakemake.input.train).images), scheduler, settings["draws_per_example"], settings["seed"],
-    batch_size=settings["batch_size"], dtype=dtype, device=device,
+    torch.from_numpy(load_image_set(snakemake.input.train).images),
+    scheduler,
+    settings["draws_per_example"],
+    settings["seed"],
+    batch_size=settings["batch_size"],
+    dtype=dtype,
+    device=device,
 )
 # One fit gives K-FAC, and EK-FAC if a method needs it (same factors).
 curvature = CurvatureSettings(
-    kind="ekfac" if "ekfac" in settings["kinds"] else "kfac", kfac_approx=settings["kfac_approx"], fisher_type=settings["fisher_type"], mc_samples=settings["mc_samples"], seed=settings["seed"]
+    kind="ekfac" if "ekfac" in settings["kinds"] else "kfac",
+    kfac_approx=settings["kfac_approx"],
+    fisher_type=settings["fisher_type"],
+    mc_samples=settings["mc_samples"],
+    seed=settings["seed"],
 )
 names = [f"unet.{name}" for name, _ in attributed_modules(unet)]
 log.info("fitting %s on %s modules, %s data points", curvature, len(names), data.num_data)

@@ -1,7 +1,6 @@
 """Queries: DDPM samples of the full model, then optional held-out images."""
 
 import numpy as np
-import torch
 
 from ldsbench.data import load_image_set
 from ldsbench.io import atomic_path

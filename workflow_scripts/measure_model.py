@@ -1,4 +1,5 @@
-"""Measure one trained model on every query (common random numbers)."""
+"""Measure one trained model on every query, for every configured
+measurement (common random numbers within each measurement)."""
 
 import numpy as np
 import pandas as pd
@@ -6,41 +7,49 @@ import torch
 
 from ldsbench.io import save_parquet
 from ldsbench.jobs import load_model, select_device, start_job
-from ldsbench.precision import network_precision
 from ldsbench.measurement import estimate, get_measurement
+from ldsbench.precision import network_precision
 from ldsbench.provenance import model_provenance, queries_sha256, rows_sha256
 
 log = start_job(snakemake)
-w, settings = snakemake.wildcards, snakemake.params.settings
-spec = get_measurement(settings["type"])
+w = snakemake.wildcards
 device = select_device(snakemake.params.device)
 unet, scheduler, manifest = load_model(snakemake.input.model, device)
 query_images = np.load(snakemake.input.queries)["images"]
 queries = torch.from_numpy(query_images).to(device)
-try:
-    with network_precision(snakemake.params.precision, device):
-        result = estimate(unet, scheduler, queries, settings)
-except RuntimeError as error:
-    raise RuntimeError(f"measurement {w.measurement}, model subset {w.subset} seed {w.seed}: {error}") from error
-frame = pd.DataFrame(
-    {
-        "subset": int(w.subset),
-        "seed": int(w.seed),
-        "query": np.arange(len(result.mean)),
-        "value": result.mean,
-        "stderr": result.stderr,
-        "draws": result.draws,
-        "orientation": spec.orientation,
-        "unit": spec.unit,
-    }
-)
 provenance = {
     **model_provenance(manifest),
     "queries_sha256": queries_sha256(query_images),
     "train_rows_sha256": rows_sha256(manifest["train_rows"]),
 }
-save_parquet(snakemake.output[0], frame, metadata=provenance)
-log.info(
-    "%s (%s, %s, %s): mean %.5f, mean standard error %.5f, draws per query %d..%d",
-    w.measurement, spec.name, spec.unit, spec.orientation, result.mean.mean(), result.stderr.mean(), result.draws.min(), result.draws.max(),
-)
+for (name, settings), path in zip(snakemake.params.settings.items(), snakemake.output, strict=True):
+    spec = get_measurement(settings["type"])
+    try:
+        with network_precision(snakemake.params.precision, device):
+            result = estimate(unet, scheduler, queries, settings)
+    except RuntimeError as error:
+        raise RuntimeError(f"measurement {name}, model subset {w.subset} seed {w.seed}: {error}") from error
+    frame = pd.DataFrame(
+        {
+            "subset": int(w.subset),
+            "seed": int(w.seed),
+            "query": np.arange(len(result.mean)),
+            "value": result.mean,
+            "stderr": result.stderr,
+            "draws": result.draws,
+            "orientation": spec.orientation,
+            "unit": spec.unit,
+        }
+    )
+    save_parquet(path, frame, metadata=provenance)
+    log.info(
+        "%s (%s, %s, %s): mean %.5f, mean standard error %.5f, draws per query %d..%d",
+        name,
+        spec.name,
+        spec.unit,
+        spec.orientation,
+        result.mean.mean(),
+        result.stderr.mean(),
+        result.draws.min(),
+        result.draws.max(),
+    )

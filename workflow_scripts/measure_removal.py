@@ -7,8 +7,8 @@ import torch
 
 from ldsbench.io import save_parquet
 from ldsbench.jobs import load_model, select_device, start_job
-from ldsbench.precision import network_precision
 from ldsbench.measurement import estimate, get_measurement
+from ldsbench.precision import network_precision
 from ldsbench.provenance import model_provenance, queries_sha256
 from ldsbench.removal import ALL_DATA
 from ldsbench.sampling import ddpm_resample_rows

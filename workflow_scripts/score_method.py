@@ -1,4 +1,5 @@
-"""Scores of one method for one measurement: [Q, N] plus its damping sweep."""
+"""Scores of one method for every measurement: [Q, N] per measurement plus
+its damping sweep, from one pass over the training side."""
 
 import numpy as np
 import torch
@@ -6,7 +7,7 @@ import torch
 from ldsbench.data import load_image_set
 from ldsbench.io import atomic_path, file_sha256, save_npy
 from ldsbench.jobs import load_model, select_device, start_job
-from ldsbench.method_types import ScoringJob, scorer
+from ldsbench.methods import ScoringJob, needs, scorer
 from ldsbench.plan import job_budget
 from ldsbench.precision import network_precision
 from ldsbench.provenance import model_provenance, queries_sha256, write_checksums
@@ -25,7 +26,7 @@ job = ScoringJob(
     train=torch.from_numpy(load_image_set(snakemake.input.train).images).to(device),
     queries=torch.from_numpy(query_images).to(device),
     method=method,
-    measurement=snakemake.params.measurement,
+    measurements=snakemake.params.measurements,
     inputs={
         "queries": snakemake.input.queries,
         **{name: snakemake.input[name] for name in ("curvature", "trajectory") if snakemake.input.get(name)},
@@ -40,16 +41,19 @@ job = ScoringJob(
 with network_precision(snakemake.params.precision, device):
     values, scores = scorer(method["type"])(job)
 
-if not np.isfinite(scores).all():
-    raise RuntimeError(f"method {w.method}: scores contain NaN or infinite values")
-save_npy(snakemake.output.scores, scores[0])
-with atomic_path(snakemake.output.sweep) as tmp:
-    with open(tmp, "wb") as handle:
-        np.savez(handle, values=np.asarray(values, dtype=np.float64), scores=scores[1:], grid_values=np.asarray(values[1:], dtype=np.float64))
-# Written last: a score file with a manifest is complete and checksummed.
-outputs = {"scores": snakemake.output.scores, "sweep": snakemake.output.sweep}
 provenance = {**model_provenance(manifest), "queries_sha256": queries_sha256(query_images)}
-if method["type"] == "feature_similarity":
+if needs(method, "feature_model"):
     provenance["feature_model_sha256"] = file_sha256(method["model_path"])
-write_checksums(snakemake.output.manifest, outputs, provenance)
-log.info("scores %s for %s values %s", scores.shape[1:], w.method, values)
+for name in snakemake.params.measurements:
+    measured = scores[name]
+    if not np.isfinite(measured).all():
+        raise RuntimeError(f"method {w.method}, measurement {name}: scores contain NaN or infinite values")
+for name in snakemake.params.measurements:
+    measured, outputs = scores[name], {"scores": f"{snakemake.params.prefix}/{name}.npy", "sweep": f"{snakemake.params.prefix}/{name}.sweep.npz"}
+    save_npy(outputs["scores"], measured[0])
+    with atomic_path(outputs["sweep"]) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, values=np.asarray(values, dtype=np.float64), scores=measured[1:], grid_values=np.asarray(values[1:], dtype=np.float64))
+    # Written last: a score file with a manifest is complete and checksummed.
+    write_checksums(f"{snakemake.params.prefix}/{name}.json", outputs, provenance)
+    log.info("scores %s for %s on %s, values %s", measured.shape[1:], w.method, name, values)

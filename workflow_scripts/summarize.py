@@ -46,7 +46,9 @@ summary = pd.concat([summary, pd.DataFrame(tuned)], axis=1)
 sweep_rows = []
 for (method, measurement, damping), group in sweep_per_query.groupby(["method", "measurement", "damping"], sort=False):
     stats = bootstrap_mean_ci(group.sort_values("query")["lds"].to_numpy())
-    sweep_rows.append({"method": method, "measurement": measurement, "damping": damping, "lds": stats["mean"], "ci_low": stats["ci_low"], "ci_high": stats["ci_high"]})
+    sweep_rows.append(
+        {"method": method, "measurement": measurement, "damping": damping, "lds": stats["mean"], "ci_low": stats["ci_low"], "ci_high": stats["ci_high"]}
+    )
 sweep = pd.DataFrame(sweep_rows)
 save_parquet(snakemake.output.summary, summary)
 save_parquet(snakemake.output.per_query, per_query)

@@ -10,8 +10,8 @@ import torch
 from ldsbench.data import load_image_set
 from ldsbench.io import save_json
 from ldsbench.jobs import load_model, select_device, start_job
-from ldsbench.precision import network_precision
 from ldsbench.model import build_scheduler
+from ldsbench.precision import network_precision
 from ldsbench.training import TrainingSettings, snapshot_steps, train_diffusion_model
 
 log = start_job(snakemake)

@@ -15,9 +15,9 @@ from tqdm import tqdm
 from ldsbench.data import image_set_hash, load_image_set
 from ldsbench.io import config_hash
 from ldsbench.jobs import save_model, select_device, start_job
-from ldsbench.precision import network_precision
 from ldsbench.model import build_scheduler
 from ldsbench.noise import stream_seed
+from ldsbench.precision import network_precision
 from ldsbench.provenance import architecture_hash, training_hash
 from ldsbench.removal import kept_rows, removal_training_seed
 from ldsbench.training import TrainingDivergedError, TrainingSettings, train_diffusion_model

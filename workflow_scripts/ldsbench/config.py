@@ -13,7 +13,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from .orientation import HIGHER_IS_BETTER, LOWER_IS_BETTER, MEASUREMENT_ORIENTATION, NOT_A_QUALITY_MEASURE
+from .methods import METHOD_TYPES, method_type
+from .orientation import MEASUREMENT_ORIENTATION, NOT_A_QUALITY_MEASURE
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 _NUMBER_LIKE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)$")
@@ -24,7 +25,16 @@ class ConfigError(ValueError):
 
 
 def load_schema(path=SCHEMA_PATH) -> dict:
-    return yaml.safe_load(Path(path).read_text())
+    """The config schema, with each registered method type's block
+    (``$defs/{type}_method``) dispatched on ``type``."""
+    schema = yaml.safe_load(Path(path).read_text())
+    missing = [name for name in METHOD_TYPES if f"{name}_method" not in schema["$defs"]]
+    if missing:
+        raise ValueError(f"{path}: no $defs block for method type(s) {missing} (expected $defs/<type>_method)")
+    entry = schema["properties"]["methods"]["additionalProperties"]
+    entry["properties"] = {"type": {"enum": list(METHOD_TYPES)}}
+    entry["allOf"] = [{"if": {"properties": {"type": {"const": name}}}, "then": {"$ref": f"#/$defs/{name}_method"}} for name in METHOD_TYPES]
+    return schema
 
 
 def _dotted(path) -> str:
@@ -75,25 +85,6 @@ def _fill_defaults(node, schema: dict, root: dict):
 # measurements need them for the decoder's and the dequantisation's bin width.
 DATASET_LEVELS = {"digits": 17, "cifar2": 256}
 LEVEL_MEASUREMENTS = ("elbo", "log_likelihood")
-
-
-# The settings that define each measurement type's output function, and so
-# its query gradient (``measurement.MEASUREMENTS[type].output_keys``); draws
-# and seed only change the ground truth.
-MEASUREMENT_OUTPUT_KEYS = {
-    "loss": (),
-    "loss_at_t": ("timestep",),
-    "squared_norm": (),
-    "simplified_elbo": (),
-    "elbo": ("levels",),
-    "log_likelihood": ("levels",),
-}
-
-
-def measurement_gradient_settings(entry: dict) -> dict:
-    """The part of a validated measurement entry that scoring depends on:
-    its type and output-function settings (for a scoring job's params)."""
-    return {"type": entry["type"], **{key: entry[key] for key in MEASUREMENT_OUTPUT_KEYS[entry["type"]]}}
 
 
 def _fill_measurement_levels(config: dict) -> None:
@@ -147,7 +138,7 @@ def _fill_removal_methods(config: dict) -> None:
     """``removal.methods: null`` means every method that is not random."""
     removal = config["removal"]
     if removal.get("methods") is None:
-        removal["methods"] = [name for name, method in config["methods"].items() if method["type"] != "random"]
+        removal["methods"] = [name for name, method in config["methods"].items() if method_type(method["type"]).ranks_for_removal]
 
 
 def _removal_errors(config: dict) -> list[str]:
@@ -177,6 +168,8 @@ def _removal_errors(config: dict) -> list[str]:
     for method in removal["methods"]:
         if method not in config["methods"]:
             errors.append(f"removal.methods: {method!r} is not a key of methods ({', '.join(config['methods'])})")
+        elif not method_type(config["methods"][method]["type"]).ranks_for_removal:
+            errors.append(f"removal.methods: {method!r} ranks no training example (the removal branch has its own random control)")
     if not removal["methods"]:
         errors.append("removal.methods: no method to rank training examples with")
     n_train = config["dataset"]["n_train"]
@@ -201,27 +194,13 @@ def _report_errors(config: dict) -> list[str]:
     return errors
 
 
-def _similarity_errors(config: dict) -> list[str]:
-    """Similarity baselines: a feature model file that exists (nothing is
-    downloaded), and a sign wherever the orientation gives none."""
-    from .similarity import FeatureModelError, check_feature_model_path
-
+def _method_errors(config: dict) -> list[str]:
+    """Each method type's own check (``methods.MethodType.check``)."""
     errors = []
     for name, method in config["methods"].items():
-        if method["type"] not in ("pixel_similarity", "feature_similarity"):
-            continue
-        if method["type"] == "feature_similarity":
-            try:
-                check_feature_model_path(method["model_path"])
-            except FeatureModelError as error:
-                errors.append(f"methods.{name}.model_path: {error}")
-        if method["sign"] is None:
-            for measurement, entry in config["measurements"].items():
-                if MEASUREMENT_ORIENTATION[entry["type"]] == NOT_A_QUALITY_MEASURE:
-                    errors.append(
-                        f"methods.{name}.sign: required, since measurements.{measurement} is not a quality measure "
-                        "(+1: similar training images raise it, -1: they lower it)"
-                    )
+        check = method_type(method["type"]).check
+        if check is not None:
+            errors += check(name, method, config)
     return errors
 
 
@@ -261,9 +240,7 @@ def _semantic_errors(config: dict) -> list[str]:
                 re.compile(method["modules"])
             except re.error as error:
                 errors.append(f"methods.{name}.modules: {method['modules']!r} is not a regular expression ({error})")
-        if method["type"] == "journey_trak" and method["steps"] > queries["sampling_steps"]:
-            errors.append(f"methods.{name}.steps: {method['steps']} exceeds the query sampler's queries.sampling_steps {queries['sampling_steps']}")
-    errors += _similarity_errors(config)
+    errors += _method_errors(config)
     errors += _removal_errors(config)
     errors += _report_errors(config)
     return errors

@@ -17,7 +17,7 @@ number of dampings: with ``R = Q_out^T G Q_in``,
 
     g_q^T (F + lam I)^{-1} g_i = sum_ab R_q[a, b] R_i[a, b] / (E[a, b] + lam),
 
-which ``ldsbench.influence`` uses to score many dampings from one copy of
+which ``ldsbench.methods.influence`` uses to score many dampings from one copy of
 the rotated query gradients.
 
 The factors are computed by curvlinops 3.0.1. Its K-FAC weight block is
@@ -29,8 +29,8 @@ The factors are computed by curvlinops 3.0.1. Its K-FAC weight block is
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import torch
 from curvlinops import EKFACLinearOperator, KFACLinearOperator
@@ -76,10 +76,7 @@ class CurvatureSettings:
         if self.mc_samples < 1:
             raise ValueError(f"mc_samples must be >= 1, got {self.mc_samples}.")
         if self.fisher_type != "mc" and self.mc_samples != 1:
-            raise ValueError(
-                f"mc_samples={self.mc_samples} needs fisher_type 'mc', "
-                f"got {self.fisher_type!r}."
-            )
+            raise ValueError(f"mc_samples={self.mc_samples} needs fisher_type 'mc', got {self.fisher_type!r}.")
 
 
 class KroneckerEigenbasis:
@@ -120,7 +117,7 @@ class KroneckerEigenbasis:
         save_eigenbases(path, {self.settings.kind if self.settings else "kfac": self})
 
     @classmethod
-    def load(cls, path, kind: str | None = None) -> "KroneckerEigenbasis":
+    def load(cls, path, kind: str | None = None) -> KroneckerEigenbasis:
         """Read the ``kind`` basis (``"kfac"`` or ``"ekfac"``; None: the only
         one) of a file written by ``save_eigenbases`` (tensors land on the
         CPU); a file whose content does not match its stored checksum is
@@ -152,7 +149,7 @@ class KroneckerEigenbasis:
         total = sum(self.eigenvalues[n].sum().item() for n in self.module_names)
         return total / self.num_params()
 
-    def to(self, device) -> "KroneckerEigenbasis":
+    def to(self, device) -> KroneckerEigenbasis:
         """The same basis with its tensors on ``device`` (moved once, not per use)."""
         q_out, q_in, eigenvalues = ({n: t.to(device) for n, t in part.items()} for part in (self.q_out, self.q_in, self.eigenvalues))
         return KroneckerEigenbasis(self.module_names, q_out, q_in, eigenvalues, self.settings)
@@ -185,9 +182,7 @@ class KroneckerEigenbasis:
         (any float dtype and device): ``[B, P]`` float64. Per module,
         ``Q_out (R / (E + damping)) Q_in^T`` with ``R`` from ``rotate``."""
         if grads.ndim != 2 or grads.shape[1] != self.num_params():
-            raise ValueError(
-                f"grads must have shape [B, {self.num_params()}], got {tuple(grads.shape)}."
-            )
+            raise ValueError(f"grads must have shape [B, {self.num_params()}], got {tuple(grads.shape)}.")
         out = torch.empty(grads.shape, dtype=torch.float64, device=grads.device)
         for name, columns in self.module_slices():
             d_out, d_in = self.eigenvalues[name].shape

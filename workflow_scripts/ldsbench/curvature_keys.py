@@ -9,6 +9,7 @@ eigenvalues of every kind they need.
 from __future__ import annotations
 
 from .io import config_hash
+from .methods import needs
 
 
 def factor_settings(settings: dict) -> dict:
@@ -26,7 +27,7 @@ def curvature_fits(methods: dict) -> dict[str, dict]:
     """{file key: factor settings plus ``kinds``, the sorted kinds its methods use}."""
     fits: dict[str, dict] = {}
     for method in methods.values():
-        if method["type"] != "influence":
+        if not needs(method, "curvature"):
             continue
         key = curvature_key(method["curvature"])
         fit = fits.setdefault(key, {**factor_settings(method["curvature"]), "kinds": []})

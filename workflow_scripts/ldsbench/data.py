@@ -28,7 +28,7 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, index: np.ndarray) -> "ImageSet":
+    def subset(self, index: np.ndarray) -> ImageSet:
         return ImageSet(self.images[index], self.labels[index], self.source_index[index])
 
 
@@ -59,10 +59,7 @@ def _split(images, labels, n_train, n_heldout, seed, classes) -> tuple[ImageSet,
         keep = np.isin(labels, classes)
         images, labels, source_index = images[keep], labels[keep], source_index[keep]
     if n_train + n_heldout > len(labels):
-        raise ValueError(
-            f"dataset: n_train + n_heldout = {n_train + n_heldout} exceeds the "
-            f"{len(labels)} available images"
-        )
+        raise ValueError(f"dataset: n_train + n_heldout = {n_train + n_heldout} exceeds the {len(labels)} available images")
     order = np.random.default_rng(seed).permutation(len(labels))
     train, heldout = order[:n_train], order[n_train : n_train + n_heldout]
     full = ImageSet(images.astype(np.float32), labels.astype(np.int64), source_index)
@@ -146,7 +143,5 @@ def load_dataset_split(dataset_config: dict) -> tuple[ImageSet, ImageSet]:
     if name == "digits":
         return load_digits_split(n_train, n_heldout, seed, dataset_config.get("classes"))
     if name == "cifar2":
-        return load_cifar2_split(
-            dataset_config.get("path"), n_train, n_heldout, seed, tuple(dataset_config.get("classes", (1, 7)))
-        )
+        return load_cifar2_split(dataset_config.get("path"), n_train, n_heldout, seed, tuple(dataset_config.get("classes", (1, 7))))
     raise ValueError(f"dataset.name: unknown dataset {name!r} (known: digits, cifar2)")

@@ -81,7 +81,10 @@ def discover_devices(environ=os.environ) -> list[str]:
     try:
         listing = subprocess.run(
             [nvidia_smi, "--query-gpu=index", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=60, check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):  # no driver loaded, for example
         return []
@@ -131,7 +134,10 @@ def acquire_slot(
             waiting_since = time.monotonic()
             log.info(
                 "all %d GPU slots (%d device(s) x jobs_per_gpu %d) in %s are taken; waiting for one",
-                len(devices) * jobs_per_gpu, len(devices), jobs_per_gpu, slot_dir,
+                len(devices) * jobs_per_gpu,
+                len(devices),
+                jobs_per_gpu,
+                slot_dir,
             )
         time.sleep(poll_seconds)
 

@@ -14,7 +14,7 @@ block size.
 from __future__ import annotations
 
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from tqdm import tqdm

@@ -45,15 +45,11 @@ def group_predictions(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64)
     mask = np.asarray(mask)
     if scores.ndim != 2 or mask.ndim != 2:
-        raise ValueError(
-            f"scores and mask must be 2-D, got shapes {scores.shape} and {mask.shape}"
-        )
+        raise ValueError(f"scores and mask must be 2-D, got shapes {scores.shape} and {mask.shape}")
     if mask.dtype != bool:
         raise ValueError(f"mask must be boolean, got dtype {mask.dtype}")
     if scores.shape[1] != mask.shape[1]:
-        raise ValueError(
-            f"scores has {scores.shape[1]} training columns but mask has {mask.shape[1]}"
-        )
+        raise ValueError(f"scores has {scores.shape[1]} training columns but mask has {mask.shape[1]}")
     # A 0/1 matrix product sums exactly the selected columns per subset.
     return mask.astype(np.float64) @ scores.T
 
@@ -74,14 +70,9 @@ def spearman_per_query(predictions: np.ndarray, truth: np.ndarray) -> np.ndarray
     predictions = np.asarray(predictions, dtype=np.float64)
     truth = np.asarray(truth, dtype=np.float64)
     if predictions.shape != truth.shape or predictions.ndim != 2:
-        raise ValueError(
-            f"predictions and truth must be 2-D of equal shape [M, Q], got "
-            f"{predictions.shape} and {truth.shape}"
-        )
+        raise ValueError(f"predictions and truth must be 2-D of equal shape [M, Q], got {predictions.shape} and {truth.shape}")
     if predictions.shape[0] < 2:
-        raise ValueError(
-            f"a rank correlation needs at least 2 subsets, got M={predictions.shape[0]}"
-        )
+        raise ValueError(f"a rank correlation needs at least 2 subsets, got M={predictions.shape[0]}")
 
     # Constancy is judged on the raw values so that it does not depend on
     # floating-point noise in the centred ranks.
@@ -128,10 +119,7 @@ def lds_per_query(scores: np.ndarray, mask: np.ndarray, truth: np.ndarray) -> np
     truth = _mean_truth(truth)
     predictions = group_predictions(scores, mask)
     if predictions.shape != truth.shape:
-        raise ValueError(
-            f"group predictions have shape {predictions.shape} [M, Q] but truth "
-            f"has shape {truth.shape}"
-        )
+        raise ValueError(f"group predictions have shape {predictions.shape} [M, Q] but truth has shape {truth.shape}")
     return spearman_per_query(predictions, truth)
 
 
@@ -210,9 +198,7 @@ def retraining_ceiling_per_query(truth_per_seed: np.ndarray) -> np.ndarray:
     """
     truth_per_seed = np.asarray(truth_per_seed, dtype=np.float64)
     if truth_per_seed.ndim != 3:
-        raise ValueError(
-            f"truth_per_seed must be [K, M, Q], got shape {truth_per_seed.shape}"
-        )
+        raise ValueError(f"truth_per_seed must be [K, M, Q], got shape {truth_per_seed.shape}")
     n_seeds = truth_per_seed.shape[0]
     if n_seeds < 2:
         raise ValueError(f"the retraining ceiling needs K >= 2 seeds, got K={n_seeds}")
@@ -224,9 +210,7 @@ def retraining_ceiling_per_query(truth_per_seed: np.ndarray) -> np.ndarray:
     return np.mean(rhos, axis=0)
 
 
-def ground_truth_array(
-    frame: pd.DataFrame, n_subsets: int, n_seeds: int, n_queries: int
-) -> np.ndarray:
+def ground_truth_array(frame: pd.DataFrame, n_subsets: int, n_seeds: int, n_queries: int) -> np.ndarray:
     """Dense ``[K, M, Q]`` ground truth from a long table.
 
     Args:
@@ -258,27 +242,18 @@ def ground_truth_array(
         col = col.astype(np.int64)
         bad = (col < 0) | (col >= sizes[name])
         if bad.any():
-            raise ValueError(
-                f"column {name} has ids outside [0, {sizes[name]}): "
-                f"{sorted(set(col[bad].tolist()))[:10]}"
-            )
+            raise ValueError(f"column {name} has ids outside [0, {sizes[name]}): {sorted(set(col[bad].tolist()))[:10]}")
         ids[name] = col
 
     dup = frame.duplicated(subset=keys, keep=False)
     if dup.any():
         rows = frame.loc[dup, keys].drop_duplicates().head(10)
-        raise ValueError(
-            f"duplicated (subset, seed, query) entries: "
-            f"{rows.to_records(index=False).tolist()}"
-        )
+        raise ValueError(f"duplicated (subset, seed, query) entries: {rows.to_records(index=False).tolist()}")
 
     values = frame["value"].to_numpy(dtype=np.float64)
     if not np.isfinite(values).all():
         rows = frame.loc[~np.isfinite(values), keys].head(10)
-        raise ValueError(
-            f"non-finite value for (subset, seed, query): "
-            f"{rows.to_records(index=False).tolist()}"
-        )
+        raise ValueError(f"non-finite value for (subset, seed, query): {rows.to_records(index=False).tolist()}")
 
     out = np.full((sizes["seed"], sizes["subset"], sizes["query"]), np.nan)
     out[ids["seed"], ids["subset"], ids["query"]] = values
@@ -287,12 +262,7 @@ def ground_truth_array(
         # argwhere gives (seed, subset, query); report as (subset, seed, query).
         examples = [(int(j), int(k), int(q)) for k, j, q in absent[:10]]
         affected = (
-            f"subsets {np.unique(absent[:, 1])[:10].tolist()}, "
-            f"seeds {np.unique(absent[:, 0])[:10].tolist()}, "
-            f"queries {np.unique(absent[:, 2])[:10].tolist()}"
+            f"subsets {np.unique(absent[:, 1])[:10].tolist()}, seeds {np.unique(absent[:, 0])[:10].tolist()}, queries {np.unique(absent[:, 2])[:10].tolist()}"
         )
-        raise ValueError(
-            f"ground truth incomplete: {len(absent)} of {out.size} "
-            f"(subset, seed, query) entries missing ({affected}), e.g. {examples}"
-        )
+        raise ValueError(f"ground truth incomplete: {len(absent)} of {out.size} (subset, seed, query) entries missing ({affected}), e.g. {examples}")
     return out

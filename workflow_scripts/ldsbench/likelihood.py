@@ -58,7 +58,7 @@ class VPSchedule:
     num_timesteps: int
 
     @classmethod
-    def from_scheduler(cls, scheduler) -> "VPSchedule":
+    def from_scheduler(cls, scheduler) -> VPSchedule:
         config = scheduler.config
         if config.beta_schedule != "linear":
             raise ValueError(f"the VP correspondence is implemented for linear betas, not {config.beta_schedule!r}")

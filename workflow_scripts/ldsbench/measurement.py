@@ -14,8 +14,9 @@ numbers), whatever the batch size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -25,7 +26,6 @@ from .elbo import ElboDraw, quantise
 from .likelihood import NonFiniteODEError, ODESolveError, dequantised_log_likelihood
 from .noise import Design, design_draws, draw_requests, likelihood_draws, stream_seed
 from .orientation import HIGHER_IS_BETTER, LOWER_IS_BETTER, NOT_A_QUALITY_MEASURE
-
 
 
 @dataclass(frozen=True)
@@ -125,8 +125,16 @@ DEFAULTS = {
     "simplified_elbo": {"draws": 128, "seed": 0, "strata": 16, "antithetic": False, "target_stderr": None, "max_draws": None},
     "elbo": {"draws": 128, "seed": 0, "strata": 16, "antithetic": False, "target_stderr": None, "max_draws": None},
     "log_likelihood": {
-        "draws": 4, "seed": 0, "rtol": 1e-5, "atol": 1e-5, "t_min": 1e-5, "probes": 1, "probe_distribution": "rademacher",
-        "queries_per_solve": 1, "target_stderr": None, "max_draws": None,
+        "draws": 4,
+        "seed": 0,
+        "rtol": 1e-5,
+        "atol": 1e-5,
+        "t_min": 1e-5,
+        "probes": 1,
+        "probe_distribution": "rademacher",
+        "queries_per_solve": 1,
+        "target_stderr": None,
+        "max_draws": None,
     },
 }
 
@@ -311,8 +319,15 @@ def _likelihood_evaluator(unet, scheduler, queries, settings: dict, stream: int)
         items, indices = np.concatenate(items), np.concatenate(indices)
         try:
             values, _ = dequantised_log_likelihood(
-                unet, scheduler, torch.cat(x0), torch.cat(uniforms), torch.cat(probes), levels,
-                rtol=settings["rtol"], atol=settings["atol"], t_min=settings["t_min"],
+                unet,
+                scheduler,
+                torch.cat(x0),
+                torch.cat(uniforms),
+                torch.cat(probes),
+                levels,
+                rtol=settings["rtol"],
+                atol=settings["atol"],
+                t_min=settings["t_min"],
             )
         except (NonFiniteODEError, ODESolveError):
             if len(members) > 1:

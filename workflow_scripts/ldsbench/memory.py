@@ -59,12 +59,17 @@ def method_sizes(footprint, kind: str, draws_per_pass: int) -> dict:
     ``"tracin"`` or ``"projection"``; ``draws_per_pass`` the draws of one
     backward pass (at most the method's draws per example)."""
     sizes = dict(
-        params=footprint.attributed_weights, model_params=footprint.model_params,
-        activation_bytes_per_draw=footprint.training_bytes_per_draw, draws_per_pass=draws_per_pass,
+        params=footprint.attributed_weights,
+        model_params=footprint.model_params,
+        activation_bytes_per_draw=footprint.training_bytes_per_draw,
+        draws_per_pass=draws_per_pass,
     )
     if kind == "influence":
-        sizes.update(largest_module=footprint.largest_module, modules=footprint.modules,
-                     curvature_values=footprint.kronecker_factor_values + footprint.attributed_weights)
+        sizes.update(
+            largest_module=footprint.largest_module,
+            modules=footprint.modules,
+            curvature_values=footprint.kronecker_factor_values + footprint.attributed_weights,
+        )
     return sizes
 
 
@@ -82,10 +87,22 @@ def gradient_pass_bytes(model_params: int, activation_bytes_per_draw: int, draws
 
 
 def influence_bytes(
-    *, params: int, largest_module: int, modules: int, curvature_values: int, model_params: int, activation_bytes_per_draw: int,
-    draws_per_pass: int, queries: int, train: int, values: int, storage: str, queries_per_chunk: int, batch_examples: int,
+    *,
+    params: int,
+    largest_module: int,
+    modules: int,
+    curvature_values: int,
+    model_params: int,
+    activation_bytes_per_draw: int,
+    draws_per_pass: int,
+    queries: int,
+    train: int,
+    values: int,
+    storage: str,
+    queries_per_chunk: int,
+    batch_examples: int,
 ) -> int:
-    """Peak bytes of influence scoring (``ldsbench.influence``): the
+    """Peak bytes of influence scoring (``ldsbench.methods.influence``): the
     eigenbasis (``curvature_values`` float64: both Kronecker eigenvector
     matrices of every module and the P eigenvalues), the rotated query
     gradients of one chunk, one batch of training gradients with its
@@ -107,6 +124,7 @@ def choose_influence_chunking(budget_bytes: int, *, queries: int, batch_examples
     training batch of one example do not fit.
     """
     for batch in _halvings(batch_examples):
+
         def peak(chunk: int) -> int:
             return influence_bytes(queries=queries, queries_per_chunk=chunk, batch_examples=batch, **sizes)
 
@@ -123,19 +141,25 @@ def choose_influence_chunking(budget_bytes: int, *, queries: int, batch_examples
     )
 
 
-def tracin_bytes(*, params: int, model_params: int, activation_bytes_per_draw: int, draws_per_pass: int, queries: int, train: int, queries_per_chunk: int) -> int:
-    """Peak bytes of TracIn/ReTrac (``ldsbench.tracin``): one chunk of query
+def tracin_bytes(
+    *, params: int, model_params: int, activation_bytes_per_draw: int, draws_per_pass: int, queries: int, train: int, queries_per_chunk: int
+) -> int:
+    """Peak bytes of TracIn/ReTrac (``ldsbench.methods.tracin``): one chunk of query
     gradients (float32 as computed, float64 as used) at one checkpoint, the checkpoint's weights, one
     training gradient (float64), the score matrix [Q, N] (float64) and one
     gradient pass."""
     return (
-        queries_per_chunk * params * (FLOAT32 + FLOAT64) + params * FLOAT64 + model_params * FLOAT32 + queries * train * FLOAT64
+        queries_per_chunk * params * (FLOAT32 + FLOAT64)
+        + params * FLOAT64
+        + model_params * FLOAT32
+        + queries * train * FLOAT64
         + gradient_pass_bytes(model_params, activation_bytes_per_draw, draws_per_pass)
     )
 
 
 def choose_tracin_chunking(budget_bytes: int, *, queries: int, setting: str, **sizes) -> GradientChunking:
     """The largest query chunk whose ``tracin_bytes`` fit ``budget_bytes``."""
+
     def peak(chunk: int) -> int:
         return tracin_bytes(queries=queries, queries_per_chunk=chunk, **sizes)
 
@@ -146,8 +170,19 @@ def choose_tracin_chunking(budget_bytes: int, *, queries: int, setting: str, **s
     return GradientChunking(chunk, chunks, 1, peak(chunk))
 
 
-def projected_feature_bytes(*, params: int, dim: int | None, model_params: int, activation_bytes_per_draw: int, draws_per_pass: int,
-                            queries: int, train: int, values: int, batch_examples: int, projection_cache_bytes: int) -> int:
+def projected_feature_bytes(
+    *,
+    params: int,
+    dim: int | None,
+    model_params: int,
+    activation_bytes_per_draw: int,
+    draws_per_pass: int,
+    queries: int,
+    train: int,
+    values: int,
+    batch_examples: int,
+    projection_cache_bytes: int,
+) -> int:
     """Peak bytes of a projected-gradient method (TRAK, D-TRAK, Journey-TRAK,
     DAS's scalar variants): one batch of raw gradients, the cached projection
     blocks, the features [N + Q, k] (float32) with their float64 eigenbasis

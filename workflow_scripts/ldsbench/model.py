@@ -49,11 +49,7 @@ def build_scheduler(scheduler_config: dict) -> DDPMScheduler:
 def attributed_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     """The modules whose weights are attributed: every Linear and Conv2d, in
     ``named_modules`` order. Biases, normalisation and embeddings are excluded."""
-    return [
-        (name, module)
-        for name, module in model.named_modules()
-        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d))
-    ]
+    return [(name, module) for name, module in model.named_modules() if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d))]
 
 
 def selected_module_names(model: torch.nn.Module, pattern: str | None, prefix: str = "") -> list[str]:

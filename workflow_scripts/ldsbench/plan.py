@@ -21,10 +21,23 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .curvature_keys import curvature_fits
+from .measurement_types import measurement_gradient_settings, query_output_groups
 from .memory import (
-    FLOAT32, FLOAT64, GIB, PROCESS_BASE_BYTES, MemoryBudgetError, choose_influence_chunking, choose_projection_batch, choose_tracin_chunking,
-    influence_bytes, method_sizes, projected_feature_bytes, projection_cache_bytes, tracin_bytes,
+    FLOAT32,
+    FLOAT64,
+    GIB,
+    PROCESS_BASE_BYTES,
+    MemoryBudgetError,
+    choose_influence_chunking,
+    choose_projection_batch,
+    choose_tracin_chunking,
+    influence_bytes,
+    method_sizes,
+    projected_feature_bytes,
+    projection_cache_bytes,
+    tracin_bytes,
 )
+from .methods import method_type, needs
 
 FORWARD = 1 / 3  # a forward pass, in forward+backward passes
 # Adam's two moments, the EMA copy, the weights and their gradients.
@@ -97,38 +110,56 @@ def scoring_estimate(method: dict, config: dict, footprint, budget_bytes: int, b
     try:
         return _scoring_estimate(method, config, footprint, budget_bytes, budget_setting)
     except MemoryBudgetError:
-        return replace(_scoring_estimate(method, config, footprint, 2**62, budget_setting, smallest=True), setting=f"{budget_setting} (or the method's query_storage)")
+        return replace(
+            _scoring_estimate(method, config, footprint, 2**62, budget_setting, smallest=True), setting=f"{budget_setting} (or the method's query_storage)"
+        )
 
 
 def _scoring_estimate(method: dict, config: dict, footprint, budget_bytes: int, budget_setting: str, smallest: bool = False) -> JobEstimate:
     runtime = config["runtime"]
     n_train, n_queries = config["dataset"]["n_train"], config["queries"]["generated"] + config["queries"]["heldout"]
-    kind = method["type"]
+    entry = method_type(method["type"])
+    kind = entry.estimate
+    # Methods whose query side follows the measurement stack one query set
+    # per distinct query-side output function (``measurement_types.query_output_groups``).
+    groups = len(query_output_groups({name: measurement_gradient_settings(m) for name, m in config["measurements"].items()}))
+    if entry.query_follows_measurement(method):
+        n_queries *= groups
     # A backward pass holds at most the method's draws per example.
     draws = max(method.get("train_draws", 1), method.get("query_draws", 1), method.get("draws_per_step", 1) * method.get("steps", 1))
     per_pass = min(runtime["gradient_draws_per_pass"], draws)
     values = 1 + len(method.get("damping_grid", method.get("lambda_grid", [])))
     if kind == "influence":
         sizes = method_sizes(footprint, "influence", per_pass)
-        plan = choose_influence_chunking(budget_bytes, queries=n_queries, batch_examples=1 if smallest else min(32, n_train), setting=budget_setting, train=n_train,
-                                         values=values, storage=method["query_storage"], **sizes)
+        plan = choose_influence_chunking(
+            budget_bytes,
+            queries=n_queries,
+            batch_examples=1 if smallest else min(32, n_train),
+            setting=budget_setting,
+            train=n_train,
+            values=values,
+            storage=method["query_storage"],
+            **sizes,
+        )
         if smallest:
-            plan = replace(plan, chunks=n_queries, peak_bytes=influence_bytes(queries=n_queries, queries_per_chunk=1, batch_examples=1, train=n_train,
-                                                                             values=values, storage=method["query_storage"], **sizes))
+            plan = replace(
+                plan,
+                chunks=n_queries,
+                peak_bytes=influence_bytes(
+                    queries=n_queries, queries_per_chunk=1, batch_examples=1, train=n_train, values=values, storage=method["query_storage"], **sizes
+                ),
+            )
         passes = plan.chunks * n_train * method["train_draws"] + n_queries * method["query_draws"]
         return JobEstimate("score_method", 1, plan.peak_bytes, passes, budget_setting)
-    if kind in ("trak", "journey_trak", "das"):
+    if kind == "projection":
         sizes = method_sizes(footprint, "projection", per_pass)
         cache = projection_cache_bytes(sizes["params"], method["projection_dim"], method.get("projection", "rademacher"))
         common = dict(dim=method["projection_dim"], queries=n_queries, train=n_train, values=values, projection_cache_bytes=cache, **sizes)
-        largest = min(n_train, TRAK_BATCH if kind != "das" else 64)
+        largest = min(n_train, entry.largest_batch or TRAK_BATCH)
         batch = 1 if smallest else choose_projection_batch(budget_bytes, batch_examples=largest, setting=budget_setting, **common)
         members = method.get("models", 1)
-        if kind == "journey_trak":
-            query_passes = n_queries * method["steps"] * method["draws_per_step"]
-        else:
-            query_passes = n_queries * method["query_draws"]
-        passes = members * (n_train * method["train_draws"] + query_passes) * (2 if kind == "das" else 1)
+        query_passes = n_queries * entry.query_draws(method)
+        passes = members * (n_train * method["train_draws"] + query_passes) * entry.passes_per_draw
         return JobEstimate("score_method", 1, projected_feature_bytes(batch_examples=batch, **common), passes, budget_setting)
     if kind == "tracin":
         tracin = method_sizes(footprint, "tracin", per_pass)
@@ -142,8 +173,9 @@ def _scoring_estimate(method: dict, config: dict, footprint, budget_bytes: int, 
         train_passes = seen if per_checkpoint is None else min(seen, per_checkpoint * n_train * checkpoints)
         passes = plan.chunks * train_passes + checkpoints * n_queries * method["query_draws"]
         return JobEstimate("score_method", 1, plan.peak_bytes, passes, budget_setting)
-    # Similarity and random: images and a [Q, N] score matrix.
-    return JobEstimate("score_method", 1, PROCESS_BASE_BYTES + 2 * footprint.model_params * FLOAT32 + 4 * n_queries * n_train * FLOAT64, 0, budget_setting)
+    # Similarity and random: images and a [Q, N] score matrix per measurement.
+    scores = (3 + len(config["measurements"])) * n_queries * n_train * FLOAT64
+    return JobEstimate("score_method", 1, PROCESS_BASE_BYTES + 2 * footprint.model_params * FLOAT32 + scores, 0, budget_setting)
 
 
 def curvature_estimate(curvature: dict, config: dict, footprint) -> JobEstimate:
@@ -169,21 +201,26 @@ def rule_estimates(config: dict, footprint, budget_bytes: int, budget_setting: s
     training, bench, queries = config["training"], config["benchmark"], config["queries"]
     n_queries = queries["generated"] + queries["heldout"]
     methods, measurements = config["methods"], config["measurements"]
-    ensemble = max([m.get("models", 1) for m in methods.values() if m["type"] == "trak"] or [1])
+    ensemble = max([m.get("models", 1) for m in methods.values() if needs(m, "ensemble")] or [1])
     removal = config["removal"]
     removal_models = 0
     if removal["queries"]:
         rankers = len(removal["methods"]) + 1
         removal_models = len(removal["queries"]) * rankers * len(removal["fractions"]) * removal["seeds"]
     extra_seeds = max(ensemble, removal["seeds"] if removal["queries"] else 1) - 1
-    models = 1 + bench["subsets"] * bench["seeds"]
+    models = bench["subsets"] * bench["seeds"]
     rows = [
         _training(config, footprint, "train_full_model", 1, training["steps"]),
         _training(config, footprint, "train_subset_model", bench["subsets"] * bench["seeds"], training["subset_steps"]),
         _forward_job(footprint, "generate_queries", 1, queries["generated"] * queries["sampling_steps"], min(256, max(1, queries["generated"]))),
-        # One job per model and measurement.
-        _forward_job(footprint, "measure_model", models * len(measurements), measurement_passes(measurements, n_queries) / len(measurements),
-                     min(MEASUREMENT_BATCH, n_queries * max(m.get("max_draws") or m["draws"] for m in measurements.values()))),
+        # One job per model measures every measurement.
+        _forward_job(
+            footprint,
+            "measure_model",
+            models,
+            measurement_passes(measurements, n_queries),
+            min(MEASUREMENT_BATCH, n_queries * max(m.get("max_draws") or m["draws"] for m in measurements.values())),
+        ),
     ]
     # Rules a config may not use get a row of 0 jobs (every rule is declared).
     rows.append(_training(config, footprint, "train_full_model_seed", extra_seeds, training["steps"]))
@@ -193,7 +230,7 @@ def rule_estimates(config: dict, footprint, budget_bytes: int, budget_setting: s
     removal_batch = min(MEASUREMENT_BATCH, max(1, int(removal_passes)))
     rows.append(_forward_job(footprint, "measure_removal_model", removal_models, removal_passes, removal_batch))
     rows.append(_forward_job(footprint, "measure_removal_reference", extra_seeds + 1 if removal_models else 0, removal_passes, removal_batch))
-    tracing = any(m["type"] == "tracin" for m in methods.values())
+    tracing = any(needs(m, "trajectory") for m in methods.values())
     rows.append(_training(config, footprint, "trace_full_training", int(tracing), training["steps"]))
     for key, fit in curvature_fits(methods).items():
         estimate = curvature_estimate(fit, config, footprint)
@@ -225,8 +262,7 @@ def plan_table(rows: list[JobEstimate], draws_per_second: float | None):
 def over_budget(rows: list[JobEstimate], budget_bytes: int, budget_setting: str) -> list[str]:
     """A line per rule whose estimated peak exceeds the budget."""
     return [
-        f"{r.rule}: estimated peak {r.peak_bytes / GIB:.1f} GiB > {budget_setting} = {budget_bytes / GIB:.1f} GiB; "
-        f"lower {r.setting} or raise {budget_setting}"
+        f"{r.rule}: estimated peak {r.peak_bytes / GIB:.1f} GiB > {budget_setting} = {budget_bytes / GIB:.1f} GiB; lower {r.setting} or raise {budget_setting}"
         for r in rows
         if r.jobs and r.peak_bytes > budget_bytes
     ]

@@ -21,8 +21,14 @@ __all__ = ["plot_lds_per_query", "plot_lds_summary", "plot_lds_vs_damping", "plo
 
 LDS_LABEL = "LDS (Spearman, mean over queries)"
 SUMMARY_COLUMNS = [
-    "method", "measurement", "lds", "ci_low", "ci_high",
-    "n_queries", "n_subsets", "n_seeds",
+    "method",
+    "measurement",
+    "lds",
+    "ci_low",
+    "ci_high",
+    "n_queries",
+    "n_subsets",
+    "n_seeds",
 ]
 DAMPING_COLUMNS = ["method", "measurement", "damping", "lds", "ci_low", "ci_high"]
 DPI = 150
@@ -107,8 +113,14 @@ def plot_lds_summary(summary: pd.DataFrame, path) -> None:
             if ok[k]:
                 end = rows["ci_high"].iloc[k] if lds[k] >= 0 else rows["ci_low"].iloc[k]
                 end = lds[k] if not np.isfinite(end) else end
-                ax.text(end + (0.01 if lds[k] >= 0 else -0.01) * (high - low or 1.0), y[k], f"{lds[k]:.2f}",
-                        va="center", ha="left" if lds[k] >= 0 else "right", fontsize=7.5)
+                ax.text(
+                    end + (0.01 if lds[k] >= 0 else -0.01) * (high - low or 1.0),
+                    y[k],
+                    f"{lds[k]:.2f}",
+                    va="center",
+                    ha="left" if lds[k] >= 0 else "right",
+                    fontsize=7.5,
+                )
             else:
                 ax.text(0.0, y[k], " n/a", va="center", ha="left", fontsize=8)
         ax.axvline(0.0, color="black", linewidth=0.8)
@@ -121,8 +133,7 @@ def plot_lds_summary(summary: pd.DataFrame, path) -> None:
         ax.grid(axis="x", alpha=0.3)
         ax.set_axisbelow(True)
     fig.suptitle(
-        f"Linear Datamodeling Score, M = {_describe(summary['n_subsets'])} subsets, "
-        f"K = {_describe(summary['n_seeds'])} seeds (95% bootstrap CI over queries)",
+        f"Linear Datamodeling Score, M = {_describe(summary['n_subsets'])} subsets, K = {_describe(summary['n_seeds'])} seeds (95% bootstrap CI over queries)",
         fontsize=11,
     )
     fig.tight_layout()
@@ -173,7 +184,7 @@ def plot_lds_per_query(per_query: pd.DataFrame, path) -> None:
         ax.grid(axis="y", alpha=0.3)
     for ax in axes[:, 0]:
         ax.set_ylabel("LDS of one query (Spearman)", fontsize=10)
-    for ax in list(axes.flat)[len(measurements):]:
+    for ax in list(axes.flat)[len(measurements) :]:
         ax.set_visible(False)
     fig.suptitle("Per-query LDS (one dot per query)", fontsize=12)
     fig.tight_layout()
@@ -275,12 +286,20 @@ def plot_lds_vs_damping(frame: pd.DataFrame, path) -> None:
             if rows.empty:
                 continue
             ax.plot(
-                rows["damping"], rows["lds"], marker="o", markersize=4,
-                color=colors[method], label=str(method),
+                rows["damping"],
+                rows["lds"],
+                marker="o",
+                markersize=4,
+                color=colors[method],
+                label=str(method),
             )
             ax.fill_between(
-                rows["damping"], rows["ci_low"], rows["ci_high"],
-                color=colors[method], alpha=0.2, linewidth=0,
+                rows["damping"],
+                rows["ci_low"],
+                rows["ci_high"],
+                color=colors[method],
+                alpha=0.2,
+                linewidth=0,
             )
         ax.set_xscale("log")
         ax.axhline(0.0, color="black", linewidth=0.8)
@@ -289,16 +308,12 @@ def plot_lds_vs_damping(frame: pd.DataFrame, path) -> None:
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
         ax.set_ylabel(LDS_LABEL, fontsize=10)
-    for ax in list(axes.flat)[len(measurements):]:
+    for ax in list(axes.flat)[len(measurements) :]:
         ax.set_visible(False)
 
     # One legend for the figure: the first line drawn for each method.
-    handles = [
-        next(l for a in axes.flat for l in a.lines if l.get_label() == str(method))
-        for method in methods
-    ]
-    fig.legend(handles, [str(m) for m in methods], title="method", fontsize=9,
-               loc="upper left", bbox_to_anchor=(1.0, 0.95))
+    handles = [next(l for a in axes.flat for l in a.lines if l.get_label() == str(method)) for method in methods]
+    fig.legend(handles, [str(m) for m in methods], title="method", fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 0.95))
     fig.suptitle("LDS against damping (shaded: 95% bootstrap CI)", fontsize=12)
     fig.tight_layout()
     _save(fig, path)

@@ -136,9 +136,7 @@ class RandomProjector:
         if not isinstance(grads, torch.Tensor):
             raise ValueError(f"grads must be a torch.Tensor, got {type(grads).__name__}")
         if grads.ndim != 2 or grads.shape[1] != self.num_params:
-            raise ValueError(
-                f"grads must have shape [B, {self.num_params}], got {list(grads.shape)}"
-            )
+            raise ValueError(f"grads must have shape [B, {self.num_params}], got {list(grads.shape)}")
         if not grads.is_floating_point():
             raise ValueError(f"grads must be floating point, got dtype {grads.dtype}")
 

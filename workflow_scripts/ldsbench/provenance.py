@@ -61,9 +61,7 @@ def model_provenance(manifest: dict) -> dict:
     """Provenance of a trained model from its ``manifest.json``."""
     missing = {"data_sha256", "architecture_hash", "training_hash"} - set(manifest)
     if missing:
-        raise ArtifactMismatchError(
-            f"model manifest lacks {sorted(missing)}: the model was written by an older version of this workflow; retrain it"
-        )
+        raise ArtifactMismatchError(f"model manifest lacks {sorted(missing)}: the model was written by an older version of this workflow; retrain it")
     return {
         "train_sha256": manifest["data_sha256"],
         "architecture_hash": manifest["architecture_hash"],

@@ -98,7 +98,9 @@ def removal_changes(measured, reference):
     """
     target = measured[measured["query"] == measured["target"]]
     ref = reference.rename(columns={"value": "reference_value", "stderr": "reference_stderr", "image_l2": "reference_image_l2"})
-    merged = target.merge(ref[["seed", "query", "reference_value", "reference_stderr", "reference_image_l2"]], on=["seed", "query"], how="left", validate="many_to_one")
+    merged = target.merge(
+        ref[["seed", "query", "reference_value", "reference_stderr", "reference_image_l2"]], on=["seed", "query"], how="left", validate="many_to_one"
+    )
     missing = merged["reference_value"].isna()
     if missing.any():
         pairs = merged.loc[missing, ["seed", "query"]].drop_duplicates().to_records(index=False).tolist()
@@ -122,14 +124,16 @@ def summarize_changes(changes):
         n = len(group)
         images = group["image_l2"].dropna()
         references = group["reference_image_l2"].dropna()
-        rows.append({
-            "ranker": ranker,
-            "fraction": float(fraction),
-            "k": int(group["k"].iloc[0]),
-            "change": float(group["change"].mean()),
-            "change_se": float(group["change"].std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
-            "image_l2": float(images.mean()) if len(images) else float("nan"),
-            "reference_image_l2": float(references.mean()) if len(references) else float("nan"),
-            "n": n,
-        })
+        rows.append(
+            {
+                "ranker": ranker,
+                "fraction": float(fraction),
+                "k": int(group["k"].iloc[0]),
+                "change": float(group["change"].mean()),
+                "change_se": float(group["change"].std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
+                "image_l2": float(images.mean()) if len(images) else float("nan"),
+                "reference_image_l2": float(references.mean()) if len(references) else float("nan"),
+                "n": n,
+            }
+        )
     return pd.DataFrame(rows)

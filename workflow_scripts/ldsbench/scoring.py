@@ -14,6 +14,14 @@ the projected-gradient Gram matrix Phi^T Phi, which already sums over the N
 examples, so its 1/N is implicit. ``SCORE_SIGN`` is the one place the minus
 sign lives.
 
+A scoring job scores one method for every measurement at once: scorers
+return ``{measurement name: [L, Q, N]}``. Measurements whose query-side
+output function is the same share one set of query gradients
+(``measurement_types.query_output_groups``), and every training-side
+quantity is computed once for all of them; a method whose scores do not
+depend on the measurement computes them once
+(``measurement_types.same_for_every_measurement``).
+
 ``measurement`` is a type name or a config entry (``measurement.
 measurement_settings``); grad m(q) is the gradient of the measurement's
 per-draw output function (``measurement.measurement_output_fn``): the same
@@ -24,7 +32,6 @@ predicts m(with i) - m(without i) of m as measured.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from .diffusion import output_key
@@ -34,13 +41,24 @@ from .noise import stream_seed
 SCORE_SIGN = -1.0
 
 
-def query_gradient_batches(unet, scheduler, queries, output_fn, n_draws: int, seed: int, batch_examples: int = 32, *, draws_per_pass: int = 64, progress: bool = True):
+def query_gradient_batches(
+    unet, scheduler, queries, output_fn, n_draws: int, seed: int, batch_examples: int = 32, *, draws_per_pass: int = 64, progress: bool = True
+):
     """Stream of (rows, [B, P]) gradients of each query's output function
     (usually the measurement's) for queries [Q, C, H, W]; a query's draws are
     keyed by its content, so any subset of the queries gets the same gradients."""
     stream = stream_seed(seed, "query_gradient", *output_key(output_fn))
     return iter_example_gradients(
-        unet, scheduler, queries, output_fn, n_draws, stream, batch_examples, draws_per_pass, progress=progress, desc=f"query gradients ({output_key(output_fn)[0]})"
+        unet,
+        scheduler,
+        queries,
+        output_fn,
+        n_draws,
+        stream,
+        batch_examples,
+        draws_per_pass,
+        progress=progress,
+        desc=f"query gradients ({output_key(output_fn)[0]})",
     )
 
 
@@ -50,20 +68,39 @@ def query_gradients(unet, scheduler, queries, output_fn, n_draws: int, seed: int
     return torch.cat([g for _, g in query_gradient_batches(unet, scheduler, queries, output_fn, n_draws, seed, batch_examples, progress=progress)])
 
 
-def training_gradient_batches(unet, scheduler, train_images, output_fn, n_draws: int, seed: int, batch_examples: int = 32, *, draws_per_pass: int = 64, progress: bool = True):
+def training_gradient_batches(
+    unet, scheduler, train_images, output_fn, n_draws: int, seed: int, batch_examples: int = 32, *, draws_per_pass: int = 64, progress: bool = True
+):
     """Stream of (rows, [B, P]) gradients of each training example's output function
     for train_images [N, C, H, W]; an example's draws are keyed by its content."""
     stream = stream_seed(seed, "train_gradient", *output_key(output_fn))
     return iter_example_gradients(
-        unet, scheduler, train_images, output_fn, n_draws, stream, batch_examples, draws_per_pass, progress=progress, desc=f"training gradients ({output_key(output_fn)[0]})"
+        unet,
+        scheduler,
+        train_images,
+        output_fn,
+        n_draws,
+        stream,
+        batch_examples,
+        draws_per_pass,
+        progress=progress,
+        desc=f"training gradients ({output_key(output_fn)[0]})",
     )
 
 
-def random_scores(n_queries: int, n_train: int, seed: int) -> np.ndarray:
-    """Independent standard normal scores, a baseline whose LDS is 0 in expectation: [1, Q, N]."""
-    return np.random.default_rng(seed).standard_normal((1, n_queries, n_train)).astype(np.float32)
-
-
-def score_random(job) -> tuple[list[float], np.ndarray]:
-    """Scorer of ``type: random``."""
-    return [float("nan")], random_scores(len(job.queries), len(job.train), job.method["seed"])
+def stacked_query_gradient_batches(
+    unet, scheduler, queries, output_fns: list, rows: range, n_draws: int, seed: int, batch_examples: int = 32, *, draws_per_pass: int = 64
+):
+    """``query_gradient_batches`` over rows ``rows`` of the stacked queries
+    (row s Q + q: query q under ``output_fns[s]``): yields (slice relative
+    to ``rows.start``, [B, P]). A gradient is the same whichever rows are
+    asked for (draws are keyed by the query's content and the output function)."""
+    n_queries = len(queries)
+    for s, output_fn in enumerate(output_fns):
+        first, stop = max(rows.start, s * n_queries), min(rows.stop, (s + 1) * n_queries)
+        if first >= stop:
+            continue
+        part = queries[first - s * n_queries : stop - s * n_queries]
+        for block, grads in query_gradient_batches(unet, scheduler, part, output_fn, n_draws, seed, batch_examples, draws_per_pass=draws_per_pass):
+            offset = first - rows.start
+            yield slice(offset + block.start, offset + block.stop), grads

@@ -123,10 +123,7 @@ def sample_subsets(
         raise ValueError(f"n_subsets must be >= 1, got {n_subsets}")
     size = subset_size(n_train, fraction)
     if size == 0 or size == n_train:
-        raise ValueError(
-            f"fraction={fraction} with n_train={n_train} gives subset size "
-            f"{size}; a subset must hold between 1 and {n_train - 1} examples"
-        )
+        raise ValueError(f"fraction={fraction} with n_train={n_train} gives subset size {size}; a subset must hold between 1 and {n_train - 1} examples")
 
     rng = np.random.default_rng(seed)
     mask = np.zeros((n_subsets, n_train), dtype=bool)
@@ -138,9 +135,7 @@ def sample_subsets(
 
     labels = np.asarray(labels)
     if labels.shape != (n_train,):
-        raise ValueError(
-            f"labels must have shape ({n_train},), got {labels.shape}"
-        )
+        raise ValueError(f"labels must have shape ({n_train},), got {labels.shape}")
     quotas = stratified_quotas(labels, fraction)
     # Fixed class order (sorted labels) keeps the random stream reproducible.
     members = {cls: np.flatnonzero(labels == cls) for cls in quotas}
@@ -163,9 +158,7 @@ def subsets_to_frame(mask: np.ndarray) -> pd.DataFrame:
     """
     mask = np.asarray(mask)
     if mask.ndim != 2 or mask.dtype != bool:
-        raise ValueError(
-            f"mask must be a 2-D boolean array, got ndim={mask.ndim} dtype={mask.dtype}"
-        )
+        raise ValueError(f"mask must be a 2-D boolean array, got ndim={mask.ndim} dtype={mask.dtype}")
     # np.nonzero walks the array in row-major order, which is the sort order.
     subset, train_index = np.nonzero(mask)
     return pd.DataFrame(
@@ -209,10 +202,7 @@ def subsets_from_frame(frame: pd.DataFrame, n_train: int) -> np.ndarray:
         raise ValueError(f"negative subset ids: {sorted(set(subset[subset < 0]))[:10]}")
     bad = (train_index < 0) | (train_index >= n_train)
     if bad.any():
-        raise ValueError(
-            f"train_index out of range [0, {n_train}): "
-            f"{sorted(set(train_index[bad].tolist()))[:10]}"
-        )
+        raise ValueError(f"train_index out of range [0, {n_train}): {sorted(set(train_index[bad].tolist()))[:10]}")
     n_subsets = int(subset.max()) + 1
     absent = np.setdiff1d(np.arange(n_subsets), subset)
     if absent.size:

@@ -23,7 +23,6 @@ from .model import build_unet
 from .noise import stream_seed
 from .precision import network_forward
 
-
 log = logging.getLogger(__name__)
 
 
@@ -47,7 +46,7 @@ class TrainingSettings:
     seed: int = 0
 
     @classmethod
-    def from_config(cls, training: dict, **overrides) -> "TrainingSettings":
+    def from_config(cls, training: dict, **overrides) -> TrainingSettings:
         """From the config's ``training`` section (keys that are not settings,
         such as ``subset_steps``, are ignored), with ``overrides`` applied."""
         names = {f.name for f in fields(cls)}

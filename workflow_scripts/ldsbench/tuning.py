@@ -22,7 +22,9 @@ def tuning_split(n_queries: int, fraction: float, seed: int) -> np.ndarray:
     drawn without replacement by ``seed``; the rest are the test queries."""
     size = int(round(fraction * n_queries))
     if not 1 <= size < n_queries:
-        raise ValueError(f"a tuning fraction of {fraction} of {n_queries} queries leaves {size} tuning and {n_queries - size} test queries; both need at least 1")
+        raise ValueError(
+            f"a tuning fraction of {fraction} of {n_queries} queries leaves {size} tuning and {n_queries - size} test queries; both need at least 1"
+        )
     mask = np.zeros(n_queries, dtype=bool)
     mask[np.random.default_rng(seed).choice(n_queries, size=size, replace=False)] = True
     return mask

@@ -141,14 +141,15 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .diffusion import noised, output_key
-from .gradients import iter_example_gradients
-from .measurement import measurement_output_fn
-from .model import attributed_modules
-from .noise import content_key, noise_draws, stream_seed
-from .precision import network_forward
-from .projection import RandomProjector
-from .scoring import SCORE_SIGN
+from ..diffusion import noised, output_key
+from ..gradients import iter_example_gradients
+from ..measurement import measurement_output_fn
+from ..measurement_types import query_output_groups, same_for_every_measurement
+from ..model import attributed_modules
+from ..noise import content_key, noise_draws, stream_seed
+from ..precision import network_forward
+from ..projection import RandomProjector
+from ..scoring import SCORE_SIGN
 from .trak import GramSpectrum, accumulate_gram, trak_kernel_scores
 
 __all__ = [
@@ -347,11 +348,11 @@ class _RidgeSolver:
             self.eigenvalues = eigenvalues.clamp(min=0.0)
 
     @classmethod
-    def from_gram(cls, gram: torch.Tensor) -> "_RidgeSolver":
+    def from_gram(cls, gram: torch.Tensor) -> _RidgeSolver:
         return cls(spectrum=GramSpectrum.from_gram(gram))
 
     @classmethod
-    def from_rows(cls, rows: torch.Tensor) -> "_RidgeSolver":
+    def from_rows(cls, rows: torch.Tensor) -> _RidgeSolver:
         return cls(rows=rows.double())
 
     def solve(self, rhs: torch.Tensor, lam: float) -> torch.Tensor:
@@ -462,16 +463,29 @@ def das_scores(
     projector = RandomProjector(num_params, projection_dim, projection_seed, cache_bytes=projection_cache_bytes)
     if output != "jacobian":
         return _scalar_output_scores(
-            unet, scheduler, train_images, queries, lambdas, projector, output=output, form=form, train_draws=train_draws,
-            query_draws=query_draws, seed=seed, batch_examples=batch_examples,
+            unet,
+            scheduler,
+            train_images,
+            queries,
+            lambdas,
+            projector,
+            output=output,
+            form=form,
+            train_draws=train_draws,
+            query_draws=query_draws,
+            seed=seed,
+            batch_examples=batch_examples,
         )
 
     stream = train_stream(seed)
 
     # Gauss-Newton matrix G (projected) from the training Jacobian rows.
-    blocks = iter(block for _, block in _projected_blocks(
-        jacobian_row_chunks(unet, scheduler, train_images, train_draws, output_directions, stream), projector, rows_per_projection
-    ))
+    blocks = iter(
+        block
+        for _, block in _projected_blocks(
+            jacobian_row_chunks(unet, scheduler, train_images, train_draws, output_directions, stream), projector, rows_per_projection
+        )
+    )
     solver = _fit_solver(blocks, math.inf if projection_dim is None else projection_dim)
 
     # psi_i = E_d J^T r = SCORE_SIGN (D/2) grad loss_i: theta(with i) - theta(without i) = (G + lambda)^{-1} psi_i.
@@ -519,14 +533,26 @@ def _scalar_output_scores(
     return (SCORE_SIGN * scores).numpy().astype(np.float32)
 
 
-def score_das(job) -> tuple[list[float], np.ndarray]:
-    """Scorer of ``type: das`` (``method_types``): the default lambda and its grid."""
+def score_das(job) -> tuple[list[float], dict[str, np.ndarray]]:
+    """Scorer of ``type: das`` (``methods``): the default lambda and its
+    grid. Only the signed Jacobian form depends on the measurement (it is
+    scored per measurement group); every other form once for all."""
     method = job.method
     lambdas = list(dict.fromkeys([method["lambda"], *method["lambda_grid"]]))
-    scores = das_scores(
-        job.unet, job.scheduler, job.train, job.queries, lambdas,
-        measurement=job.measurement, output=method["output"], form=method["form"], output_directions=method["output_directions"],
-        projection_dim=method["projection_dim"], projection_seed=method["seed"], train_draws=method["train_draws"],
-        query_draws=method["query_draws"], seed=method["seed"],
+    settings = dict(
+        output=method["output"],
+        form=method["form"],
+        output_directions=method["output_directions"],
+        projection_dim=method["projection_dim"],
+        projection_seed=method["seed"],
+        train_draws=method["train_draws"],
+        query_draws=method["query_draws"],
+        seed=method["seed"],
     )
+    if not (method["form"] == "signed" and method["output"] == "jacobian"):
+        return lambdas, same_for_every_measurement(job, das_scores(job.unet, job.scheduler, job.train, job.queries, lambdas, **settings))
+    scores = {}
+    for measurement, names in query_output_groups(job.measurements):
+        group = das_scores(job.unet, job.scheduler, job.train, job.queries, lambdas, measurement=measurement, **settings)
+        scores.update({name: group for name in names})
     return lambdas, scores

@@ -33,12 +33,13 @@ import copy
 import numpy as np
 import torch
 
-from .diffusion import noised, per_draw_output
-from .model import attributed_parameters
-from .noise import content_key, noise_draws, stream_seed
-from .precision import network_forward
-from .sampling import ddpm_predicted_x0
-from .scoring import SCORE_SIGN
+from ..diffusion import noised, per_draw_output
+from ..measurement_types import same_for_every_measurement
+from ..model import attributed_parameters
+from ..noise import content_key, noise_draws, stream_seed
+from ..precision import network_forward
+from ..sampling import ddpm_predicted_x0
+from ..scoring import SCORE_SIGN
 from .trak import projected_training_features, projection_batch, trak_kernel_scores
 
 
@@ -81,17 +82,18 @@ def trajectory_predicted_x0(unet, scheduler, queries: torch.Tensor, kinds, sampl
     out = torch.empty((len(queries), len(timesteps), *queries.shape[1:]), dtype=queries.dtype)
     generated = np.flatnonzero(kinds == "generated")
     if len(generated):
-        out[generated] = ddpm_predicted_x0(
-            unet, scheduler, generated, timesteps, sampling["generated"], sampling["sampling_steps"], sampling["seed"]
-        ).to(out.dtype)
+        out[generated] = ddpm_predicted_x0(unet, scheduler, generated, timesteps, sampling["generated"], sampling["sampling_steps"], sampling["seed"]).to(
+            out.dtype
+        )
     heldout = np.flatnonzero(kinds != "generated")
     if len(heldout):
         out[heldout] = forward_predicted_x0(unet, scheduler, queries[heldout], timesteps, seed).cpu()
     return out.to(queries.device)
 
 
-def journey_query_gradients(unet, scheduler, x0_hats: torch.Tensor, timesteps: list[int], draws_per_step: int, seed: int, projector=None,
-                            batch_queries: int = 32) -> torch.Tensor:
+def journey_query_gradients(
+    unet, scheduler, x0_hats: torch.Tensor, timesteps: list[int], draws_per_step: int, seed: int, projector=None, batch_queries: int = 32
+) -> torch.Tensor:
     """[Q, P] (or [Q, k] projected by ``projector`` in batches of
     ``batch_queries``, so that no [Q, P] matrix is held): per query, the gradient of (1/S) sum_t f_t
     with ``draws_per_step`` noise draws per step, from x0_hats [Q, S, C, H, W].
@@ -116,8 +118,22 @@ def journey_query_gradients(unet, scheduler, x0_hats: torch.Tensor, timesteps: l
 
 
 def journey_trak_scores(
-    unet, scheduler, train_images, queries, kinds, lambdas, *, sampling: dict, steps: int, draws_per_step: int,
-    projection_dim, projection_seed: int, train_draws: int, seed: int, batch_examples: int = 256, draws_per_pass: int = 64,
+    unet,
+    scheduler,
+    train_images,
+    queries,
+    kinds,
+    lambdas,
+    *,
+    sampling: dict,
+    steps: int,
+    draws_per_step: int,
+    projection_dim,
+    projection_seed: int,
+    train_draws: int,
+    seed: int,
+    batch_examples: int = 256,
+    draws_per_pass: int = 64,
     projection: str = "rademacher",
 ) -> np.ndarray:
     """Journey-TRAK scores for every lambda: [L, Q, N] float32.
@@ -136,16 +152,30 @@ def journey_trak_scores(
     return (SCORE_SIGN * raw.cpu().numpy()).astype(np.float32)
 
 
-def score_journey_trak(job) -> tuple[list[float], np.ndarray]:
-    """Scorer of ``type: journey_trak`` (``method_types``)."""
+def score_journey_trak(job) -> tuple[list[float], dict[str, np.ndarray]]:
+    """Scorer of ``type: journey_trak`` (``methods``): the same scores
+    for every measurement (the module docstring)."""
     method = job.method
     lambdas = list(dict.fromkeys([method["lambda"], *method["lambda_grid"]]))
     kinds = np.load(job.inputs["queries"])["kind"]
     scores = journey_trak_scores(
-        job.unet, job.scheduler, job.train, job.queries, kinds, lambdas,
-        sampling=method["query_sampling"], steps=method["steps"], draws_per_step=method["draws_per_step"],
-        projection_dim=method["projection_dim"], projection_seed=method["seed"], train_draws=method["train_draws"], seed=method["seed"],
-        batch_examples=projection_batch(job.unet, job, projection_dim=method["projection_dim"], n_queries=len(job.queries), n_train=len(job.train), values=len(lambdas)),
-        draws_per_pass=job.draws_per_pass, projection=method["projection"],
+        job.unet,
+        job.scheduler,
+        job.train,
+        job.queries,
+        kinds,
+        lambdas,
+        sampling=method["query_sampling"],
+        steps=method["steps"],
+        draws_per_step=method["draws_per_step"],
+        projection_dim=method["projection_dim"],
+        projection_seed=method["seed"],
+        train_draws=method["train_draws"],
+        seed=method["seed"],
+        batch_examples=projection_batch(
+            job.unet, job, projection_dim=method["projection_dim"], n_queries=len(job.queries), n_train=len(job.train), values=len(lambdas)
+        ),
+        draws_per_pass=job.draws_per_pass,
+        projection=method["projection"],
     )
-    return lambdas, scores
+    return lambdas, same_for_every_measurement(job, scores)

@@ -16,7 +16,9 @@ Peak memory is ``memory.influence_bytes``: Qc P b for the rotated queries
 plus one training batch B P 4 and per-module temporaries. When all Q query
 gradients do not fit the budget, the queries are scored in chunks of Qc,
 and each chunk recomputes the training gradients (``chunks`` times the
-training-gradient passes). Chunking changes no score: every gradient's
+training-gradient passes). All measurements are scored together: their
+query gradients are stacked (S Q rows) against one stream of training
+gradients. Chunking changes no score: every gradient's
 draws are keyed by its image's content.
 """
 
@@ -27,13 +29,14 @@ import logging
 import numpy as np
 import torch
 
-from .curvature import KroneckerEigenbasis
-from .footprint import footprint_of
-from .measurement import measurement_output_fn
-from .memory import choose_influence_chunking, method_sizes
-from .model import selected_module_names
-from .quantization import RowStore
-from .scoring import SCORE_SIGN, query_gradient_batches, training_gradient_batches
+from ..curvature import KroneckerEigenbasis
+from ..footprint import footprint_of
+from ..measurement import measurement_output_fn
+from ..measurement_types import query_output_groups, split_by_group
+from ..memory import choose_influence_chunking, method_sizes
+from ..model import selected_module_names
+from ..quantization import RowStore
+from ..scoring import SCORE_SIGN, stacked_query_gradient_batches, training_gradient_batches
 
 log = logging.getLogger(__name__)
 
@@ -73,58 +76,107 @@ class RotatedQueryGradients:
         return out
 
 
-def influence_scores(
-    unet, scheduler, train_images, queries, basis: KroneckerEigenbasis, dampings, *, measurement, train_draws: int, query_draws: int,
-    seed: int, modules: str | None = None, storage: str = "float64", budget_bytes: int | None = None, batch_examples: int = 32,
-    draws_per_pass: int = 64, budget_setting: str = "runtime.memory_gb",
+def influence_scores(unet, scheduler, train_images, queries, basis: KroneckerEigenbasis, dampings, *, measurement, **settings) -> np.ndarray:
+    """K-FAC/EK-FAC influence for one measurement: [L, Q, N] float32
+    (``stacked_influence_scores`` with one output function)."""
+    return stacked_influence_scores(unet, scheduler, train_images, queries, basis, dampings, query_fns=[measurement_output_fn(measurement)], **settings)
+
+
+def stacked_influence_scores(
+    unet,
+    scheduler,
+    train_images,
+    queries,
+    basis: KroneckerEigenbasis,
+    dampings,
+    *,
+    query_fns: list,
+    train_draws: int,
+    query_draws: int,
+    seed: int,
+    modules: str | None = None,
+    storage: str = "float64",
+    budget_bytes: int | None = None,
+    batch_examples: int = 32,
+    draws_per_pass: int = 64,
+    budget_setting: str = "runtime.memory_gb",
 ) -> np.ndarray:
-    """K-FAC/EK-FAC influence for every damping in one pass: [L, Q, N] float32.
+    """K-FAC/EK-FAC influence for every damping in one pass: [L, S Q, N]
+    float32, row s Q + q the query q under output function ``query_fns[s]``
+    (one per measurement; the training gradients are shared by all S).
 
     ``modules`` (a regular expression of module names, ``model.selected_module_names``)
     restricts the attribution to those layers' weights: K-FAC is
     block-diagonal over modules, so this is exactly the influence of those
     weights alone, from the same factors. ``storage`` is the precision the
     rotated query gradients are kept in; ``budget_bytes`` (None: no limit)
-    decides the query chunk and training batch (``memory.choose_influence_chunking``).
+    decides the query chunk and training batch (``memory.choose_influence_chunking``),
+    a chunk being rows of the S Q stacked queries.
     """
     dampings = [float(d) for d in dampings]
-    n_queries, n_train = len(queries), len(train_images)
+    n_rows, n_train = len(query_fns) * len(queries), len(train_images)
     device = train_images.device
     names = selected_module_names(unet, modules, prefix="unet.")
     if budget_bytes is None:
-        chunk, batch = n_queries, batch_examples
+        chunk, batch = n_rows, batch_examples
     else:
         sizes = method_sizes(footprint_of(unet), "influence", min(draws_per_pass, max(train_draws, query_draws)))
         plan = choose_influence_chunking(
-            budget_bytes, queries=n_queries, batch_examples=min(batch_examples, n_train), setting=budget_setting,
-            train=n_train, values=len(dampings), storage=storage, **sizes,
+            budget_bytes,
+            queries=n_rows,
+            batch_examples=min(batch_examples, n_train),
+            setting=budget_setting,
+            train=n_train,
+            values=len(dampings),
+            storage=storage,
+            **sizes,
         )
         chunk, batch = plan.queries_per_chunk, plan.batch_examples
-        log.info("influence: %d quer%s per chunk (%d chunks), %d training examples per batch, estimated peak %.2f GiB",
-                 chunk, "y" if chunk == 1 else "ies", plan.chunks, batch, plan.peak_bytes / 2**30)
-    query_fn = measurement_output_fn(measurement)
-    scores = np.zeros((len(dampings), n_queries, n_train), dtype=np.float64)
-    for first in range(0, n_queries, chunk):
-        rows = slice(first, min(first + chunk, n_queries))
-        store = RotatedQueryGradients(basis, names, rows.stop - rows.start, storage, min(dampings), device)
-        for block_rows, grads in query_gradient_batches(unet, scheduler, queries[rows], query_fn, query_draws, seed, batch, draws_per_pass=draws_per_pass):
+        log.info(
+            "influence: %d quer%s per chunk (%d chunks), %d training examples per batch, estimated peak %.2f GiB",
+            chunk,
+            "y" if chunk == 1 else "ies",
+            plan.chunks,
+            batch,
+            plan.peak_bytes / 2**30,
+        )
+    scores = np.zeros((len(dampings), n_rows, n_train), dtype=np.float64)
+    for first in range(0, n_rows, chunk):
+        rows = range(first, min(first + chunk, n_rows))
+        store = RotatedQueryGradients(basis, names, len(rows), storage, min(dampings), device)
+        for block_rows, grads in stacked_query_gradient_batches(
+            unet, scheduler, queries, query_fns, rows, query_draws, seed, batch, draws_per_pass=draws_per_pass
+        ):
             store.put(block_rows, grads)
         for train_rows, grads in training_gradient_batches(unet, scheduler, train_images, "loss", train_draws, seed, batch, draws_per_pass=draws_per_pass):
-            scores[:, rows, train_rows] = store.scores(grads, dampings).cpu().numpy()
+            scores[:, rows.start : rows.stop, train_rows] = store.scores(grads, dampings).cpu().numpy()
     return (SCORE_SIGN * scores / n_train).astype(np.float32)
 
 
-def score_influence(job) -> tuple[list[float], np.ndarray]:
-    """Scorer of ``type: influence`` (``method_types``): the default damping and its grid."""
+def score_influence(job) -> tuple[list[float], dict[str, np.ndarray]]:
+    """Scorer of ``type: influence`` (``methods``): the default damping
+    and its grid, for every measurement from one pass over the training gradients."""
     method = job.method
     dampings = list(dict.fromkeys([method["damping"], *method["damping_grid"]]))
     basis = KroneckerEigenbasis.load(job.inputs["curvature"], method["curvature"]["kind"])
     if job.device is not None:
         basis = basis.to(job.device)  # once, not per batch
-    scores = influence_scores(
-        job.unet, job.scheduler, job.train, job.queries, basis, dampings,
-        measurement=job.measurement, train_draws=method["train_draws"], query_draws=method["query_draws"], seed=method["seed"],
-        modules=method["modules"], storage=method["query_storage"], budget_bytes=job.budget_bytes, draws_per_pass=job.draws_per_pass,
+    groups = query_output_groups(job.measurements)
+    scores = stacked_influence_scores(
+        job.unet,
+        job.scheduler,
+        job.train,
+        job.queries,
+        basis,
+        dampings,
+        query_fns=[measurement_output_fn(settings) for settings, _ in groups],
+        train_draws=method["train_draws"],
+        query_draws=method["query_draws"],
+        seed=method["seed"],
+        modules=method["modules"],
+        storage=method["query_storage"],
+        budget_bytes=job.budget_bytes,
+        draws_per_pass=job.draws_per_pass,
         budget_setting=job.budget_setting,
     )
-    return dampings, scores
+    return dampings, split_by_group(scores, groups)

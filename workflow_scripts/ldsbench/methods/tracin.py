@@ -31,17 +31,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .diffusion import per_draw_output
-from .footprint import footprint_of
-from .measurement import measurement_output_fn
-from .memory import choose_tracin_chunking, method_sizes
-from .model import attributed_parameters
-from .noise import stream_seed
-from .scoring import SCORE_SIGN, query_gradients
-from .training import TrainingSettings, learning_rates, snapshot_steps, step_draws
+from ..diffusion import per_draw_output
+from ..footprint import footprint_of
+from ..measurement import measurement_output_fn
+from ..measurement_types import query_output_groups, split_by_group
+from ..memory import choose_tracin_chunking, method_sizes
+from ..model import attributed_parameters
+from ..noise import stream_seed
+from ..scoring import SCORE_SIGN, stacked_query_gradient_batches
+from ..training import TrainingSettings, learning_rates, snapshot_steps, step_draws
 
 
-def seen_draws(images: torch.Tensor, settings: TrainingSettings, num_timesteps: int, first: int, last: int, max_draws: int | None = None, seed: int = 0) -> dict:
+def seen_draws(
+    images: torch.Tensor, settings: TrainingSettings, num_timesteps: int, first: int, last: int, max_draws: int | None = None, seed: int = 0
+) -> dict:
     """Draws each example received in steps ``first .. last - 1``:
     {row: (x0 [n, C, H, W], timesteps [n], noise [n, C, H, W], weights [n])},
     weight = eta_s / B of the step. With ``max_draws``, an example seen more
@@ -63,7 +66,9 @@ def seen_draws(images: torch.Tensor, settings: TrainingSettings, num_timesteps: 
             scale = len(draws) / max_draws
             draws = [draws[j] for j in sorted(rng.choice(len(draws), size=max_draws, replace=False))]
         result[row] = (
-            torch.stack([d[0] for d in draws]), torch.stack([d[1] for d in draws]), torch.stack([d[2] for d in draws]),
+            torch.stack([d[0] for d in draws]),
+            torch.stack([d[1] for d in draws]),
+            torch.stack([d[2] for d in draws]),
             scale * torch.tensor([d[3] for d in draws], dtype=torch.float64),
         )
     return result
@@ -93,10 +98,24 @@ def seen_gradient(unet, scheduler, x0, timesteps, noise, weights, normalize: boo
 
 
 def tracin_scores(
-    unet, scheduler, checkpoints: dict, train_images: torch.Tensor, queries: torch.Tensor, settings: TrainingSettings, *,
-    measurement_fn, query_draws: int, seed: int, normalize: bool, max_draws: int | None = None, queries_per_chunk: int | None = None,
+    unet,
+    scheduler,
+    checkpoints: dict,
+    train_images: torch.Tensor,
+    queries: torch.Tensor,
+    settings: TrainingSettings,
+    *,
+    measurement_fn=None,
+    measurement_fns: list | None = None,
+    query_draws: int,
+    seed: int,
+    normalize: bool,
+    max_draws: int | None = None,
+    queries_per_chunk: int | None = None,
 ) -> np.ndarray:
-    """TracIn (``normalize=False``) or ReTrac (``True``) scores: [Q, N] float32.
+    """TracIn (``normalize=False``) or ReTrac (``True``) scores: [Q, N]
+    float32 for ``measurement_fn``, or [S Q, N] for the S output functions
+    ``measurement_fns`` (row s Q + q), whose training gradients are shared.
 
     Args:
         unet: a UNet of the full model's architecture (its weights are replaced).
@@ -106,6 +125,7 @@ def tracin_scores(
         queries: [Q, C, H, W].
         settings: the full model's training settings (seed, batch size, lr).
         measurement_fn: the measurement's per-draw output function (query side).
+        measurement_fns: several (one per measurement), instead of measurement_fn.
         max_draws: seen draws used per example and checkpoint interval
             (``seen_draws``); None: all of them.
         queries_per_chunk: query gradients [Qc, P] held at once per
@@ -115,18 +135,23 @@ def tracin_scores(
     expected = snapshot_steps(settings)
     if sorted(checkpoints) != expected:
         raise ValueError(f"checkpoints at steps {sorted(checkpoints)}, expected {expected}")
+    if (measurement_fn is None) == (measurement_fns is None):
+        raise ValueError("give measurement_fn or measurement_fns")
+    fns = [measurement_fn] if measurement_fns is None else list(measurement_fns)
     device = next(unet.parameters()).device
     num_timesteps = scheduler.config.num_train_timesteps
-    scores = torch.zeros(len(queries), len(train_images), dtype=torch.float64, device=device)
+    n_rows = len(fns) * len(queries)
+    scores = torch.zeros(n_rows, len(train_images), dtype=torch.float64, device=device)
     previous = 0
     for step in expected:
         unet.load_state_dict(checkpoints[step])
         unet.eval()
         seen = seen_draws(train_images.cpu(), settings, num_timesteps, previous, step, max_draws, seed)
-        chunk = queries_per_chunk or len(queries)
-        for first in range(0, len(queries), chunk):
-            rows = slice(first, min(first + chunk, len(queries)))
-            query = query_gradients(unet, scheduler, queries[rows], measurement_fn, query_draws, seed).double()
+        chunk = queries_per_chunk or n_rows
+        for first in range(0, n_rows, chunk):
+            rows = slice(first, min(first + chunk, n_rows))
+            blocks = stacked_query_gradient_batches(unet, scheduler, queries, fns, range(rows.start, rows.stop), query_draws, seed)
+            query = torch.cat([grads for _, grads in blocks]).double()
             if normalize:
                 query = query / query.norm(dim=1, keepdim=True).clamp_min(1e-30)
             # Training gradients are streamed one example at a time, never stored.
@@ -136,20 +161,32 @@ def tracin_scores(
     return (SCORE_SIGN * scores).cpu().numpy().astype(np.float32)
 
 
-def score_tracin(job) -> tuple[list[float], np.ndarray]:
-    """Scorer of ``type: tracin`` (``method_types``), from the full model's
+def score_tracin(job) -> tuple[list[float], dict[str, np.ndarray]]:
+    """Scorer of ``type: tracin`` (``methods``), from the full model's
     replayed training (``job.inputs["trajectory"]``: ``trajectory.json`` and
     ``step_{s}.pt`` raw weights)."""
     method, trajectory = job.method, Path(job.inputs["trajectory"])
     steps = json.loads((trajectory / "trajectory.json").read_text())["steps"]
     checkpoints = {step: torch.load(trajectory / f"step_{step}.pt", map_location=job.device) for step in steps}
+    groups = query_output_groups(job.measurements)
     chunk = None
     if job.budget_bytes is not None:
         sizes = method_sizes(footprint_of(job.unet), "tracin", min(job.draws_per_pass, method["query_draws"]))
-        chunk = choose_tracin_chunking(job.budget_bytes, queries=len(job.queries), setting=job.budget_setting, train=len(job.train), **sizes).queries_per_chunk
+        chunk = choose_tracin_chunking(
+            job.budget_bytes, queries=len(groups) * len(job.queries), setting=job.budget_setting, train=len(job.train), **sizes
+        ).queries_per_chunk
     scores = tracin_scores(
-        job.unet, job.scheduler, checkpoints, job.train, job.queries, TrainingSettings.from_config(job.training),
-        measurement_fn=measurement_output_fn(job.measurement), query_draws=method["query_draws"], seed=method["seed"],
-        normalize=method["normalize"], max_draws=method["draws_per_checkpoint"], queries_per_chunk=chunk,
+        job.unet,
+        job.scheduler,
+        checkpoints,
+        job.train,
+        job.queries,
+        TrainingSettings.from_config(job.training),
+        measurement_fns=[measurement_output_fn(settings) for settings, _ in groups],
+        query_draws=method["query_draws"],
+        seed=method["seed"],
+        normalize=method["normalize"],
+        max_draws=method["draws_per_checkpoint"],
+        queries_per_chunk=chunk,
     )
-    return [float("nan")], scores[None]
+    return [float("nan")], split_by_group(scores[None], groups)

@@ -58,7 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .orientation import HIGHER_IS_BETTER, LOWER_IS_BETTER, MEASUREMENT_ORIENTATION, NOT_A_QUALITY_MEASURE
+from ..orientation import HIGHER_IS_BETTER, LOWER_IS_BETTER, MEASUREMENT_ORIENTATION, NOT_A_QUALITY_MEASURE
 
 # torch is imported inside the functions that use it: the workflow calls
 # ``check_feature_model_path`` while validating its config, without torch.
@@ -149,9 +149,7 @@ def similarity_sign(orientation: str, sign: float | None = None) -> float:
             "better on it, which says nothing about the direction of a measurement that is not a quality measure; "
             "give the sign explicitly (+1: similar examples raise it, -1: they lower it) or do not score this measurement"
         )
-    raise ValueError(
-        f"unknown orientation {orientation!r}; expected {LOWER_IS_BETTER!r}, {HIGHER_IS_BETTER!r} or {NOT_A_QUALITY_MEASURE!r}"
-    )
+    raise ValueError(f"unknown orientation {orientation!r}; expected {LOWER_IS_BETTER!r}, {HIGHER_IS_BETTER!r} or {NOT_A_QUALITY_MEASURE!r}")
 
 
 def similarity_to_scores(similarity, orientation: str, sign: float | None = None) -> np.ndarray:
@@ -313,8 +311,7 @@ def _archive_format(path: Path) -> str:
             names = archive.namelist()
     except (zipfile.BadZipFile, OSError) as error:
         raise FeatureModelError(
-            f"feature model {path}: not a TorchScript file (not a readable zip archive: {error}; "
-            f"a truncated copy or a file in another format). {_HOW_TO}"
+            f"feature model {path}: not a TorchScript file (not a readable zip archive: {error}; a truncated copy or a file in another format). {_HOW_TO}"
         ) from None
     members = {name.split("/", 1)[-1] for name in names}
     if "constants.pkl" in members and any(m.startswith("code/") for m in members):
@@ -439,17 +436,23 @@ def feature_similarity(
     return vector_similarity(query_features, train_features, metric, batch_size=similarity_batch_size)
 
 
-def score_pixel_similarity(job) -> tuple[list[float], np.ndarray]:
-    """Scorer of ``type: pixel_similarity`` (``method_types``)."""
-    similarity = pixel_similarity(job.queries, job.train, job.method["metric"])
-    orientation = MEASUREMENT_ORIENTATION[job.measurement["type"]]
-    return [float("nan")], similarity_to_scores(similarity, orientation, job.method["sign"])[None].astype(np.float32)
+def signed_per_measurement(job, similarity) -> dict[str, np.ndarray]:
+    """``{measurement name: [1, Q, N]}``: the similarity made a score by each
+    measurement's orientation (the module docstring)."""
+    return {
+        name: similarity_to_scores(similarity, MEASUREMENT_ORIENTATION[settings["type"]], job.method["sign"])[None].astype(np.float32)
+        for name, settings in job.measurements.items()
+    }
 
 
-def score_feature_similarity(job) -> tuple[list[float], np.ndarray]:
-    """Scorer of ``type: feature_similarity`` (``method_types``)."""
+def score_pixel_similarity(job) -> tuple[list[float], dict[str, np.ndarray]]:
+    """Scorer of ``type: pixel_similarity`` (``methods``)."""
+    return [float("nan")], signed_per_measurement(job, pixel_similarity(job.queries, job.train, job.method["metric"]))
+
+
+def score_feature_similarity(job) -> tuple[list[float], dict[str, np.ndarray]]:
+    """Scorer of ``type: feature_similarity`` (``methods``)."""
     method = job.method
     preprocessing = resolve_preprocessing(method["preset"], method["input_size"], method["mean"], method["std"])
     similarity = feature_similarity(job.queries, job.train, method["model_path"], preprocessing, metric=method["metric"], device=job.device)
-    orientation = MEASUREMENT_ORIENTATION[job.measurement["type"]]
-    return [float("nan")], similarity_to_scores(similarity, orientation, method["sign"])[None].astype(np.float32)
+    return [float("nan")], signed_per_measurement(job, similarity)

@@ -41,11 +41,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .diffusion import SimplifiedElbo
-from .jobs import load_model
-from .measurement import measurement_output_fn
-from .projection import RandomProjector
-from .scoring import SCORE_SIGN, query_gradient_batches, training_gradient_batches
+from ..diffusion import SimplifiedElbo
+from ..jobs import load_model
+from ..measurement import measurement_output_fn
+from ..measurement_types import query_output_groups, same_for_every_measurement, split_by_group
+from ..projection import RandomProjector
+from ..scoring import SCORE_SIGN, query_gradient_batches, training_gradient_batches
 
 __all__ = ["GramSpectrum", "accumulate_gram", "projected_query_features", "projected_training_features", "trak_kernel_scores", "trak_scores", "score_trak"]
 
@@ -91,10 +92,7 @@ def accumulate_gram(train_feature_batches: Iterable[torch.Tensor]) -> torch.Tens
             k = batch.shape[1]
             gram = torch.zeros(k, k, dtype=torch.float64, device=batch.device)
         elif batch.shape[1] != gram.shape[0]:
-            raise ValueError(
-                f"train feature batch {b} has {batch.shape[1]} features, "
-                f"earlier batches have {gram.shape[0]}"
-            )
+            raise ValueError(f"train feature batch {b} has {batch.shape[1]} features, earlier batches have {gram.shape[0]}")
         phi = batch.to(device=gram.device, dtype=torch.float64)
         gram.addmm_(phi.T, phi)
     if gram is None:
@@ -239,8 +237,19 @@ def _check_lambdas(lambdas: Sequence[float]) -> list[float]:
     return values
 
 
-def projected_training_features(unet, scheduler, train_images, output_fn, train_draws: int, seed: int, projection_dim, projection_seed: int,
-                                batch_examples: int = 256, draws_per_pass: int = 64, projection: str = "rademacher"):
+def projected_training_features(
+    unet,
+    scheduler,
+    train_images,
+    output_fn,
+    train_draws: int,
+    seed: int,
+    projection_dim,
+    projection_seed: int,
+    batch_examples: int = 256,
+    draws_per_pass: int = 64,
+    projection: str = "rademacher",
+):
     """(features [N, k], projector): the randomly projected gradients of each
     training example's ``output_fn`` (train_images [N, C, H, W]); k is
     ``projection_dim``, or the number of attributed weights without projection.
@@ -262,58 +271,116 @@ def projection_batch(unet, job, *, projection_dim, n_queries: int, n_train: int,
     (``memory.choose_projection_batch``)."""
     if job.budget_bytes is None:
         return batch_examples
-    from .footprint import footprint_of
-    from .memory import choose_projection_batch, method_sizes, projection_cache_bytes
+    from ..footprint import footprint_of
+    from ..memory import choose_projection_batch, method_sizes, projection_cache_bytes
 
     draws = max(job.method.get("train_draws", 1), job.method.get("query_draws", 1))
     sizes = method_sizes(footprint_of(unet), "projection", min(job.draws_per_pass, draws))
     return choose_projection_batch(
-        job.budget_bytes, batch_examples=min(batch_examples, n_train), setting=job.budget_setting, dim=projection_dim, queries=n_queries, train=n_train,
-        values=values, projection_cache_bytes=projection_cache_bytes(sizes["params"], projection_dim, job.method.get("projection", "rademacher")), **sizes,
+        job.budget_bytes,
+        batch_examples=min(batch_examples, n_train),
+        setting=job.budget_setting,
+        dim=projection_dim,
+        queries=n_queries,
+        train=n_train,
+        values=values,
+        projection_cache_bytes=projection_cache_bytes(sizes["params"], projection_dim, job.method.get("projection", "rademacher")),
+        **sizes,
     )
 
 
-def projected_query_features(unet, scheduler, queries, output_fn, query_draws: int, seed: int, projector: RandomProjector, batch_examples: int = 32, draws_per_pass: int = 64) -> torch.Tensor:
+def projected_query_features(
+    unet, scheduler, queries, output_fn, query_draws: int, seed: int, projector: RandomProjector, batch_examples: int = 32, draws_per_pass: int = 64
+) -> torch.Tensor:
     """[Q, k] projected query gradients, one batch of gradients at a time."""
     batches = query_gradient_batches(unet, scheduler, queries, output_fn, query_draws, seed, batch_examples, draws_per_pass=draws_per_pass)
     return torch.cat([projector.project(grads) for _, grads in batches])
 
 
-def trak_scores(unet, scheduler, train_images, queries, lambdas, *, measurement, output_fn: str, projection_dim, projection_seed: int, train_draws: int,
-                query_draws: int, seed: int, batch_examples: int = 256, draws_per_pass: int = 64, projection: str = "rademacher") -> np.ndarray:
-    """TRAK (output_fn "loss") or D-TRAK (output_fn "squared_norm"): [L, Q, N] float32.
+def trak_scores(unet, scheduler, train_images, queries, lambdas, *, measurement, **settings) -> np.ndarray:
+    """TRAK or D-TRAK for one measurement: [L, Q, N] float32 (``stacked_trak_scores``)."""
+    return stacked_trak_scores(unet, scheduler, train_images, queries, lambdas, measurements=[measurement], **settings)
+
+
+def stacked_trak_scores(
+    unet,
+    scheduler,
+    train_images,
+    queries,
+    lambdas,
+    *,
+    measurements: list,
+    output_fn: str,
+    projection_dim,
+    projection_seed: int,
+    train_draws: int,
+    query_draws: int,
+    seed: int,
+    batch_examples: int = 256,
+    draws_per_pass: int = 64,
+    projection: str = "rademacher",
+) -> np.ndarray:
+    """TRAK (output_fn "loss") or D-TRAK (output_fn "squared_norm"): [L, S Q, N]
+    float32, row s Q + q the query q for ``measurements[s]``.
 
     Features are randomly projected gradients of ``output_fn`` for training
-    examples; for queries the gradient of the measurement when output_fn is
-    "loss", otherwise of the same output function (as in D-TRAK).
+    examples, computed once; for queries the gradient of each measurement
+    when output_fn is "loss", otherwise of the same output function (as in
+    D-TRAK; then every measurement's rows are the same).
     """
     # The ELBO-weighted loss samples its timesteps from the ELBO weights.
     train_fn = SimplifiedElbo() if output_fn == "elbo_weighted" else output_fn
-    query_fn = measurement_output_fn(measurement) if output_fn == "loss" else train_fn
     train_features, projector = projected_training_features(
         unet, scheduler, train_images, train_fn, train_draws, seed, projection_dim, projection_seed, batch_examples, draws_per_pass, projection
     )
-    query_features = projected_query_features(unet, scheduler, queries, query_fn, query_draws, seed, projector, min(32, batch_examples), draws_per_pass)
+    query_fns = [measurement_output_fn(m) for m in measurements] if output_fn == "loss" else [train_fn]
+    query_features = torch.cat(
+        [
+            projected_query_features(unet, scheduler, queries, query_fn, query_draws, seed, projector, min(32, batch_examples), draws_per_pass)
+            for query_fn in query_fns
+        ]
+    )
     raw = trak_kernel_scores(query_features, train_features, lambdas)
+    if len(query_fns) < len(measurements):
+        raw = raw.repeat(1, len(measurements), 1)
     return (SCORE_SIGN * raw.cpu().numpy()).astype(np.float32)
 
 
-def score_trak(job) -> tuple[list[float], np.ndarray]:
-    """Scorer of ``type: trak`` (``method_types``): the default lambda and its
-    grid. With ``models: E > 1`` the scores are averaged over the full model
+def score_trak(job) -> tuple[list[float], dict[str, np.ndarray]]:
+    """Scorer of ``type: trak`` (``methods``): the default lambda and its
+    grid, for every measurement from one set of training features per model.
+    With ``models: E > 1`` the scores are averaged over the full model
     and the E - 1 full-data models of other training seeds
     (``job.inputs["ensemble"]``), as TRAK ensembles its models."""
     method = job.method
     lambdas = list(dict.fromkeys([method["lambda"], *method["lambda_grid"]]))
+    groups = query_output_groups(job.measurements)
+    # D-TRAK's query side is its own output function: one query set for all.
+    follows = method["output_fn"] == "loss"
+    query_settings = [settings for settings, _ in groups] if follows else [groups[0][0]]
     members = [(job.unet, job.scheduler)] + [load_model(path, job.device)[:2] for path in job.inputs.get("ensemble", [])]
-    batch = projection_batch(job.unet, job, projection_dim=method["projection_dim"], n_queries=len(job.queries), n_train=len(job.train), values=len(lambdas))
+    batch = projection_batch(
+        job.unet, job, projection_dim=method["projection_dim"], n_queries=len(query_settings) * len(job.queries), n_train=len(job.train), values=len(lambdas)
+    )
     total = None
     for unet, scheduler in members:
-        scores = trak_scores(
-            unet, scheduler, job.train, job.queries, lambdas,
-            measurement=job.measurement, output_fn=method["output_fn"], projection_dim=method["projection_dim"],
-            projection_seed=method["seed"], train_draws=method["train_draws"], query_draws=method["query_draws"], seed=method["seed"],
-            batch_examples=batch, draws_per_pass=job.draws_per_pass, projection=method["projection"],
+        scores = stacked_trak_scores(
+            unet,
+            scheduler,
+            job.train,
+            job.queries,
+            lambdas,
+            measurements=query_settings,
+            output_fn=method["output_fn"],
+            projection_dim=method["projection_dim"],
+            projection_seed=method["seed"],
+            train_draws=method["train_draws"],
+            query_draws=method["query_draws"],
+            seed=method["seed"],
+            batch_examples=batch,
+            draws_per_pass=job.draws_per_pass,
+            projection=method["projection"],
         )
         total = scores.astype(np.float64) if total is None else total + scores
-    return lambdas, (total / len(members)).astype(np.float32)
+    scores = (total / len(members)).astype(np.float32)
+    return lambdas, split_by_group(scores, groups) if follows else same_for_every_measurement(job, scores)

@@ -1,0 +1,258 @@
+"""Attribution methods: one module per type, and this registry (torch-free).
+
+Each method type is declared here once, as data (``MethodType``): the module
+and function that score it, its hyperparameter, the inputs its scoring job
+needs, whether it can rank training examples for the removal branch, and
+its config check. The rules, scripts, config validation and the plan ask the
+registry; nothing else tests a type's name. Adding a method is its module, an
+entry in ``METHOD_TYPES``, its schema block, its README section and its tests.
+
+A scoring job (``score_method.py``) is one method, for every measurement.
+It builds a ``ScoringJob`` and calls the type's scorer, a function
+``scorer(job) -> (values, scores)``:
+
+- ``values``: the hyperparameter values scored (damping or lambda), the
+  method's default first; ``[nan]`` for a method without one;
+- ``scores``: ``{measurement name: [L, Q, N] float32}``, L = len(values), in
+  the package's orientation (``scoring``: tau(q, i) predicts
+  m(with i) - m(without i)). Training-side work is shared by all measurements.
+
+The workflow hashes the scorer's module and every package module it imports
+(``scorer_modules``) into that type's scoring jobs, so editing one method's
+code rescores that method only.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..orientation import MEASUREMENT_ORIENTATION, NOT_A_QUALITY_MEASURE
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+# Inputs a scoring job can be given (``MethodType.needs``).
+INPUTS = {
+    "curvature": "the K-FAC/EK-FAC fit of its curvature settings (fit_curvature)",
+    "trajectory": "the full model's replayed training with raw checkpoints (trace_full_training)",
+    "training": "the full model's training settings",
+    "ensemble": "full-data models of other training seeds (its `models` - 1)",
+    "feature_model": "a local feature-encoder file (its `model_path`)",
+    "query_sampling": "how the generated queries were sampled (the `queries` section)",
+}
+# Memory models of the plan (``plan``): how a scoring job's peak is estimated.
+ESTIMATES = ("influence", "projection", "tracin", "images")
+
+
+def _always(method: dict) -> bool:
+    return True
+
+
+def _never(method: dict) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class MethodType:
+    """What the workflow needs to know of a method type, without importing it."""
+
+    module: str  # under ldsbench.methods
+    scorer: str  # its function scorer(job) -> (values, scores)
+    hyperparameter: str | None = None  # "damping" or "lambda" (its grid: f"{name}_grid"); None: none
+    needs: frozenset[str] = frozenset()  # keys of INPUTS
+    ranks_for_removal: bool = True  # a ranking of training examples worth retraining without
+    estimate: str = "images"  # one of ESTIMATES
+    # Whether its query side follows the measurement: then its scoring job
+    # holds one query set per distinct query gradient (``measurement_types``).
+    query_follows_measurement: Callable[[dict], bool] = _never
+    # Query-side draws per query, for the plan's passes.
+    query_draws: Callable[[dict], int] = field(default=lambda method: method.get("query_draws", 0))
+    passes_per_draw: int = 1  # backward passes per gradient draw (DAS: Jacobian rows and the loss)
+    largest_batch: int | None = None  # examples per gradient block at most (None: the plan's default)
+    # Config check beyond the schema: (name, entry, validated config) -> errors.
+    check: Callable[[str, dict, dict], list[str]] | None = None
+
+    def __post_init__(self):
+        unknown = set(self.needs) - set(INPUTS)
+        if unknown or self.estimate not in ESTIMATES or self.hyperparameter not in (None, "damping", "lambda"):
+            raise ValueError(f"method type {self.module}.{self.scorer}: unknown needs {sorted(unknown)}, estimate {self.estimate!r} or hyperparameter")
+
+
+def _journey_check(name: str, method: dict, config: dict) -> list[str]:
+    sampling_steps = config["queries"]["sampling_steps"]
+    if method["steps"] > sampling_steps:
+        return [f"methods.{name}.steps: {method['steps']} exceeds the query sampler's queries.sampling_steps {sampling_steps}"]
+    return []
+
+
+def _similarity_check(name: str, method: dict, config: dict) -> list[str]:
+    """A feature model file that exists (nothing is downloaded), and a sign
+    wherever the orientation gives none."""
+    errors = []
+    if "model_path" in method:
+        from .similarity import FeatureModelError, check_feature_model_path
+
+        try:
+            check_feature_model_path(method["model_path"])
+        except FeatureModelError as error:
+            errors.append(f"methods.{name}.model_path: {error}")
+    if method["sign"] is None:
+        for measurement, entry in config["measurements"].items():
+            if MEASUREMENT_ORIENTATION[entry["type"]] == NOT_A_QUALITY_MEASURE:
+                errors.append(
+                    f"methods.{name}.sign: required, since measurements.{measurement} is not a quality measure "
+                    "(+1: similar training images raise it, -1: they lower it)"
+                )
+    return errors
+
+
+METHOD_TYPES: dict[str, MethodType] = {
+    "influence": MethodType(
+        "influence",
+        "score_influence",
+        "damping",
+        frozenset({"curvature"}),
+        estimate="influence",
+        query_follows_measurement=_always,
+    ),
+    "trak": MethodType(
+        "trak",
+        "score_trak",
+        "lambda",
+        frozenset({"ensemble"}),
+        estimate="projection",
+        query_follows_measurement=lambda method: method["output_fn"] == "loss",
+    ),
+    "journey_trak": MethodType(
+        "journey",
+        "score_journey_trak",
+        "lambda",
+        frozenset({"query_sampling"}),
+        estimate="projection",
+        query_draws=lambda method: method["steps"] * method["draws_per_step"],
+        check=_journey_check,
+    ),
+    "das": MethodType(
+        "das",
+        "score_das",
+        "lambda",
+        estimate="projection",
+        passes_per_draw=2,
+        largest_batch=64,
+        query_follows_measurement=lambda method: method["form"] == "signed" and method["output"] == "jacobian",
+    ),
+    "tracin": MethodType(
+        "tracin",
+        "score_tracin",
+        None,
+        frozenset({"trajectory", "training"}),
+        estimate="tracin",
+        query_follows_measurement=_always,
+    ),
+    "pixel_similarity": MethodType("similarity", "score_pixel_similarity", check=_similarity_check),
+    "feature_similarity": MethodType("similarity", "score_feature_similarity", needs=frozenset({"feature_model"}), check=_similarity_check),
+    "random": MethodType("random_baseline", "score_random", ranks_for_removal=False),
+}
+
+
+@dataclass
+class ScoringJob:
+    """The inputs of one scoring job, as its scorer sees them."""
+
+    unet: object  # diffusers UNet2DModel, the full model (EMA weights)
+    scheduler: object  # its DDPMScheduler
+    train: object  # torch.Tensor [N, C, H, W], the full model's training set
+    queries: object  # torch.Tensor [Q, C, H, W]
+    method: dict  # the method's validated config entry
+    measurements: dict  # {name: gradient settings (type, timestep, levels)}, every measurement scored
+    inputs: dict = field(default_factory=dict)  # input paths: queries, curvature, trajectory, ensemble
+    training: dict | None = None  # the full model's training settings (TracIn)
+    device: object = None
+    # Memory the job may use on its device (None: no limit) and the setting
+    # that sets it, named in the error when a method cannot fit.
+    budget_bytes: int | None = None
+    budget_setting: str = "runtime.memory_gb"
+    draws_per_pass: int = 64  # draws per backward pass of a per-example gradient
+
+
+def method_type(name: str) -> MethodType:
+    """The registry entry of type ``name``."""
+    if name not in METHOD_TYPES:
+        raise ValueError(f"unknown method type {name!r}; known: {', '.join(METHOD_TYPES)}")
+    return METHOD_TYPES[name]
+
+
+def needs(method: dict, name: str) -> bool:
+    """Whether the scoring job of config entry ``method`` takes input ``name`` (a key of INPUTS)."""
+    if name not in INPUTS:
+        raise ValueError(f"unknown scoring input {name!r}; known: {', '.join(INPUTS)}")
+    return name in method_type(method["type"]).needs
+
+
+def default_value(method: dict) -> float | None:
+    """The method's untuned hyperparameter value (None without one)."""
+    key = method_type(method["type"]).hyperparameter
+    return None if key is None else method[key]
+
+
+def scored_values(method: dict) -> list[float]:
+    """The default value and its grid, without repeats, in that order."""
+    key = method_type(method["type"]).hyperparameter
+    return [float("nan")] if key is None else list(dict.fromkeys([method[key], *method[f"{key}_grid"]]))
+
+
+def scorer(name: str):
+    """The scoring function of type ``name`` (imports its module)."""
+    entry = method_type(name)
+    return getattr(importlib.import_module(f"{__name__}.{entry.module}"), entry.scorer)
+
+
+def _module_file(dotted: str) -> Path | None:
+    """The file of package module ``dotted`` (relative to ``ldsbench``), or None."""
+    path = PACKAGE_DIR.joinpath(*dotted.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def module_closure(module: str) -> list[str]:
+    """Files (relative to the package) of package module ``module`` (dotted,
+    relative to ``ldsbench``: "methods.trak") and of every package module it
+    imports, relative or absolute (``ldsbench.``), also inside functions,
+    transitively. A package's ``__init__`` counts only when imported from
+    itself: this registry decides no score, so adding a method rehashes none."""
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        path = _module_file(name)
+        if name in seen or path is None:
+            continue
+        seen.add(name)
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                if isinstance(node, ast.Import):
+                    todo.extend(a.name.removeprefix("ldsbench.") for a in node.names if a.name.startswith("ldsbench."))
+                continue
+            if node.level == 0:
+                if node.module and node.module.startswith("ldsbench."):
+                    base = node.module.removeprefix("ldsbench.").split(".")
+                else:
+                    continue
+            else:
+                base = package[: len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+            if node.module is None or _module_file(".".join(base)) is None:
+                # `from . import x`: x may be a module.
+                todo.extend(".".join([*base, alias.name]) for alias in node.names)
+            if base:
+                todo.append(".".join(base))
+    return sorted(str(_module_file(name).relative_to(PACKAGE_DIR)) for name in seen)
+
+
+def scorer_modules(name: str) -> list[str]:
+    """The package files whose content decides type ``name``'s scores."""
+    return module_closure(f"methods.{method_type(name).module}")

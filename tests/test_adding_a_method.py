@@ -74,8 +74,19 @@ def test_a_toy_method_needs_only_its_module_registry_entry_and_schema_block(tmp_
     assert result.stdout.strip() == "['measurement_types.py', 'methods/toy.py']"
 
     # Scheduled like any other method: its scoring and LDS jobs, in the summary.
-    command = [str(SNAKEMAKE), "-n", "--snakefile", str(root / "Snakefile"), "--directory", str(tmp_path / "run"), "--cores", "1",
-               "--configfile", str(config_path), "--replace-workflow-config"]
+    command = [
+        str(SNAKEMAKE),
+        "-n",
+        "--snakefile",
+        str(root / "Snakefile"),
+        "--directory",
+        str(tmp_path / "run"),
+        "--cores",
+        "1",
+        "--configfile",
+        str(config_path),
+        "--replace-workflow-config",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     plan = result.stdout + result.stderr

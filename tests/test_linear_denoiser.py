@@ -1,6 +1,6 @@
 """Influence against exact retraining, on a linear denoiser with a closed form.
 
-The linear noise predictor of ``ldsbench.linear_denoiser`` is trained on
+The linear noise predictor of ``tests/linear_denoiser.py`` is trained on
 fixed draws, so retraining on any subset is one linear solve and the
 ground truth of the LDS has no seed or Monte Carlo noise. This pins:
 
@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from ldsbench import linear_denoiser as ld
+import linear_denoiser as ld
 from ldsbench.curvature import CurvatureSettings, fit_kronecker_eigenbasis
 from ldsbench.curvature_data import batch_size_of
 from ldsbench.data import load_digits_split

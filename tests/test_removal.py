@@ -20,7 +20,12 @@ from ldsbench.removal import (
 )
 from ldsbench.sampling import ddpm_resample_rows, ddpm_sample
 from test_measurement import UNET
-from workflow_api import default_config, with_changes
+from workflow_api import ROOT, load_yaml, with_changes
+
+
+def full_config() -> dict:
+    """configs/full.yaml: the default plus every measurement and the removal branch."""
+    return load_yaml(ROOT / "configs" / "full.yaml")
 
 
 def test_orientations_match_the_measurement_registry():
@@ -138,18 +143,22 @@ def test_resampled_rows_match_the_batch_they_came_from():
 )
 def test_bad_removal_and_report_settings_are_named(changes, expected):
     with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
-        validate_config(with_changes(default_config(), changes))
+        validate_config(with_changes(full_config(), changes))
 
 
 def test_removal_needs_a_quality_measure_and_defaults_to_every_nonrandom_method():
-    config = default_config()
+    config = full_config()
     config["measurements"]["norm"] = {"type": "squared_norm"}
     config["removal"]["measurement"] = "norm"
     with pytest.raises(ConfigError, match="removal.measurement: 'norm' is not a quality measure"):
         validate_config(config)
-    config = default_config()
+    config = full_config()
     del config["removal"]["methods"]
     validated = validate_config(config)
     assert validated["removal"]["methods"] == [m for m, s in config["methods"].items() if s["type"] != "random"]
+    config["removal"]["methods"] = ["random"]
+    with pytest.raises(ConfigError, match="removal.methods: 'random' ranks no training example"):
+        validate_config(config)
+    del config["removal"]["methods"]
     del config["removal"]
     assert validate_config(config)["removal"]["queries"] == []

@@ -45,8 +45,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .noise import noise_draws
-from .scoring import SCORE_SIGN
+from ldsbench.noise import noise_draws
+from ldsbench.scoring import SCORE_SIGN
 
 __all__ = [
     "num_features",

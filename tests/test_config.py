@@ -81,6 +81,7 @@ def test_similarity_methods_need_a_local_model_file_and_a_sign_where_orientation
     with pytest.raises(ConfigError, match=r"methods\.pixels\.sign: required, since measurements\.norm is not a quality measure"):
         validate_config(config)
     config["methods"]["pixels"]["sign"] = 1
+    config["methods"]["pixel_similarity"]["sign"] = -1
     assert validate_config(config)["methods"]["pixels"]["metric"] == "cosine"
 
 

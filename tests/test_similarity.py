@@ -127,8 +127,10 @@ def test_similarity_to_scores_needs_a_sign_for_non_quality_measures():
         similarity_to_scores(s, MEASUREMENTS["squared_norm"].orientation)
     np.testing.assert_array_equal(similarity_to_scores(s, NOT_A_QUALITY_MEASURE, sign=1), s)
     np.testing.assert_array_equal(similarity_to_scores(s, NOT_A_QUALITY_MEASURE, sign=-1), -s)
-    # An explicit sign overrides the rule for any orientation.
-    np.testing.assert_array_equal(similarity_to_scores(s, LOWER_IS_BETTER, sign=1), s)
+    # An explicit sign is for measurements without a direction only: it never
+    # overrides the rule on a quality measure.
+    np.testing.assert_array_equal(similarity_to_scores(s, LOWER_IS_BETTER, sign=1), -s)
+    np.testing.assert_array_equal(similarity_to_scores(s, HIGHER_IS_BETTER, sign=-1), s)
     with pytest.raises(ValueError, match="sign must be"):
         similarity_to_scores(s, LOWER_IS_BETTER, sign=2)
     with pytest.raises(ValueError, match="unknown orientation 'bigger'"):
@@ -320,3 +322,22 @@ def test_files_that_are_not_torchscript_are_rejected(tmp_path):
     with pytest.raises(FeatureModelError, match="could not be loaded as a torchscript module") as error:
         load_feature_model(fake)
     _assert_names_path_and_remedy(error, fake)
+
+
+def test_a_sign_for_squared_norm_keeps_the_rule_on_every_other_measurement():
+    """A pixel-similarity method with ``sign: 1`` (needed for squared_norm)
+    scored on a lower-is-better measurement still gets tau = -s there."""
+    import torch
+
+    from ldsbench.methods import ScoringJob, scorer
+
+    generator = torch.Generator().manual_seed(0)
+    train, queries = torch.rand(6, 1, 8, 8, generator=generator) * 2 - 1, torch.rand(3, 1, 8, 8, generator=generator) * 2 - 1
+    measurements = {"loss": {"type": "loss"}, "selbo": {"type": "simplified_elbo"}, "elbo": {"type": "elbo", "levels": 17}, "norm": {"type": "squared_norm"}}
+    job = ScoringJob(None, None, train, queries, {"type": "pixel_similarity", "metric": "cosine", "sign": 1}, measurements)
+    _, scores = scorer("pixel_similarity")(job)
+    s = pixel_similarity(queries, train, "cosine")
+    for name in ("loss", "selbo"):
+        np.testing.assert_allclose(scores[name][0], -s, rtol=1e-6, err_msg=name)
+    np.testing.assert_allclose(scores["elbo"][0], s, rtol=1e-6)
+    np.testing.assert_allclose(scores["norm"][0], s, rtol=1e-6)

@@ -24,7 +24,8 @@ query makes the model better on the query, so:
 - higher-is-better measurement (``elbo``, ``log_likelihood``): tau = +s;
 - ``not_a_quality_measure`` (``squared_norm``): "better on the query" says
   nothing about the direction of m, so there is no sign to choose; the
-  conversion refuses unless a sign is given explicitly.
+  conversion refuses unless a sign is given explicitly (the method's
+  ``sign``, which applies to such measurements only).
 
 ``similarity_to_scores`` is the one place this rule lives. The similarity
 itself never depends on the measurement.
@@ -132,18 +133,20 @@ def similarity_sign(orientation: str, sign: float | None = None) -> float:
     """+1 or -1: the sign that turns a similarity into a score tau for a
     measurement of this orientation (see the module docstring).
 
-    ``sign`` (+1 or -1) overrides the rule; it is required for
-    ``not_a_quality_measure``, where the rule has no answer.
+    ``sign`` (+1 or -1) is the sign for ``not_a_quality_measure``, where
+    the rule has no answer, and is required there; it never overrides the
+    rule for a quality measure (a method scored on several measurements
+    keeps the documented sign on each).
     """
-    if sign is not None:
-        if sign not in (1, -1):
-            raise ValueError(f"sign must be +1 or -1, got {sign!r}")
-        return float(sign)
+    if sign is not None and sign not in (1, -1):
+        raise ValueError(f"sign must be +1 or -1, got {sign!r}")
     if orientation == LOWER_IS_BETTER:
         return -1.0
     if orientation == HIGHER_IS_BETTER:
         return 1.0
     if orientation == NOT_A_QUALITY_MEASURE:
+        if sign is not None:
+            return float(sign)
         raise ValueError(
             f"orientation {orientation!r}: similarity predicts that training on images like the query makes the model "
             "better on it, which says nothing about the direction of a measurement that is not a quality measure; "

@@ -46,7 +46,7 @@ from ..jobs import load_model
 from ..measurement import measurement_output_fn
 from ..measurement_types import query_output_groups, same_for_every_measurement, split_by_group
 from ..projection import RandomProjector
-from ..scoring import SCORE_SIGN, query_gradient_batches, training_gradient_batches
+from ..scoring import SCORE_SIGN, stacked_query_gradient_batches, training_gradient_batches
 
 __all__ = ["GramSpectrum", "accumulate_gram", "projected_query_features", "projected_training_features", "trak_kernel_scores", "trak_scores", "score_trak"]
 
@@ -290,11 +290,29 @@ def projection_batch(unet, job, *, projection_dim, n_queries: int, n_train: int,
 
 
 def projected_query_features(
-    unet, scheduler, queries, output_fn, query_draws: int, seed: int, projector: RandomProjector, batch_examples: int = 32, draws_per_pass: int = 64
+    unet, scheduler, queries, output_fns: list, query_draws: int, seed: int, projector: RandomProjector, batch_examples: int = 256, draws_per_pass: int = 64
 ) -> torch.Tensor:
-    """[Q, k] projected query gradients, one batch of gradients at a time."""
-    batches = query_gradient_batches(unet, scheduler, queries, output_fn, query_draws, seed, batch_examples, draws_per_pass=draws_per_pass)
-    return torch.cat([projector.project(grads) for _, grads in batches])
+    """[S Q, k] projected query gradients of the stacked queries (row s Q + q:
+    query q under ``output_fns[s]``). Gradients are gathered into blocks of
+    up to ``batch_examples`` rows before each projection: a dense projection
+    matrix beyond the cache is regenerated per call, which dominates small blocks."""
+    rows = range(len(output_fns) * len(queries))
+    batches = stacked_query_gradient_batches(
+        unet, scheduler, queries, output_fns, rows, query_draws, seed, min(32, batch_examples), draws_per_pass=draws_per_pass
+    )
+    # One buffer of at most batch_examples rows: the peak is a training batch's.
+    features, buffer, filled = [], None, 0
+    for _, grads in batches:
+        if buffer is None:
+            buffer = grads.new_empty(min(batch_examples, len(rows)), grads.shape[1])
+        if filled + len(grads) > len(buffer):
+            features.append(projector.project(buffer[:filled]))
+            filled = 0
+        buffer[filled : filled + len(grads)] = grads
+        filled += len(grads)
+    if filled:
+        features.append(projector.project(buffer[:filled]))
+    return torch.cat(features)
 
 
 def trak_scores(unet, scheduler, train_images, queries, lambdas, *, measurement, **settings) -> np.ndarray:
@@ -334,12 +352,7 @@ def stacked_trak_scores(
         unet, scheduler, train_images, train_fn, train_draws, seed, projection_dim, projection_seed, batch_examples, draws_per_pass, projection
     )
     query_fns = [measurement_output_fn(m) for m in measurements] if output_fn == "loss" else [train_fn]
-    query_features = torch.cat(
-        [
-            projected_query_features(unet, scheduler, queries, query_fn, query_draws, seed, projector, min(32, batch_examples), draws_per_pass)
-            for query_fn in query_fns
-        ]
-    )
+    query_features = projected_query_features(unet, scheduler, queries, query_fns, query_draws, seed, projector, batch_examples, draws_per_pass)
     raw = trak_kernel_scores(query_features, train_features, lambdas)
     if len(query_fns) < len(measurements):
         raw = raw.repeat(1, len(measurements), 1)

@@ -1,6 +1,6 @@
 # LDS benchmark for training-data attribution in diffusion models.
 # Stages: data -> subsets -> training -> queries -> measurements -> curvature
-# -> scores per method -> LDS per (method, measurement) -> summary and
+# -> scores per method (every measurement) -> LDS per method -> summary and
 # figures; beside them, retraining without each method's top influences.
 import os
 

@@ -44,7 +44,8 @@ def test_methods_with_equal_curvature_share_factors(tmp_path):
     files = dry_run(config, tmp_path)
     assert _count(files, r"results/curvature/.*\.pt$") == 1
     # Other factor settings need a fit of their own.
-    config["methods"]["kfac_influence"]["curvature"] = dict(config["methods"]["kfac_influence"]["curvature"], draws_per_example=8)
+    curvature = config["methods"]["kfac_influence"]["curvature"]
+    config["methods"]["kfac_influence"]["curvature"] = dict(curvature, draws_per_example=curvature["draws_per_example"] + 4)
     assert _count(dry_run(config, tmp_path), r"results/curvature/.*\.pt$") == 2
 
 

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.integrate import solve_ivp
 
 from .precision import network_forward
 
@@ -135,6 +134,9 @@ def ode_log_likelihood(
         drift = -0.5 * beta * (x64 - eps.detach().double().cpu().reshape(-1) / sigma)
         div_f = -0.5 * beta * dim + 0.5 * beta / sigma * divergence.double().cpu()
         return np.concatenate([drift.numpy(), div_f.numpy()])
+
+    # Imported here: scipy.integrate costs every measurement job half a second.
+    from scipy.integrate import solve_ivp
 
     initial = np.concatenate([x.detach().double().cpu().reshape(-1).numpy(), np.zeros(batch)])
     solution = solve_ivp(rhs, (t_min, 1.0), initial, method="RK45", rtol=rtol, atol=atol)

@@ -77,7 +77,7 @@ def refuse_over_budget():
 wildcard_constraints:
     subset=r"\d+",
     seed=r"\d+",
-    # Only configured names: a method's outputs sit beside the ceiling's.
+    # Only configured names, so that a method's file is never read as another wildcard.
     method="|".join(re.escape(name) for name in METHODS),
     measurement="|".join(re.escape(name) for name in MEASUREMENTS),
     curvature=r"kronecker-[0-9a-f]+",
@@ -128,19 +128,14 @@ def reference_model(wildcards):
     return f"{R}/models/full" if int(wildcards.seed) == 0 else f"{R}/models/full_seed_{wildcards.seed}"
 
 
-def lds_outputs():
-    files = [f"{R}/lds/{method}/{measurement}.parquet" for method in METHODS for measurement in MEASUREMENTS]
-    if K >= 2:
-        files += [f"{R}/lds/retraining_ceiling/{measurement}.parquet" for measurement in MEASUREMENTS]
-    return files
-
-
 def summary_outputs():
     return [
         f"{R}/lds_summary.parquet",
         f"{R}/lds_per_query.parquet",
         f"{R}/lds_sweep.parquet",
+        f"{R}/lds_paired.parquet",
         f"{R}/lds_summary.png",
+        f"{R}/lds_paired.png",
         f"{R}/lds_per_query.png",
         f"{R}/lds_vs_damping.png",
         f"{R}/lds_summary.md",

@@ -11,6 +11,7 @@ rule compute_lds:
     output:
         per_query=[f"{R}/lds/{{method}}/{name}.parquet" for name in MEASURED],
         sweeps=[f"{R}/lds/{{method}}/{name}.sweep.parquet" for name in MEASURED],
+        predictions=[f"{R}/lds/{{method}}/{name}.predictions.npz" for name in MEASURED],
     log:
         f"{R}/logs/lds/{{method}}.log",
     benchmark:
@@ -27,32 +28,47 @@ rule compute_lds:
         f"{STEPS}/compute_lds.py"
 
 
-rule retraining_ceiling:
+# One job per measurement compares every method on it: the bootstrap that
+# pairs them resamples the same subsets and queries for all.
+rule compare_methods:
     input:
+        predictions=[f"{R}/lds/{method}/{{measurement}}.predictions.npz" for method in METHODS],
         ground_truth=f"{R}/ground_truth/{{measurement}}.parquet",
     output:
-        per_query=f"{R}/lds/retraining_ceiling/{{measurement}}.parquet",
+        summary=f"{R}/comparison/{{measurement}}.parquet",
+        paired=f"{R}/comparison/{{measurement}}.paired.parquet",
     log:
-        f"{R}/logs/lds/retraining_ceiling/{{measurement}}.log",
+        f"{R}/logs/comparison/{{measurement}}.log",
     benchmark:
-        f"{R}/benchmarks/lds/retraining_ceiling/{{measurement}}.tsv"
+        f"{R}/benchmarks/comparison/{{measurement}}.tsv"
     conda:
         CONDA_ENV
     params:
-        code=code_version("lds.py"),
+        # The method of each predictions input, in their order.
+        methods=list(METHODS),
+        orientation=lambda wildcards: MEASUREMENT_ORIENTATION[config["measurements"][wildcards.measurement]["type"]],
+        n_subsets=M,
+        n_seeds=K,
+        tuning=config["tuning"],
+        statistics=config["statistics"],
+        code=code_version("comparison.py", "lds.py", "tuning.py"),
     script:
-        f"{STEPS}/retraining_ceiling.py"
+        f"{STEPS}/compare_methods.py"
 
 
 rule summarize:
     input:
-        lds=lds_outputs(),
-        sweeps=[f"{R}/lds/{m}/{s}.sweep.parquet" for m in METHODS for s in MEASUREMENTS],
+        comparisons=[f"{R}/comparison/{name}.parquet" for name in MEASURED],
+        paired=[f"{R}/comparison/{name}.paired.parquet" for name in MEASURED],
+        lds=[f"{R}/lds/{m}/{s}.parquet" for m in METHODS for s in MEASURED],
+        sweeps=[f"{R}/lds/{m}/{s}.sweep.parquet" for m in METHODS for s in MEASURED],
     output:
         summary=f"{R}/lds_summary.parquet",
         per_query=f"{R}/lds_per_query.parquet",
         sweep=f"{R}/lds_sweep.parquet",
+        paired=f"{R}/lds_paired.parquet",
         plot=report(f"{R}/lds_summary.png", caption="../report/lds_summary.rst", category="LDS"),
+        paired_plot=report(f"{R}/lds_paired.png", caption="../report/lds_paired.rst", category="LDS"),
         per_query_plot=report(f"{R}/lds_per_query.png", caption="../report/lds_per_query.rst", category="LDS"),
         sweep_plot=report(f"{R}/lds_vs_damping.png", caption="../report/lds_vs_damping.rst", category="LDS"),
         table=f"{R}/lds_summary.md",
@@ -63,12 +79,9 @@ rule summarize:
     conda:
         CONDA_ENV
     params:
-        n_subsets=M,
-        n_seeds=K,
-        orientation={name: MEASUREMENT_ORIENTATION[config["measurements"][name]["type"]] for name in sorted(MEASUREMENTS)},
-        # The untuned value each method reports (damping or lambda).
-        defaults={name: default_value(config["methods"][name]) for name in sorted(METHODS)},
-        tuning=config["tuning"],
-        code=code_version("lds.py", "plots.py", "tuning.py"),
+        methods=list(METHODS),
+        measurements=list(MEASUREMENTS),
+        level=config["statistics"]["level"],
+        code=code_version("lds.py", "plots.py"),
     script:
         f"{STEPS}/summarize.py"

@@ -9,10 +9,12 @@ from scipy.stats import spearmanr
 
 from ldsbench.lds import (
     bootstrap_mean_ci,
+    expected_spearman,
     ground_truth_array,
     group_predictions,
     lds_per_query,
-    retraining_ceiling_per_query,
+    retraining_ceiling,
+    seed_agreement_per_query,
     spearman_per_query,
 )
 
@@ -144,35 +146,62 @@ def test_bootstrap_all_nan():
     assert s["n"] == 0 and s["n_excluded"] == 2 and math.isnan(s["mean"])
 
 
-def test_ceiling_identical_seeds_is_one():
+def test_seed_agreement_identical_seeds_is_one():
     truth = np.random.default_rng(0).normal(size=(8, 3))
-    np.testing.assert_allclose(retraining_ceiling_per_query(np.stack([truth, truth])), 1.0)
+    np.testing.assert_allclose(seed_agreement_per_query(np.stack([truth, truth])), 1.0)
 
 
-def test_ceiling_two_seeds_is_their_spearman():
+def test_seed_agreement_two_seeds_is_their_spearman():
     rng = np.random.default_rng(3)
     per_seed = rng.normal(size=(2, 20, 4))
     expected = [spearmanr(per_seed[0, :, q], per_seed[1, :, q]).statistic for q in range(4)]
-    np.testing.assert_allclose(retraining_ceiling_per_query(per_seed), expected, atol=1e-12)
+    np.testing.assert_allclose(seed_agreement_per_query(per_seed), expected, atol=1e-12)
 
 
-def test_ceiling_three_seeds_by_hand():
-    # One query, M = 3 subsets, K = 3 seeds.
-    # y_0 = [1, 2, 3], y_1 = [1, 2, 3], y_2 = [3, 2, 1].
-    # k=0: others mean = [2, 2, 2] constant -> NaN, so the query is NaN.
-    per_seed = np.array([[1, 2, 3], [1, 2, 3], [3, 2, 1]], dtype=float)[:, :, None]
-    assert np.isnan(retraining_ceiling_per_query(per_seed)[0])
-    # y_2 = [1, 3, 2]: k=0 others [1, 2.5, 2.5] -> ranks [1, 2.5, 2.5] vs [1, 2, 3]:
-    #   rho = 1.5 / sqrt(1.5 * 2) = sqrt(0.75); k=1 likewise sqrt(0.75);
-    # k=2 others [1, 2, 3] vs y_2 ranks [1, 3, 2]: rho = 0.5.
-    per_seed[2, :, 0] = [1, 3, 2]
-    expected = (2 * math.sqrt(0.75) + 0.5) / 3
-    assert retraining_ceiling_per_query(per_seed)[0] == pytest.approx(expected)
+def test_seed_agreement_three_seeds_is_the_mean_over_pairs():
+    # y_0 = [1, 2, 3], y_1 = [1, 2, 3], y_2 = [1, 3, 2]: pairs 1, 0.5, 0.5.
+    per_seed = np.array([[1, 2, 3], [1, 2, 3], [1, 3, 2]], dtype=float)[:, :, None]
+    assert seed_agreement_per_query(per_seed)[0] == pytest.approx(2.0 / 3.0)
+    per_seed[2, :, 0] = 5.0  # a constant seed: the query is undefined
+    assert np.isnan(seed_agreement_per_query(per_seed)[0])
 
 
-def test_ceiling_needs_two_seeds():
+@pytest.mark.parametrize(("n_seeds", "n_subsets", "noise"), [(2, 16, 1.0), (2, 16, 0.5), (3, 40, 2.0), (5, 100, 1.5)])
+def test_ceiling_is_the_lds_of_a_perfect_predictor_against_the_seed_mean(n_seeds, n_subsets, noise):
+    # Synthetic ground truth whose answer is known: y = mu + noise per seed;
+    # the best predictor is mu itself, scored against the seed mean like a method.
+    rng = np.random.default_rng(n_seeds * 100 + n_subsets)
+    mu = rng.normal(size=(n_subsets, 3000))
+    per_seed = mu[None] + noise * rng.normal(size=(n_seeds, n_subsets, 3000))
+    best = np.nanmean(spearman_per_query(mu, per_seed.mean(axis=0)))
+    agreement = seed_agreement_per_query(per_seed)
+    ceiling = retraining_ceiling(agreement, n_seeds, n_subsets)
+    assert ceiling == pytest.approx(best, abs=0.01)
+    # One seed against another (the single-seed agreement) is far below what
+    # a method can reach against the seed mean.
+    assert ceiling > np.nanmean(agreement) + 0.05
+
+
+def test_ceiling_edges():
+    assert retraining_ceiling(np.array([-0.1, 0.05]), 2, 16) == 0.0
+    assert retraining_ceiling(np.array([1.0, 1.0]), 3, 16) == 1.0
+    assert np.isnan(retraining_ceiling(np.array([np.nan]), 2, 16))
+    # More seeds, a higher ceiling; query weights pool like repeated queries.
+    assert retraining_ceiling(np.array([0.3]), 5, 16) > retraining_ceiling(np.array([0.3]), 2, 16)
+    assert retraining_ceiling(np.array([0.2, 0.6]), 2, 16, weights=np.array([1.0, 3.0])) == pytest.approx(
+        retraining_ceiling(np.array([0.2, 0.6, 0.6, 0.6]), 2, 16)
+    )
     with pytest.raises(ValueError, match="K >= 2"):
-        retraining_ceiling_per_query(np.zeros((1, 5, 2)))
+        retraining_ceiling(np.array([0.3]), 1, 16)
+    with pytest.raises(ValueError, match="K >= 2"):
+        seed_agreement_per_query(np.zeros((1, 5, 2)))
+
+
+def test_expected_spearman():
+    assert expected_spearman(1.0, 16) == pytest.approx(1.0)
+    assert expected_spearman(0.0, 16) == 0.0
+    # Large M: Pearson-to-Spearman of the bivariate normal, (6 / pi) arcsin(rho / 2).
+    assert expected_spearman(0.5, 10**6) == pytest.approx(6 / math.pi * math.asin(0.25), abs=1e-5)
 
 
 def _truth_frame(n_subsets=3, n_seeds=2, n_queries=4):

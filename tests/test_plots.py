@@ -1,4 +1,4 @@
-"""Tests for ldsbench.plots: figures are written, the markdown table is complete."""
+"""Tests for ldsbench.plots and ldsbench.tables: figures are written, the markdown tables are complete."""
 
 import numpy as np
 import pandas as pd
@@ -6,20 +6,60 @@ import pytest
 from matplotlib.image import imread
 
 from ldsbench.image_grid import extreme_examples, plot_attribution_grid, to_display
-from ldsbench.plots import plot_lds_per_query, plot_lds_summary, plot_lds_vs_damping, plot_removal, removal_markdown, summary_markdown
+from ldsbench.plots import plot_lds_per_query, plot_lds_summary, plot_lds_vs_damping, plot_paired_differences, plot_removal
+from ldsbench.tables import paired_markdown, removal_markdown, summary_markdown
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 METHODS = ["TRAK", "D-TRAK | ekfac", "retraining ceiling"]
 
 
+def _row(method, measurement, lds, **extra):
+    """A summary row as compare_methods writes it; every estimate has an interval."""
+    row = dict(method=method, measurement=measurement, orientation="lower_is_better", n_queries=64, n_test=32, n_subsets=100, n_seeds=3)
+    for prefix, value in [
+        ("lds", lds),
+        ("lds_over_ceiling", lds / 0.8),
+        ("query_agnostic_lds", lds / 2),
+        ("test_default_lds", lds),
+        ("test_tuned_lds", lds + 0.01),
+    ]:
+        low, high = ("ci_low", "ci_high") if prefix == "lds" else (f"{prefix}_ci_low", f"{prefix}_ci_high")
+        row.update({prefix: value, low: value - 0.03, high: value + 0.05})
+    row.update(tuned_damping=1e-3, tuning_lds=lds)
+    row.update(extra)
+    return row
+
+
 def _summary():
-    rows = []
-    for k, method in enumerate(METHODS):
-        for j, measurement in enumerate(["loss", "elbo_at_t500"]):
-            lds = 0.1 + 0.2 * k + 0.05 * j
-            rows.append(dict(method=method, measurement=measurement, lds=lds, ci_low=lds - 0.03, ci_high=lds + 0.05, n_queries=64, n_subsets=100, n_seeds=3))
+    rows = [_row(method, measurement, 0.1 + 0.2 * k + 0.05 * j) for k, method in enumerate(METHODS) for j, measurement in enumerate(["loss", "elbo_at_t500"])]
     # A method with an undefined LDS must not break the figure.
-    rows.append(dict(method="constant", measurement="loss", lds=np.nan, ci_low=np.nan, ci_high=np.nan, n_queries=0, n_subsets=100, n_seeds=3))
+    rows.append(_row("constant", "loss", np.nan, n_queries=0))
+    return pd.DataFrame(rows)
+
+
+def _paired(summary):
+    rows = []
+    for measurement, group in summary.dropna(subset=["lds"]).groupby("measurement", sort=False):
+        methods = group["method"].tolist()
+        lds = dict(zip(group["method"], group["lds"]))
+        for a in range(len(methods)):
+            for b in range(a + 1, len(methods)):
+                d = lds[methods[a]] - lds[methods[b]]
+                rows.append(
+                    dict(
+                        method_a=methods[a],
+                        method_b=methods[b],
+                        difference=d,
+                        ci_low=d - 0.1,
+                        ci_high=d + 0.1,
+                        p_value=0.01,
+                        p_holm=0.03,
+                        significant=abs(d) > 0.3,
+                        measurement=measurement,
+                        values="default",
+                        split="all",
+                    )
+                )
     return pd.DataFrame(rows)
 
 
@@ -74,7 +114,7 @@ def test_summary_markdown_lists_every_method():
     assert len(lines) == 2 + len(summary)  # header, separator, one line per row
     # First row: lds 0.1 with interval [0.07, 0.15], three decimals.
     assert "0.100 [0.070, 0.150]" in lines[2]
-    assert "nan [nan, nan]" in lines[-1]
+    assert "| n/a |" in lines[-1]
     # Every line has the same number of cells (escaped "|" does not split).
     n_cells = {line.replace("\\|", "").count("|") for line in lines}
     assert len(n_cells) == 1
@@ -119,6 +159,20 @@ def test_removal_plot_without_generated_queries(tmp_path):
 def test_summary_table_shows_orientation():
     summary = _summary().assign(orientation="higher_is_better")
     assert "| TRAK | loss | higher is better |" in summary_markdown(summary)
+
+
+def test_paired_differences_plot_and_table(tmp_path):
+    summary = _summary()
+    paired = _paired(summary)
+    path = tmp_path / "paired.png"
+    plot_paired_differences(paired, path)
+    _assert_png(path)
+    text = paired_markdown(summary, paired, 0.95)
+    # Against the best method of each measurement, with its sign: TRAK is
+    # 0.4 below the ceiling row here, a significant difference.
+    assert "against the best untuned method, retraining ceiling" in text
+    assert "| TRAK | -0.400 [-0.500, -0.300] * | 0.03 |" in text
+    assert "| D-TRAK \\| ekfac | -0.200 [-0.300, -0.100] | 0.03 |" in text
 
 
 def test_attribution_grid(tmp_path):

@@ -84,7 +84,10 @@ def test_every_measurement_scores_as_if_scored_alone(inputs, name):
         alone_values, alone = _score(inputs, method, {measurement: settings})
         np.testing.assert_array_equal(alone_values, values)
         assert together[measurement].shape == (len(values), 3, 5)
-        np.testing.assert_allclose(together[measurement], alone[measurement], rtol=1e-5, atol=1e-9)
+        # Stacking changes the shapes of float32 matrix products, so their
+        # summation order: equal up to float32 rounding on the scores' scale.
+        scale = float(np.abs(alone[measurement]).max())
+        np.testing.assert_allclose(together[measurement], alone[measurement], rtol=1e-5, atol=2e-5 * scale)
     np.testing.assert_array_equal(together["selbo"], together["selbo_again"])
 
 

@@ -201,3 +201,21 @@ def test_dtrak_output_function_ablations_score(output_fn):
         seed=0,
     )
     assert scores.shape == (1, 2, 4) and np.isfinite(scores).all() and np.abs(scores).max() > 0
+
+
+def test_mean_eigenvalue_scale_multiplies_every_lambda_by_the_trace_over_k():
+    # k > N (thin SVD) and k <= N (Gram matrix): the unit is trace(Phi^T Phi) / k either way.
+    generator = torch.Generator().manual_seed(5)
+    for n, k in [(6, 10), (12, 4)]:
+        train = torch.randn(n, k, generator=generator, dtype=torch.float64)
+        queries = torch.randn(3, k, generator=generator, dtype=torch.float64)
+        unit = float((train * train).sum()) / k
+        assert GramSpectrum.from_features(train).mean_eigenvalue == pytest.approx(unit)
+        relative = trak_kernel_scores(queries, train, [1e-3, 0.1, 10.0], lambda_scale="mean_eigenvalue")
+        absolute = trak_kernel_scores(queries, train, [1e-3 * unit, 0.1 * unit, 10.0 * unit])
+        torch.testing.assert_close(relative, absolute)
+        # Rescaling the features rescales the spectrum: relative lambdas give the same ranking of examples.
+        rescaled = trak_kernel_scores(queries * 7.0, train * 7.0, [0.1], lambda_scale="mean_eigenvalue")
+        torch.testing.assert_close(rescaled, relative[1:2])
+    with pytest.raises(ValueError, match="lambda_scale"):
+        trak_kernel_scores(queries, train, [0.1], lambda_scale="relative")

@@ -1,11 +1,12 @@
-"""LDS of one method for every measurement, per query and over its sweep."""
+"""LDS of one method for every measurement, per query and over its sweep, and
+the group predictions of every swept value for the comparison of methods."""
 
 import numpy as np
 import pandas as pd
 
-from ldsbench.io import read_parquet_metadata, save_parquet
+from ldsbench.io import atomic_path, read_parquet_metadata, save_parquet
 from ldsbench.jobs import start_job
-from ldsbench.lds import bootstrap_mean_ci, ground_truth_array, lds_per_query
+from ldsbench.lds import bootstrap_mean_ci, ground_truth_array, group_predictions, spearman_per_query
 from ldsbench.provenance import SHARED_KEYS, check_compatible, subsets_sha256, verify_checksums
 from ldsbench.subsets import subsets_from_frame
 
@@ -14,7 +15,7 @@ w, inputs, params = snakemake.wildcards, snakemake.input, snakemake.params
 subsets_frame = pd.read_parquet(inputs.subsets)
 
 
-def measurement_lds(name, scores_path, sweep_path, manifest_path, truth_path, per_query_path, sweep_out):
+def measurement_lds(name, scores_path, sweep_path, manifest_path, truth_path, per_query_path, sweep_out, predictions_out):
     # Refuse corrupted files and artifacts of another benchmark before computing anything.
     score_provenance = verify_checksums(manifest_path, {"scores": scores_path, "sweep": sweep_path})
     truth_provenance = read_parquet_metadata(truth_path)
@@ -32,21 +33,36 @@ def measurement_lds(name, scores_path, sweep_path, manifest_path, truth_path, pe
     # Raises, naming what is missing, unless every (subset, seed, query) is present.
     truth = ground_truth_array(truth_frame, params.n_subsets, params.n_seeds, n_queries).mean(axis=0)
 
-    per_query = lds_per_query(scores, mask, truth)
+    # Every value's group predictions [L, M, Q], the reported value first; the
+    # comparison of methods resamples subsets and queries from them.
+    sweep = np.load(sweep_path)
+    values = np.asarray(sweep["values"], dtype=np.float64)
+    predictions = np.stack([group_predictions(grid_scores, mask) for grid_scores in [scores, *sweep["scores"]]])
+    with atomic_path(predictions_out) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, values=values, predictions=predictions)
+
+    per_query = spearman_per_query(predictions[0], truth)
     save_parquet(per_query_path, pd.DataFrame({"method": w.method, "measurement": name, "query": np.arange(n_queries), "lds": per_query}))
 
-    # Per-query LDS of every damping (or lambda) evaluated, for the sweep figure
-    # and for tuning on a split of the queries.
-    sweep = np.load(sweep_path)
+    # Per-query LDS of every damping (or lambda) evaluated, for the sweep figure.
     frames = []
-    for value, grid_scores in zip(sweep["values"], [scores, *sweep["scores"]]):
-        lds = lds_per_query(grid_scores, mask, truth)
+    for value, grid_predictions in zip(values, predictions, strict=True):
+        lds = spearman_per_query(grid_predictions, truth)
         frames.append(pd.DataFrame({"method": w.method, "measurement": name, "damping": float(value), "query": np.arange(n_queries), "lds": lds}))
         log.info("LDS %s on %s at %s: %.4f", w.method, name, value, bootstrap_mean_ci(lds)["mean"])
     save_parquet(sweep_out, pd.concat(frames, ignore_index=True))
 
 
 for row in zip(
-    params.measurements, inputs.scores, inputs.sweeps, inputs.manifests, inputs.ground_truth, snakemake.output.per_query, snakemake.output.sweeps, strict=True
+    params.measurements,
+    inputs.scores,
+    inputs.sweeps,
+    inputs.manifests,
+    inputs.ground_truth,
+    snakemake.output.per_query,
+    snakemake.output.sweeps,
+    snakemake.output.predictions,
+    strict=True,
 ):
     measurement_lds(*row)

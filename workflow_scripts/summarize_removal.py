@@ -5,8 +5,9 @@ import pandas as pd
 
 from ldsbench.io import atomic_path, save_parquet
 from ldsbench.jobs import start_job
-from ldsbench.plots import plot_removal, removal_markdown
+from ldsbench.plots import plot_removal
 from ldsbench.removal import removal_changes, summarize_changes
+from ldsbench.tables import removal_markdown
 
 log = start_job(snakemake)
 params = snakemake.params

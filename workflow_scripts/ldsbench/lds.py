@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import brentq
 from scipy.stats import rankdata
 
 __all__ = [
@@ -27,7 +28,9 @@ __all__ = [
     "spearman_per_query",
     "lds_per_query",
     "bootstrap_mean_ci",
-    "retraining_ceiling_per_query",
+    "seed_agreement_per_query",
+    "retraining_ceiling",
+    "expected_spearman",
     "ground_truth_array",
 ]
 
@@ -74,22 +77,39 @@ def spearman_per_query(predictions: np.ndarray, truth: np.ndarray) -> np.ndarray
     if predictions.shape[0] < 2:
         raise ValueError(f"a rank correlation needs at least 2 subsets, got M={predictions.shape[0]}")
 
+    return spearman_from_ranks(centred_ranks(predictions), centred_ranks(truth))
+
+
+def centred_ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Average-tie ranks over axis 0, centred per column, and which columns
+    have no rank correlation (constant or holding a NaN).
+
+    Splitting ranking from correlating lets a caller rank one side (the
+    ground truth) once for many predictions.
+
+    Args:
+        values: ``[M, Q]``.
+
+    Returns:
+        ``([M, Q] float64 centred ranks, [Q] bool invalid)``.
+    """
+    values = np.asarray(values, dtype=np.float64)
     # Constancy is judged on the raw values so that it does not depend on
     # floating-point noise in the centred ranks.
-    constant = (np.ptp(predictions, axis=0) == 0) | (np.ptp(truth, axis=0) == 0)
-    invalid = constant | np.isnan(predictions).any(axis=0) | np.isnan(truth).any(axis=0)
+    invalid = (np.ptp(values, axis=0) == 0) | np.isnan(values).any(axis=0)
+    ranks = rankdata(values, method="average", axis=0)
+    return ranks - ranks.mean(axis=0), invalid
 
-    # Spearman = Pearson correlation of the (average-tie) ranks.
-    rp = rankdata(predictions, method="average", axis=0)
-    rt = rankdata(truth, method="average", axis=0)
-    rp = rp - rp.mean(axis=0)
-    rt = rt - rt.mean(axis=0)
-    num = (rp * rt).sum(axis=0)
-    den = np.sqrt((rp * rp).sum(axis=0) * (rt * rt).sum(axis=0))
+
+def spearman_from_ranks(first: tuple[np.ndarray, np.ndarray], second: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Spearman correlation per column of two :func:`centred_ranks` results
+    (the Pearson correlation of the ranks); NaN where either is invalid."""
+    (ra, invalid_a), (rb, invalid_b) = first, second
+    num = (ra * rb).sum(axis=0)
+    den = np.sqrt((ra * ra).sum(axis=0) * (rb * rb).sum(axis=0))
     with np.errstate(invalid="ignore", divide="ignore"):
-        rho = num / den
-    rho = np.clip(rho, -1.0, 1.0)
-    rho[invalid] = np.nan
+        rho = np.clip(num / den, -1.0, 1.0)
+    rho[invalid_a | invalid_b] = np.nan
     return rho
 
 
@@ -181,14 +201,12 @@ def bootstrap_mean_ci(
     }
 
 
-def retraining_ceiling_per_query(truth_per_seed: np.ndarray) -> np.ndarray:
-    """LDS that exact retraining with one seed would reach.
+def seed_agreement_per_query(truth_per_seed: np.ndarray) -> np.ndarray:
+    """How well one retraining seed's ground truth ranks the subsets like another's.
 
-    For each seed k, the Spearman correlation over subsets of y_{j,k}(q) with
-    the mean of the other seeds' y_{j,k'}(q); the result per query is the mean
-    over k. It measures how well one retraining run predicts the others, i.e.
-    the seed noise in the ground truth. A NaN for any seed makes the query NaN,
-    so it is reported rather than averaged away.
+    For each query, the mean over seed pairs k < k' of the Spearman
+    correlation over subsets of y_{j,k}(q) and y_{j,k'}(q). A NaN for any pair
+    (a seed constant over subsets) makes the query NaN.
 
     Args:
         truth_per_seed: ``[K, M, Q]`` with K >= 2.
@@ -202,12 +220,65 @@ def retraining_ceiling_per_query(truth_per_seed: np.ndarray) -> np.ndarray:
     n_seeds = truth_per_seed.shape[0]
     if n_seeds < 2:
         raise ValueError(f"the retraining ceiling needs K >= 2 seeds, got K={n_seeds}")
-    rhos = []
-    for k in range(n_seeds):
-        # Explicit leave-one-out mean (not total minus y_k) keeps ties exact.
-        others = np.delete(truth_per_seed, k, axis=0).mean(axis=0)
-        rhos.append(spearman_per_query(truth_per_seed[k], others))
-    return np.mean(rhos, axis=0)
+    ranks = [centred_ranks(seed) for seed in truth_per_seed]
+    pairs = [spearman_from_ranks(ranks[a], ranks[b]) for a in range(n_seeds) for b in range(a + 1, n_seeds)]
+    return np.mean(pairs, axis=0)
+
+
+def expected_spearman(pearson: float, n_subsets: int) -> float:
+    """Expected Spearman correlation of M bivariate-normal pairs with Pearson
+    correlation rho (Moran 1948):
+    E[r_s] = 6 / (pi (M + 1)) (arcsin rho + (M - 2) arcsin(rho / 2)).
+    At large M it tends to (6 / pi) arcsin(rho / 2); at M = 16 it is about
+    0.02 lower, the bias every LDS over M subsets shares."""
+    return float(6.0 / (np.pi * (n_subsets + 1)) * (np.arcsin(pearson) + (n_subsets - 2) * np.arcsin(pearson / 2.0)))
+
+
+def retraining_ceiling(seed_agreement: np.ndarray, n_seeds: int, n_subsets: int, weights: np.ndarray | None = None) -> float:
+    """Best LDS any predictor can expect against the K-seed mean ground truth.
+
+    Model: y_{j,k}(q) = mu_j(q) + e_{j,k}(q), seed noise e independent of the
+    subset effect mu, both normal. A perfect predictor knows mu; its LDS is
+    the Spearman correlation over the M subsets of mu with the K-seed mean.
+    With r the Pearson correlation of two single seeds, the K-seed mean has
+    reliability R = K r / (1 + (K - 1) r) (Spearman-Brown) and
+    corr(mu, mean) = sqrt(R). Spearman and Pearson are related by
+    :func:`expected_spearman` at the same M: r is the Pearson value whose
+    expected Spearman is the pooled agreement, and the ceiling is the
+    expected Spearman of sqrt(R).
+
+    ``seed_agreement`` (:func:`seed_agreement_per_query`) is pooled over
+    queries (NaN left out) **before** the transform: per-query agreements over
+    a few subsets are noisy and the transform is nonlinear, so transforming
+    each query and averaging would be biased. A pooled agreement <= 0 (no
+    reproducible subset effect) gives 0.
+
+    Args:
+        seed_agreement: ``[Q]`` mean pairwise Spearman between single seeds.
+        n_seeds: K, the number of seeds the ground truth averages.
+        n_subsets: M, the number of subsets the Spearman correlations run over.
+        weights: ``[Q]`` weights of the queries in the pooled mean (a
+            bootstrap's multiplicities); None weighs them equally.
+
+    Returns:
+        The ceiling in [0, 1]; NaN if no query has a defined agreement.
+    """
+    seed_agreement = np.asarray(seed_agreement, dtype=np.float64)
+    if n_seeds < 2:
+        raise ValueError(f"the retraining ceiling needs K >= 2 seeds, got K={n_seeds}")
+    weights = np.ones(seed_agreement.shape) if weights is None else np.asarray(weights, dtype=np.float64)
+    keep = np.isfinite(seed_agreement) & (weights > 0)
+    if not keep.any():
+        return float("nan")
+    pooled = float(np.average(seed_agreement[keep], weights=weights[keep]))
+    if pooled <= 0:
+        return 0.0
+    if pooled >= 1:
+        return 1.0
+    # expected_spearman is increasing in rho, from 0 at 0 to 1 at 1.
+    r = brentq(lambda rho: expected_spearman(rho, n_subsets) - pooled, 0.0, 1.0, xtol=1e-12)
+    reliability = n_seeds * r / (1.0 + (n_seeds - 1) * r)
+    return expected_spearman(np.sqrt(reliability), n_subsets)
 
 
 def ground_truth_array(frame: pd.DataFrame, n_subsets: int, n_seeds: int, n_queries: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Figures and tables of benchmark results.
+"""Figures of benchmark results (the markdown tables are in ``tables``).
 
 Figures are drawn on ``matplotlib.figure.Figure`` objects attached to the Agg
 canvas directly, so nothing depends on (or changes) the global pyplot backend
@@ -15,9 +15,9 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .orientation import HIGHER_IS_BETTER, LOWER_IS_BETTER, NOT_A_QUALITY_MEASURE
+from .tables import ORIENTATION_TEXT
 
-__all__ = ["plot_lds_per_query", "plot_lds_summary", "plot_lds_vs_damping", "plot_removal", "removal_markdown", "summary_markdown"]
+__all__ = ["plot_lds_per_query", "plot_lds_summary", "plot_lds_vs_damping", "plot_paired_differences", "plot_removal"]
 
 LDS_LABEL = "LDS (Spearman, mean over queries)"
 SUMMARY_COLUMNS = [
@@ -78,12 +78,14 @@ def plot_lds_summary(summary: pd.DataFrame, path) -> None:
     """LDS per method, one panel per measurement (horizontal bars, methods
     labelled on every panel's y axis, the value printed next to each bar).
 
-    Error bars are the (asymmetric) bootstrap interval; a missing
-    (method, measurement) pair or a NaN LDS is marked "n/a".
+    Error bars are the (asymmetric) two-way bootstrap interval; a hollow
+    diamond marks the method's query-agnostic control where the summary has
+    it; a missing (method, measurement) pair or a NaN LDS is marked "n/a".
 
     Args:
-        summary: columns method, measurement, lds, ci_low, ci_high, n_queries,
-            n_subsets, n_seeds; one row per (method, measurement).
+        summary: columns method, measurement, lds, ci_low, ci_high,
+            n_queries, n_subsets, n_seeds, optionally query_agnostic_lds; one
+            row per (method, measurement).
         path: output PNG path (parent folders are created).
     """
     _require_columns(summary, SUMMARY_COLUMNS, "summary")
@@ -123,6 +125,12 @@ def plot_lds_summary(summary: pd.DataFrame, path) -> None:
                 )
             else:
                 ax.text(0.0, y[k], " n/a", va="center", ha="left", fontsize=8)
+        if "query_agnostic_lds" in rows:
+            control = rows["query_agnostic_lds"].to_numpy(dtype=float)
+            shown = np.isfinite(control)
+            ax.plot(control[shown], y[shown], "D", markerfacecolor="none", markeredgecolor="black", markersize=4, label="query-agnostic control")
+            if p == 0 and shown.any():
+                ax.legend(fontsize=7, loc="lower right")
         ax.axvline(0.0, color="black", linewidth=0.8)
         ax.set_yticks(y)
         ax.set_yticklabels([str(m) for m in methods] if p % n_cols == 0 else [], fontsize=9)
@@ -133,7 +141,7 @@ def plot_lds_summary(summary: pd.DataFrame, path) -> None:
         ax.grid(axis="x", alpha=0.3)
         ax.set_axisbelow(True)
     fig.suptitle(
-        f"Linear Datamodeling Score, M = {_describe(summary['n_subsets'])} subsets, K = {_describe(summary['n_seeds'])} seeds (95% bootstrap CI over queries)",
+        f"Linear Datamodeling Score, M = {_describe(summary['n_subsets'])} subsets, K = {_describe(summary['n_seeds'])} seeds (95% CI, bootstrap over queries and subsets)",
         fontsize=11,
     )
     fig.tight_layout()
@@ -191,13 +199,6 @@ def plot_lds_per_query(per_query: pd.DataFrame, path) -> None:
     _save(fig, path)
 
 
-ORIENTATION_TEXT = {
-    LOWER_IS_BETTER: "lower is better",
-    HIGHER_IS_BETTER: "higher is better",
-    NOT_A_QUALITY_MEASURE: "not a quality measure",
-}
-
-
 def plot_removal(summary: pd.DataFrame, path, measurement: str, orientation: str, unit: str) -> None:
     """Retraining without each ranker's top influences: the change of the
     measurement (removal model - all-data model of the same seed) and the
@@ -246,18 +247,6 @@ def plot_removal(summary: pd.DataFrame, path, measurement: str, orientation: str
     extra = [line for line in right.lines if line.get_label() == "all data, same seed"]
     fig.legend(handles + extra, labels + [line.get_label() for line in extra], title="ranked by", fontsize=9, loc="center left", bbox_to_anchor=(1.0, 0.5))
     _save(fig, path)
-
-
-def removal_markdown(summary: pd.DataFrame, unit: str) -> str:
-    """Markdown table of ``removal.summarize_changes`` output."""
-    header = ["ranked by", "removed", f"change [{unit}] (mean +- SE)", "image L2", "image L2, all data", "models"]
-    lines = ["| " + " | ".join(header) + " |", "|---|--:|--:|--:|--:|--:|"]
-    for row in summary.itertuples(index=False):
-        lines.append(
-            f"| {_escape(row.ranker)} | {100 * row.fraction:g}% ({row.k}) | {_fmt(row.change)} +- {_fmt(row.change_se)} "
-            f"| {_fmt(row.image_l2)} | {_fmt(row.reference_image_l2)} | {row.n} |"
-        )
-    return "\n".join(lines) + "\n"
 
 
 def plot_lds_vs_damping(frame: pd.DataFrame, path) -> None:
@@ -319,53 +308,46 @@ def plot_lds_vs_damping(frame: pd.DataFrame, path) -> None:
     _save(fig, path)
 
 
-def _escape(text) -> str:
-    # A literal "|" would split a markdown cell.
-    return str(text).replace("|", "\\|")
+def plot_paired_differences(paired: pd.DataFrame, path) -> None:
+    """LDS(row) - LDS(column) for every pair of methods, one heat map per
+    measurement; ``*`` marks a difference whose Holm-adjusted p-value makes it
+    significant.
 
-
-def _fmt(value: float) -> str:
-    return "nan" if pd.isna(value) else f"{value:.3f}"
-
-
-def summary_markdown(summary: pd.DataFrame) -> str:
-    """Markdown table of the summary, LDS with its interval to 3 decimals.
-
-    Columns: method, measurement, ``LDS [95% CI]``, queries (with the number of
-    excluded queries when the summary has an ``n_excluded`` column), subsets,
-    seeds. Rows keep the order of ``summary``.
+    Args:
+        paired: ``comparison.paired_differences`` rows with columns
+            measurement, method_a, method_b, difference, significant (one
+            ``values`` kind: each unordered pair once).
+        path: output PNG path.
     """
-    _require_columns(summary, SUMMARY_COLUMNS, "summary")
-    has_excluded = "n_excluded" in summary.columns
-    has_orientation = "orientation" in summary.columns
-    header = ["method", "measurement"] + (["orientation"] if has_orientation else []) + ["LDS [95% CI]", "queries"]
-    if has_excluded:
-        header.append("excluded (NaN)")
-    has_tuning = "test_tuned_lds" in summary.columns
-    if has_tuning:
-        header += ["test split: default", "test split: tuned (value)"]
-    header += ["subsets (M)", "seeds (K)"]
-
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] * (3 if has_orientation else 2) + ["--:"] * (len(header) - (3 if has_orientation else 2))) + "|",
-    ]
-    for row in summary.itertuples(index=False):
-        cells = [
-            _escape(row.method),
-            _escape(row.measurement),
-            *([ORIENTATION_TEXT.get(row.orientation, row.orientation)] if has_orientation else []),
-            f"{_fmt(row.lds)} [{_fmt(row.ci_low)}, {_fmt(row.ci_high)}]",
-            str(row.n_queries),
-        ]
-        if has_excluded:
-            cells.append(str(row.n_excluded))
-        if has_tuning:
-            value = "" if pd.isna(row.tuned_damping) else f" ({row.tuned_damping:.0e})"
-            cells += [
-                f"{_fmt(row.test_default_lds)} [{_fmt(row.test_default_ci_low)}, {_fmt(row.test_default_ci_high)}]",
-                f"{_fmt(row.test_tuned_lds)} [{_fmt(row.test_tuned_ci_low)}, {_fmt(row.test_tuned_ci_high)}]{value}",
-            ]
-        cells += [str(row.n_subsets), str(row.n_seeds)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    _require_columns(paired, ["measurement", "method_a", "method_b", "difference", "significant"], "paired")
+    measurements = _ordered_unique(paired["measurement"])
+    methods = _ordered_unique(pd.concat([paired["method_a"], paired["method_b"]]))
+    index = {m: k for k, m in enumerate(methods)}
+    n = len(methods)
+    limit = float(np.nanmax(np.abs(paired["difference"].to_numpy(dtype=float)))) or 1.0
+    n_cols = min(2, len(measurements))
+    n_rows = math.ceil(len(measurements) / n_cols)
+    side = 0.42 * n + 1.6
+    fig = Figure(figsize=(side * n_cols + 1.0, side * n_rows + 0.6))
+    for p, measurement in enumerate(measurements):
+        ax = fig.add_subplot(n_rows, n_cols, p + 1)
+        grid = np.full((n, n), np.nan)
+        marks = np.zeros((n, n), dtype=bool)
+        for row in paired[paired["measurement"] == measurement].itertuples(index=False):
+            a, b = index[row.method_a], index[row.method_b]
+            grid[a, b], grid[b, a] = row.difference, -row.difference
+            marks[a, b] = marks[b, a] = bool(row.significant)
+        image = ax.imshow(grid, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        for a in range(n):
+            for b in range(n):
+                if np.isfinite(grid[a, b]):
+                    ax.text(b, a, f"{grid[a, b]:.2f}" + ("*" if marks[a, b] else ""), ha="center", va="center", fontsize=6)
+        ax.set_xticks(range(n))
+        ax.set_xticklabels([str(m) for m in methods], rotation=90, fontsize=8)
+        ax.set_yticks(range(n))
+        ax.set_yticklabels([str(m) for m in methods], fontsize=8)
+        ax.set_title(f"{measurement}: LDS(row) - LDS(column)", fontsize=10)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle("Paired LDS differences (untuned, all queries); * significant after Holm over the pairs", fontsize=11)
+    fig.tight_layout()
+    _save(fig, path)

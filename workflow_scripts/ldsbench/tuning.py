@@ -12,9 +12,6 @@ method's untuned default. Methods without a grid have tuned == default.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
-
-from .lds import bootstrap_mean_ci
 
 
 def tuning_split(n_queries: int, fraction: float, seed: int) -> np.ndarray:
@@ -30,52 +27,31 @@ def tuning_split(n_queries: int, fraction: float, seed: int) -> np.ndarray:
     return mask
 
 
-def _per_query(rows: pd.DataFrame, n_queries: int) -> np.ndarray:
-    lds = np.full(n_queries, np.nan)
-    lds[rows["query"].to_numpy(dtype=int)] = rows["lds"].to_numpy(dtype=float)
-    return lds
-
-
-def tuned_results(sweep: pd.DataFrame, default: float, tuning: np.ndarray) -> dict:
-    """Tuned value and test-split LDS of one (method, measurement).
+def choose_tuned_value(values: np.ndarray, per_query: np.ndarray, tuning: np.ndarray) -> tuple[int, float]:
+    """Index of the tuned value: the highest mean LDS over the tuning queries.
 
     Args:
-        sweep: per-query LDS for every value evaluated, columns damping
-            (the damping or lambda; NaN for methods without one), query, lds.
-        default: the method's configured (untuned) value; NaN if it has none.
-        tuning: [Q] boolean mask of tuning queries (``tuning_split``).
+        values: ``[L]`` the damping (or lambda) of every evaluated variant, the
+            untuned default first; NaN for a method without one.
+        per_query: ``[L, Q]`` per-query LDS of every value (NaN queries are
+            left out of the means).
+        tuning: ``[Q]`` boolean mask of the tuning queries (``tuning_split``).
 
     Returns:
-        ``{"tuned_damping", "tuning_lds", "test_default_lds", "test_default_ci_low",
-        "test_default_ci_high", "test_tuned_lds", "test_tuned_ci_low",
-        "test_tuned_ci_high", "n_test"}``.
+        ``(index into values, its mean tuning LDS)``. Ties go to the larger
+        value (more damping is the more conservative choice), then to the
+        earlier index; a value with no defined tuning query never wins
+        unless none has one, and then the default (index 0) is kept.
     """
-    values = sweep["damping"].to_numpy(dtype=float)
-    by_value = {}
-    for key in np.unique(values[~np.isnan(values)]):
-        by_value[float(key)] = _per_query(sweep[values == key], len(tuning))
-    if not by_value:  # no damping or lambda: nothing to tune
-        by_value, default = {float("nan"): _per_query(sweep, len(tuning))}, float("nan")
-    elif float(default) not in by_value:
-        raise ValueError(f"the default value {default} is not among the evaluated values {sorted(by_value)}")
-    keys = list(by_value)
-    means = [np.nanmean(by_value[k][tuning]) if np.isfinite(by_value[k][tuning]).any() else -np.inf for k in keys]
-    # Highest tuning LDS; ties go to the larger value (more damping is the
-    # more conservative choice).
-    best = max(range(len(keys)), key=lambda i: (means[i], np.nan_to_num(keys[i], nan=0.0)))
-    tuned, best_score = keys[best], means[best]
-    default_key = keys[0] if np.isnan(keys[0]) else float(default)
-    test = ~tuning
-    default_stats = bootstrap_mean_ci(by_value[default_key][test])
-    tuned_stats = bootstrap_mean_ci(by_value[tuned][test])
-    return {
-        "tuned_damping": float(tuned),
-        "tuning_lds": float(best_score) if np.isfinite(best_score) else float("nan"),
-        "test_default_lds": default_stats["mean"],
-        "test_default_ci_low": default_stats["ci_low"],
-        "test_default_ci_high": default_stats["ci_high"],
-        "test_tuned_lds": tuned_stats["mean"],
-        "test_tuned_ci_low": tuned_stats["ci_low"],
-        "test_tuned_ci_high": tuned_stats["ci_high"],
-        "n_test": int(test.sum()),
-    }
+    values = np.asarray(values, dtype=np.float64)
+    per_query = np.asarray(per_query, dtype=np.float64)
+    if per_query.shape != (values.size, tuning.size):
+        raise ValueError(f"per_query must be [L, Q] = [{values.size}, {tuning.size}], got shape {per_query.shape}")
+    means = []
+    for row in per_query[:, tuning]:
+        finite = row[np.isfinite(row)]
+        means.append(float(finite.mean()) if finite.size else -np.inf)
+    best = max(range(values.size), key=lambda i: (means[i], np.nan_to_num(values[i], nan=0.0), -i))
+    if not np.isfinite(means[best]):
+        return 0, float("nan")
+    return best, means[best]

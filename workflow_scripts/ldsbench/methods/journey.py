@@ -135,6 +135,7 @@ def journey_trak_scores(
     batch_examples: int = 256,
     draws_per_pass: int = 64,
     projection: str = "rademacher",
+    lambda_scale: str = "absolute",
 ) -> np.ndarray:
     """Journey-TRAK scores for every lambda: [L, Q, N] float32.
 
@@ -148,7 +149,7 @@ def journey_trak_scores(
         unet, scheduler, train_images, "loss", train_draws, seed, projection_dim, projection_seed, batch_examples, draws_per_pass, projection
     )
     query_features = journey_query_gradients(unet, scheduler, x0_hats, timesteps, draws_per_step, seed, projector)
-    raw = trak_kernel_scores(query_features, train_features, lambdas)
+    raw = trak_kernel_scores(query_features, train_features, lambdas, lambda_scale=lambda_scale)
     return (SCORE_SIGN * raw.cpu().numpy()).astype(np.float32)
 
 
@@ -177,5 +178,6 @@ def score_journey_trak(job) -> tuple[list[float], dict[str, np.ndarray]]:
         ),
         draws_per_pass=job.draws_per_pass,
         projection=method["projection"],
+        lambda_scale=method["lambda_scale"],
     )
     return lambdas, same_for_every_measurement(job, scores)

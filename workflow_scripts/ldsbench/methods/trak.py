@@ -6,8 +6,13 @@ example) and a query feature ``q``, the TRAK attribution of training example
 
     score(q, i) = q^T (Phi^T Phi + lambda I)^{-1} phi_i .
 
-``lambda`` is absolute: it is added to the *sum* ``Phi^T Phi`` over the N
-training examples, not to a mean.  Values are returned raw, with no sign
+``lambda`` is added to the *sum* ``Phi^T Phi`` over the N training
+examples, not to a mean. With ``lambda_scale: absolute`` (the default) it is
+used as given; with ``lambda_scale: mean_eigenvalue`` the configured value
+is a multiple of the mean eigenvalue of ``Phi^T Phi`` over its k dimensions,
+``trace(Phi^T Phi) / k`` (kronfluence scales its damping the same way), so
+one grid spans the spectrum whatever the features' scale, the number of
+examples or k. Each ensemble member uses its own spectrum's mean.  Values are returned raw, with no sign
 flipping; callers apply the package's score orientation.
 
 A benchmark sweeps several ``lambda``.  Refitting per value would repeat an
@@ -34,6 +39,7 @@ time (concatenate the results along the last axis).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -48,9 +54,23 @@ from ..measurement_types import query_output_groups, same_for_every_measurement,
 from ..projection import RandomProjector
 from ..scoring import SCORE_SIGN, stacked_query_gradient_batches, training_gradient_batches
 
-__all__ = ["GramSpectrum", "accumulate_gram", "projected_query_features", "projected_training_features", "trak_kernel_scores", "trak_scores", "score_trak"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "LAMBDA_SCALES",
+    "GramSpectrum",
+    "accumulate_gram",
+    "projected_query_features",
+    "projected_training_features",
+    "trak_kernel_scores",
+    "trak_scores",
+    "score_trak",
+]
 
 _EPS64 = torch.finfo(torch.float64).eps
+
+
+LAMBDA_SCALES = ("absolute", "mean_eigenvalue")
 
 
 def trak_kernel_scores(
@@ -58,6 +78,7 @@ def trak_kernel_scores(
     train_features: torch.Tensor,
     lambdas: Sequence[float],
     rtol: float | None = None,
+    lambda_scale: str = "absolute",
 ) -> torch.Tensor:
     """TRAK kernel scores for every query, training example and lambda.
 
@@ -67,12 +88,26 @@ def trak_kernel_scores(
         lambdas: ``L`` absolute ridge values ``>= 0``.
         rtol: relative eigenvalue cut-off for the pseudo-inverse at
             ``lambda = 0`` (see the module docstring); ``None`` for ``k * eps``.
+        lambda_scale: ``"absolute"``, or ``"mean_eigenvalue"``: every lambda
+            is multiplied by ``trace(Phi^T Phi) / k``.
 
     Returns:
         ``[L, Q, N]`` float64, entry ``(l, q, i)`` =
         ``query_q^T (Phi^T Phi + lambda_l I)^{-1} phi_i``.
     """
+    if lambda_scale not in LAMBDA_SCALES:
+        raise ValueError(f"lambda_scale must be one of {LAMBDA_SCALES}, got {lambda_scale!r}")
     spectrum = GramSpectrum.from_features(train_features, rtol=rtol)
+    lambdas = _check_lambdas(lambdas)
+    if lambda_scale == "mean_eigenvalue":
+        scale = spectrum.mean_eigenvalue
+        log.info(
+            "Phi^T Phi: mean eigenvalue %.4g (the lambda unit), eigenvalues %.4g to %.4g",
+            scale,
+            float(spectrum.eigenvalues.min()),
+            float(spectrum.eigenvalues.max()),
+        )
+        lambdas = [lam * scale for lam in lambdas]
     return spectrum.kernel_scores(query_features, train_features, lambdas)
 
 
@@ -121,6 +156,12 @@ class GramSpectrum:
     def num_features(self) -> int:
         """``k``, the feature dimension."""
         return self.eigenvectors.shape[0]
+
+    @property
+    def mean_eigenvalue(self) -> float:
+        """``trace(Phi^T Phi) / k``: the mean over all k eigenvalues,
+        including those a thin SVD omits (they are 0)."""
+        return float(self.eigenvalues.sum()) / self.num_features
 
     @classmethod
     def from_gram(cls, gram: torch.Tensor, rtol: float | None = None) -> GramSpectrum:
@@ -337,6 +378,7 @@ def stacked_trak_scores(
     batch_examples: int = 256,
     draws_per_pass: int = 64,
     projection: str = "rademacher",
+    lambda_scale: str = "absolute",
 ) -> np.ndarray:
     """TRAK (output_fn "loss") or D-TRAK (output_fn "squared_norm"): [L, S Q, N]
     float32, row s Q + q the query q for ``measurements[s]``.
@@ -353,7 +395,7 @@ def stacked_trak_scores(
     )
     query_fns = [measurement_output_fn(m) for m in measurements] if output_fn == "loss" else [train_fn]
     query_features = projected_query_features(unet, scheduler, queries, query_fns, query_draws, seed, projector, batch_examples, draws_per_pass)
-    raw = trak_kernel_scores(query_features, train_features, lambdas)
+    raw = trak_kernel_scores(query_features, train_features, lambdas, lambda_scale=lambda_scale)
     if len(query_fns) < len(measurements):
         raw = raw.repeat(1, len(measurements), 1)
     return (SCORE_SIGN * raw.cpu().numpy()).astype(np.float32)
@@ -393,6 +435,7 @@ def score_trak(job) -> tuple[list[float], dict[str, np.ndarray]]:
             batch_examples=batch,
             draws_per_pass=job.draws_per_pass,
             projection=method["projection"],
+            lambda_scale=method["lambda_scale"],
         )
         total = scores.astype(np.float64) if total is None else total + scores
     scores = (total / len(members)).astype(np.float32)

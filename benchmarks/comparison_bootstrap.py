@@ -1,0 +1,84 @@
+"""Cost and coverage of the comparison's two-way bootstrap.
+
+    .venv/bin/python benchmarks/comparison_bootstrap.py            # both
+    .venv/bin/python benchmarks/comparison_bootstrap.py --cost     # time per draw at a given size
+    .venv/bin/python benchmarks/comparison_bootstrap.py --coverage # intervals on synthetic benchmarks
+
+Cost: seconds per draw (and the extrapolated minutes for ``--resamples``)
+of one ``compare_methods`` job at M subsets, K seeds, Q queries and V
+variants (3 per method: default, tuned, query-agnostic; the paper's protocol
+with 12 methods: M = 100, K = 5, Q = 1000, V = 36), and the rank tables'
+memory, (V + K + 1) x 4 int64 [M, Q] arrays.
+
+Coverage: on synthetic benchmarks whose answer is known (a random method,
+true LDS 0, against ground truth with a subset effect shared by every
+query), how often the two-way interval and the query-only interval contain
+0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from ldsbench.comparison import two_way_bootstrap
+from ldsbench.lds import bootstrap_mean_ci, group_predictions, spearman_per_query
+
+
+def cost(subsets: int, seeds: int, queries: int, variants: int, resamples: int, draws: int) -> None:
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(seeds, subsets, queries))
+    predictions = {v: rng.normal(size=(subsets, queries)) for v in range(variants)}
+    strata = np.arange(queries) % 2
+    started = time.perf_counter()
+    two_way_bootstrap(predictions, truth, strata, {"all": [0, 1], "test": [1]}, draws, seed=0)
+    per_draw = (time.perf_counter() - started) / (draws + 1)
+    tables_mb = (variants + seeds + 1) * 4 * subsets * queries * 8 / 1e6
+    print(
+        f"M={subsets} K={seeds} Q={queries} V={variants}: {per_draw:.3f} s per draw, {per_draw * resamples / 60:.1f} min for {resamples} draws; rank tables {tables_mb:.0f} MB"
+    )
+
+
+def coverage(trials: int, subsets: int, queries: int, resamples: int) -> None:
+    rng = np.random.default_rng(1)
+    two_way = queries_only = 0
+    for trial in range(trials):
+        quality = rng.normal(size=(subsets, 1))
+        truth = quality[None] + 0.3 * rng.normal(size=(2, subsets, queries))
+        mask = rng.random((subsets, 64)) < 0.5
+        # One random vector for every query: its LDS is one shared draw of mean 0.
+        predictions = group_predictions(np.repeat(rng.normal(size=(1, 64)), queries, axis=0), mask)
+        boot = two_way_bootstrap({"random": predictions}, truth, np.ones(queries, dtype=int), {"all": [1]}, resamples, seed=trial)
+        low, high = boot.interval(("random", "all"), 0.95)
+        two_way += low <= 0 <= high
+        plain = bootstrap_mean_ci(spearman_per_query(predictions, truth.mean(axis=0)), n_resamples=resamples, seed=trial)
+        queries_only += plain["ci_low"] <= 0 <= plain["ci_high"]
+    print(
+        f"{trials} synthetic benchmarks (M={subsets}, Q={queries}, true LDS 0): 95% intervals contain it {two_way / trials:.0%} (two-way), {queries_only / trials:.0%} (queries only)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cost", action="store_true", help="only the time per draw")
+    parser.add_argument("--coverage", action="store_true", help="only the coverage check")
+    parser.add_argument("--subsets", type=int, default=100, help="M")
+    parser.add_argument("--seeds", type=int, default=5, help="K")
+    parser.add_argument("--queries", type=int, default=1000, help="Q")
+    parser.add_argument("--variants", type=int, default=36, help="V, 3 per method")
+    parser.add_argument("--resamples", type=int, default=2000, help="draws of a real comparison (statistics.resamples)")
+    parser.add_argument("--timed-draws", type=int, default=10, help="draws actually timed")
+    parser.add_argument("--trials", type=int, default=200, help="synthetic benchmarks in the coverage check")
+    args = parser.parse_args()
+    both = not (args.cost or args.coverage)
+    if args.cost or both:
+        cost(args.subsets, args.seeds, args.queries, args.variants, args.resamples, args.timed_draws)
+        cost(16, 2, 36, 33, args.resamples, args.timed_draws)  # the default config
+    if args.coverage or both:
+        coverage(args.trials, 16, 36, 500)
+
+
+if __name__ == "__main__":
+    main()

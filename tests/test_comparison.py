@@ -1,0 +1,129 @@
+"""Tests for ldsbench.comparison: the two-way bootstrap, paired differences,
+Holm's adjustment and the query-agnostic control."""
+
+import numpy as np
+import pytest
+
+from ldsbench.comparison import (
+    CEILING,
+    _ResampledRanks,
+    _weighted_spearman,
+    holm_adjusted,
+    interval,
+    paired_differences,
+    query_agnostic_predictions,
+    two_way_bootstrap,
+)
+from ldsbench.lds import bootstrap_mean_ci, group_predictions, retraining_ceiling, seed_agreement_per_query, spearman_per_query
+
+SPLITS = {"all": [0, 1], "test": [1]}
+
+
+def test_resampled_ranks_equal_spearman_on_the_duplicated_rows():
+    rng = np.random.default_rng(0)
+    predictions = rng.integers(0, 4, size=(15, 9)).astype(float)  # many ties
+    truth = rng.normal(size=(15, 9))
+    truth[:, 0] = 2.0  # constant column: NaN
+    predictions[3, 1] = np.nan  # NaN column: NaN
+    first, second = _ResampledRanks(predictions), _ResampledRanks(truth)
+    for _ in range(20):
+        rows = rng.integers(0, 15, size=15)
+        counts = np.bincount(rows, minlength=15).astype(float)
+        expected = spearman_per_query(predictions[rows], truth[rows])
+        expected[1] = np.nan  # a NaN anywhere in the data leaves the query undefined in every draw
+        got = _weighted_spearman(first.centred(counts), second.centred(counts), counts, first.has_nan | second.has_nan)
+        np.testing.assert_allclose(got, expected, atol=1e-12)
+        assert np.isnan(got[0]) and np.isnan(got[1])
+
+
+def test_point_estimates_are_the_plain_lds_and_ceiling():
+    rng = np.random.default_rng(1)
+    truth = rng.normal(size=(3, 12, 10)) + rng.normal(size=(1, 12, 10))
+    predictions = {"a": rng.normal(size=(12, 10)), "b": truth.mean(axis=0) + rng.normal(size=(12, 10))}
+    strata = np.array([0, 1] * 5)
+    boot = two_way_bootstrap(predictions, truth, strata, SPLITS, 50, seed=0)
+    for name, values in predictions.items():
+        lds = spearman_per_query(values, truth.mean(axis=0))
+        assert boot.point[name, "all"] == pytest.approx(np.nanmean(lds))
+        assert boot.point[name, "test"] == pytest.approx(np.nanmean(lds[strata == 1]))
+    agreement = seed_agreement_per_query(truth)
+    assert boot.point[CEILING, "all"] == pytest.approx(retraining_ceiling(agreement, 3, 12))
+    assert boot.draws["a", "all"].shape == (50,)
+    # Reproducible from its seed.
+    again = two_way_bootstrap(predictions, truth, strata, SPLITS, 50, seed=0)
+    np.testing.assert_array_equal(again.draws["b", "test"], boot.draws["b", "test"])
+
+
+def _shared_subset_effect(rng, n_subsets=16, n_queries=24):
+    """Ground truth dominated by a subset effect every query shares, and a
+    random method whose scores are one vector for every query: each query's
+    LDS is then nearly the same draw, whose expectation is 0."""
+    quality = rng.normal(size=(n_subsets, 1))
+    truth = quality[None] + 0.3 * rng.normal(size=(2, n_subsets, n_queries))
+    mask = rng.random((n_subsets, 40)) < 0.5
+    scores = np.repeat(rng.normal(size=(1, 40)), n_queries, axis=0)
+    return group_predictions(scores, mask), truth
+
+
+def test_two_way_interval_covers_a_random_method_where_the_query_bootstrap_does_not():
+    # Over many benchmarks of this kind the two-way interval must contain the
+    # random method's true LDS (0) about 95% of the time; the query-only
+    # interval treats the shared subsets as fixed and rarely does.
+    rng = np.random.default_rng(2)
+    covered_two_way = covered_queries_only = 0
+    trials = 60
+    for trial in range(trials):
+        predictions, truth = _shared_subset_effect(rng)
+        strata = np.ones(predictions.shape[1], dtype=int)
+        boot = two_way_bootstrap({"random": predictions}, truth, strata, {"all": [1]}, 200, seed=trial)
+        low, high = boot.interval(("random", "all"), 0.95)
+        covered_two_way += low <= 0 <= high
+        queries_only = bootstrap_mean_ci(spearman_per_query(predictions, truth.mean(axis=0)), n_resamples=200, seed=trial)
+        covered_queries_only += queries_only["ci_low"] <= 0 <= queries_only["ci_high"]
+    assert covered_two_way / trials >= 0.85
+    assert covered_queries_only / trials <= 0.5
+
+
+def test_paired_difference_of_a_better_method_is_significant_and_of_a_copy_is_not():
+    rng = np.random.default_rng(3)
+    truth = rng.normal(size=(2, 30, 40)) + 2 * rng.normal(size=(1, 30, 40))
+    good = truth.mean(axis=0) + 0.5 * rng.normal(size=(30, 40))
+    weak = truth.mean(axis=0) + 3.0 * rng.normal(size=(30, 40))
+    predictions = {"good": good, "copy": good * 2.0 + 1.0, "weak": weak}
+    boot = two_way_bootstrap(predictions, truth, np.ones(40, dtype=int), {"all": [1]}, 300, seed=0)
+    frame = paired_differences(boot, ["good", "copy", "weak"], "all", 0.95).set_index(["a", "b"])
+    copy = frame.loc[("good", "copy")]
+    assert copy["difference"] == pytest.approx(0.0, abs=1e-12) and not copy["significant"]
+    better = frame.loc[("good", "weak")]
+    assert better["difference"] > 0 and better["ci_low"] > 0 and better["significant"]
+    assert better["p_holm"] >= better["p_value"]
+
+
+def test_holm_adjustment_by_hand():
+    # Sorted: 0.01 x 3 = 0.03; 0.03 x 2 = 0.06; 0.04 x 1 = 0.04 -> monotone 0.06.
+    np.testing.assert_allclose(holm_adjusted(np.array([0.01, 0.04, 0.03])), [0.03, 0.06, 0.06])
+    np.testing.assert_allclose(holm_adjusted(np.array([0.5, 0.9])), [1.0, 1.0])
+
+
+def test_query_agnostic_control_is_the_method_with_scores_averaged_over_the_other_queries():
+    rng = np.random.default_rng(4)
+    scores, mask = rng.normal(size=(5, 20)), rng.random((8, 20)) < 0.5
+    control = query_agnostic_predictions(group_predictions(scores, mask))
+    for q in range(5):
+        averaged = np.delete(scores, q, axis=0).mean(axis=0, keepdims=True)
+        np.testing.assert_allclose(control[:, q], group_predictions(averaged, mask)[:, 0])
+    with pytest.raises(ValueError, match="Q >= 2"):
+        query_agnostic_predictions(np.zeros((8, 1)))
+
+
+def test_interval_ignores_nan_draws_and_checks_its_level():
+    low, high = interval(np.array([np.nan, 0.0, 1.0, 2.0]), 0.5)
+    assert low == pytest.approx(0.5) and high == pytest.approx(1.5)
+    assert np.isnan(interval(np.array([np.nan]), 0.9)[0])
+    with pytest.raises(ValueError, match="level"):
+        interval(np.zeros(3), 1.0)
+
+
+def test_shapes_are_checked():
+    with pytest.raises(ValueError, match="expected \\[M, Q\\]"):
+        two_way_bootstrap({"a": np.zeros((3, 4))}, np.zeros((2, 3, 5)), np.zeros(5, dtype=int), SPLITS, 10, 0)

@@ -1,0 +1,298 @@
+"""Comparing methods: intervals and paired differences from a two-way
+bootstrap over queries and subsets, the retraining ceiling, the
+noise-normalised LDS and the query-agnostic control.
+
+Every per-query LDS is a Spearman correlation over the same M subsets, so a
+method's per-query values are correlated through those subsets; resampling
+queries alone treats them as independent and understates the uncertainty.
+Each bootstrap draw here resamples both
+
+* the M subsets, with replacement, one draw shared by every variant, query
+  and seed, and
+* the queries, with replacement within each stratum (the tuning and test
+  splits), so that a split's resampled queries stay its own,
+
+then recomputes every per-query LDS and the ceiling on the resampled subsets
+and averages over the resampled queries. Every variant sees the same draws,
+so the difference of two variants' draws is a paired difference.
+
+Shapes:
+
+* ``predictions[name]`` ``[M, Q]``: group predictions g_j(q) of one variant
+  (a method at one damping, or a control).
+* ``truth_per_seed`` ``[K, M, Q]``: the ground truth before the seed mean.
+* ``strata`` ``[Q]`` int: the stratum of each query; ``splits`` maps a split
+  name to the strata it covers.
+
+Memory: one sort order per variant and seed, ``(variants + K + 1) x 4`` int64
+``[M, Q]`` arrays (paper scale, 36 variants x 100 x 1000: about 130 MB); the
+draws kept are ``[B]`` per (variant, split). Time: B x (variants + K) passes of
+a few ``[M, Q]`` gathers (no sorting per draw).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm
+
+from .lds import retraining_ceiling
+
+__all__ = [
+    "CEILING",
+    "Bootstrap",
+    "two_way_bootstrap",
+    "interval",
+    "query_agnostic_predictions",
+    "holm_adjusted",
+    "paired_differences",
+]
+
+#: The variant name under which the bootstrap reports the retraining ceiling.
+CEILING = "retraining_ceiling"
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """Estimates of every (variant, split) on the data and over the draws.
+
+    Attributes:
+        point: ``{(variant, split): mean LDS over the split's queries}``; for
+            the variant :data:`CEILING`, the retraining ceiling.
+        draws: the same keys, ``[B]`` values over the bootstrap draws (NaN
+            where a draw leaves the statistic undefined).
+    """
+
+    point: dict
+    draws: dict
+
+    def interval(self, key, level: float) -> tuple[float, float]:
+        return interval(self.draws[key], level)
+
+    def ratio(self, numerator, denominator, level: float) -> tuple[float, float, float]:
+        """``point[numerator] / point[denominator]`` with its interval over the
+        draws; NaN where the denominator is not positive."""
+
+        def divide(a, b):
+            a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(b > 0, a / b, np.nan)
+
+        point = float(divide(self.point[numerator], self.point[denominator]))
+        return (point, *interval(divide(self.draws[numerator], self.draws[denominator]), level))
+
+
+def interval(draws: np.ndarray, level: float) -> tuple[float, float]:
+    """Percentile interval of the finite draws; NaN if there are none."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    draws = np.asarray(draws, dtype=np.float64)
+    finite = draws[np.isfinite(draws)]
+    if not finite.size:
+        return float("nan"), float("nan")
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(finite, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+class _ResampledRanks:
+    """Ranks of every column of an ``[M, Q]`` array within any resample of
+    its rows, from one sort.
+
+    A resample that holds row j c_j times gives row j the average rank
+    (count of the resample strictly below its value) + (count equal + 1) / 2,
+    the rank ``scipy.stats.rankdata`` gives every copy, so Spearman on the
+    resample is the count-weighted Pearson correlation of these ranks. A draw
+    then costs a few ``[M, Q]`` gathers and a cumulative sum, not a sort.
+    """
+
+    def __init__(self, values: np.ndarray):
+        values = np.asarray(values, dtype=np.float64)
+        n_rows = values.shape[0]
+        self.has_nan = np.isnan(values).any(axis=0)
+        self.order = np.argsort(values, axis=0, kind="stable")
+        self.position = np.argsort(self.order, axis=0)
+        ordered = np.take_along_axis(values, self.order, axis=0)
+        rows = np.arange(n_rows)[:, None]
+        starts = np.ones(ordered.shape, dtype=bool)
+        starts[1:] = ordered[1:] != ordered[:-1]
+        ends = np.ones(ordered.shape, dtype=bool)
+        ends[:-1] = starts[1:]
+        # Sorted position of the first and last member of each position's tie group.
+        self.first = np.maximum.accumulate(np.where(starts, rows, 0), axis=0)
+        self.last = np.flip(np.minimum.accumulate(np.flip(np.where(ends, rows, n_rows - 1), axis=0), axis=0), axis=0)
+
+    def centred(self, counts: np.ndarray) -> np.ndarray:
+        """``[M, Q]`` ranks of each row in the resample with multiplicities
+        ``counts`` [M], centred on their count-weighted mean."""
+        ordered_counts = counts[self.order]
+        through = np.cumsum(ordered_counts, axis=0)
+        below = np.take_along_axis(through - ordered_counts, self.first, axis=0)
+        group_through = np.take_along_axis(through, self.last, axis=0)
+        ranks = np.take_along_axis(below + (group_through - below + 1) / 2.0, self.position, axis=0)
+        return ranks - (counts @ ranks) / counts.sum()
+
+
+def _weighted_spearman(first: np.ndarray, second: np.ndarray, counts: np.ndarray, invalid: np.ndarray) -> np.ndarray:
+    weights = counts[:, None]
+    num = (weights * first * second).sum(axis=0)
+    den = np.sqrt((weights * first * first).sum(axis=0) * (weights * second * second).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.clip(num / den, -1.0, 1.0)
+    # A side constant on the resample has no rank variance: 0 / 0 is NaN.
+    rho[invalid | (den == 0)] = np.nan
+    return rho
+
+
+def _weighted_nanmean(values: np.ndarray, weights: np.ndarray) -> float:
+    keep = np.isfinite(values) & (weights > 0)
+    return float(np.average(values[keep], weights=weights[keep])) if keep.any() else float("nan")
+
+
+def two_way_bootstrap(
+    predictions: dict,
+    truth_per_seed: np.ndarray,
+    strata: np.ndarray,
+    splits: dict,
+    n_resamples: int,
+    seed: int,
+) -> Bootstrap:
+    """Mean LDS of every variant on every split, and the ceiling, on the data
+    and over ``n_resamples`` draws that resample subsets and queries.
+
+    A per-query LDS depends only on the subsets drawn, so each draw computes
+    it once per query and variant, and the query resample weights queries by
+    how often they were drawn.
+
+    Args:
+        predictions: ``{variant: [M, Q]}`` group predictions.
+        truth_per_seed: ``[K, M, Q]``; the LDS uses its seed mean, the ceiling
+            (reported when K >= 2) its seeds.
+        strata: ``[Q]`` int stratum of every query.
+        splits: ``{split: list of strata}``, e.g. ``{"all": [0, 1], "test": [1]}``.
+        n_resamples: B, the number of draws.
+        seed: seed of the numpy Generator, so the draws are reproducible.
+
+    Returns:
+        A :class:`Bootstrap`.
+    """
+    truth_per_seed = np.asarray(truth_per_seed, dtype=np.float64)
+    strata = np.asarray(strata)
+    if truth_per_seed.ndim != 3:
+        raise ValueError(f"truth_per_seed must be [K, M, Q], got shape {truth_per_seed.shape}")
+    n_seeds, n_subsets, n_queries = truth_per_seed.shape
+    if strata.shape != (n_queries,):
+        raise ValueError(f"strata must be [Q] = [{n_queries}], got shape {strata.shape}")
+    for name, values in predictions.items():
+        if np.shape(values) != (n_subsets, n_queries):
+            raise ValueError(f"predictions of {name} have shape {np.shape(values)}, expected [M, Q] = [{n_subsets}, {n_queries}]")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    in_split = {split: np.isin(strata, members) for split, members in splits.items()}
+    by_stratum = [np.flatnonzero(strata == s) for s in np.unique(strata)]
+
+    truth = _ResampledRanks(truth_per_seed.mean(axis=0))
+    variants = {name: _ResampledRanks(values) for name, values in predictions.items()}
+    seeds = [_ResampledRanks(values) for values in truth_per_seed] if n_seeds >= 2 else []
+
+    def statistics(subset_counts, query_counts):
+        truth_ranks = truth.centred(subset_counts)
+        out = {}
+        for name, ranker in variants.items():
+            lds = _weighted_spearman(ranker.centred(subset_counts), truth_ranks, subset_counts, ranker.has_nan | truth.has_nan)
+            for split, mask in in_split.items():
+                out[name, split] = _weighted_nanmean(lds[mask], query_counts[mask])
+        if seeds:
+            ranks = [ranker.centred(subset_counts) for ranker in seeds]
+            pairs = [
+                _weighted_spearman(ranks[a], ranks[b], subset_counts, seeds[a].has_nan | seeds[b].has_nan)
+                for a in range(n_seeds)
+                for b in range(a + 1, n_seeds)
+            ]
+            agreement = np.mean(pairs, axis=0)
+            for split, mask in in_split.items():
+                out[CEILING, split] = retraining_ceiling(agreement[mask], n_seeds, n_subsets, weights=query_counts[mask])
+        return out
+
+    point = statistics(np.ones(n_subsets), np.ones(n_queries))
+    draws = {key: np.empty(n_resamples) for key in point}
+    rng = np.random.default_rng(seed)
+    for b in range(n_resamples):
+        subset_counts = np.bincount(rng.integers(0, n_subsets, size=n_subsets), minlength=n_subsets).astype(np.float64)
+        query_counts = np.zeros(n_queries)
+        for members in by_stratum:
+            np.add.at(query_counts, rng.choice(members, size=members.size, replace=True), 1.0)
+        for key, value in statistics(subset_counts, query_counts).items():
+            draws[key][b] = value
+    return Bootstrap(point=point, draws=draws)
+
+
+def query_agnostic_predictions(predictions: np.ndarray) -> np.ndarray:
+    """The query-agnostic control of a method: every query predicted with the
+    method's scores averaged over the *other* queries.
+
+    g is linear in the scores, so the group prediction of the averaged scores
+    tau_bar(i) = mean over q' != q of tau(q', i) is the mean of the other
+    queries' group predictions. If this control reaches a method's LDS, the
+    measurement mostly rewards overall subset quality, not attribution to
+    the query.
+
+    Args:
+        predictions: ``[M, Q]`` group predictions, Q >= 2.
+
+    Returns:
+        ``[M, Q]``.
+    """
+    predictions = np.asarray(predictions, dtype=np.float64)
+    if predictions.ndim != 2 or predictions.shape[1] < 2:
+        raise ValueError(f"the query-agnostic control needs [M, Q] predictions with Q >= 2, got shape {predictions.shape}")
+    total = predictions.sum(axis=1, keepdims=True)
+    return (total - predictions) / (predictions.shape[1] - 1)
+
+
+def holm_adjusted(p_values: np.ndarray) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1)."""
+    p_values = np.asarray(p_values, dtype=np.float64)
+    order = np.argsort(p_values, kind="stable")
+    m = p_values.size
+    adjusted = np.maximum.accumulate((m - np.arange(m)) * p_values[order])
+    out = np.empty(m)
+    out[order] = np.minimum(adjusted, 1.0)
+    return out
+
+
+def paired_differences(bootstrap: Bootstrap, variants: list, split: str, level: float) -> pd.DataFrame:
+    """LDS difference of every pair of variants on one split, from the
+    bootstrap's shared draws.
+
+    For variants a before b in ``variants``: difference = LDS(a) - LDS(b), its
+    percentile interval, the two-sided p-value 2 (1 - Phi(|difference| / se))
+    with se the standard deviation of the paired draws (a percentile p-value
+    cannot go below about 2 / B, too coarse for a Holm correction over many
+    pairs), its Holm adjustment over all pairs given, and ``significant`` =
+    adjusted p < 1 - level.
+
+    Returns:
+        Columns a, b, difference, ci_low, ci_high, p_value, p_holm, significant.
+    """
+    rows = []
+    for a, b in itertools.combinations(variants, 2):
+        diff = bootstrap.draws[a, split] - bootstrap.draws[b, split]
+        diff = diff[np.isfinite(diff)]
+        low, high = interval(diff, level)
+        difference = bootstrap.point[a, split] - bootstrap.point[b, split]
+        se = float(diff.std(ddof=1)) if diff.size > 1 else float("nan")
+        if not (np.isfinite(difference) and np.isfinite(se)):
+            p_value = float("nan")
+        elif se == 0:
+            p_value = 1.0 if difference == 0 else 0.0
+        else:
+            p_value = float(2.0 * norm.sf(abs(difference) / se))
+        rows.append({"a": a, "b": b, "difference": difference, "ci_low": low, "ci_high": high, "p_value": p_value})
+    frame = pd.DataFrame(rows, columns=["a", "b", "difference", "ci_low", "ci_high", "p_value"])
+    frame["p_holm"] = holm_adjusted(frame["p_value"].fillna(1.0).to_numpy()) if len(frame) else []
+    frame["significant"] = frame["p_holm"] < 1.0 - level
+    return frame

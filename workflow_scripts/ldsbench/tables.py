@@ -1,0 +1,119 @@
+"""Markdown tables of benchmark results."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .orientation import HIGHER_IS_BETTER, LOWER_IS_BETTER, NOT_A_QUALITY_MEASURE
+
+__all__ = ["ORIENTATION_TEXT", "summary_markdown", "paired_markdown", "removal_markdown"]
+
+ORIENTATION_TEXT = {
+    LOWER_IS_BETTER: "lower is better",
+    HIGHER_IS_BETTER: "higher is better",
+    NOT_A_QUALITY_MEASURE: "not a quality measure",
+}
+
+
+def _escape(text) -> str:
+    # A literal "|" would split a markdown cell.
+    return str(text).replace("|", "\\|")
+
+
+def _fmt(value: float) -> str:
+    return "nan" if pd.isna(value) else f"{value:.3f}"
+
+
+def _with_interval(row, prefix: str) -> str:
+    value = getattr(row, prefix)
+    if pd.isna(value):
+        return "n/a"
+    low, high = ("ci_low", "ci_high") if prefix == "lds" else (f"{prefix}_ci_low", f"{prefix}_ci_high")
+    return f"{_fmt(value)} [{_fmt(getattr(row, low))}, {_fmt(getattr(row, high))}]"
+
+
+def summary_markdown(summary: pd.DataFrame) -> str:
+    """Markdown table of the summary (``compare_methods`` rows), values to 3
+    decimals with their intervals.
+
+    Columns: method, measurement, orientation, LDS, LDS / ceiling, the
+    query-agnostic control's LDS, the test split's untuned and tuned LDS (with
+    the tuned value), queries, subsets, seeds. Rows keep the order of
+    ``summary``.
+    """
+    header = [
+        "method",
+        "measurement",
+        "orientation",
+        "LDS [95% CI]",
+        "LDS / ceiling",
+        "query-agnostic control",
+        "test split: default",
+        "test split: tuned (value)",
+        "queries",
+        "subsets (M)",
+        "seeds (K)",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|---|" + "--:|" * (len(header) - 3)]
+    for row in summary.itertuples(index=False):
+        value = "" if pd.isna(row.tuned_damping) else f" ({row.tuned_damping:.0e})"
+        tuned = _with_interval(row, "test_tuned_lds")
+        tuned += "" if pd.isna(row.test_tuned_lds) else value
+        cells = [
+            _escape(row.method),
+            _escape(row.measurement),
+            ORIENTATION_TEXT.get(row.orientation, row.orientation),
+            _with_interval(row, "lds"),
+            _with_interval(row, "lds_over_ceiling"),
+            _with_interval(row, "query_agnostic_lds"),
+            _with_interval(row, "test_default_lds"),
+            tuned,
+            str(row.n_queries),
+            str(row.n_subsets),
+            str(row.n_seeds),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def paired_markdown(summary: pd.DataFrame, paired: pd.DataFrame, level: float) -> str:
+    """Per measurement, every method's LDS difference to the measurement's
+    best method (untuned, all queries), with its interval and Holm-adjusted
+    p-value; ``*`` marks a difference significant at ``level``."""
+    lines = []
+    defaults = paired[paired["values"] == "default"]
+    for measurement, rows in summary[summary["method"].isin(set(defaults["method_a"]) | set(defaults["method_b"]))].groupby("measurement", sort=False):
+        best = rows.loc[rows["lds"].idxmax(), "method"]
+        lines += [
+            f"Paired differences on `{measurement}` against the best untuned method, {_escape(best)} "
+            f"(two-way bootstrap over queries and subsets; * Holm-adjusted p < {1 - level:.2g} over all {len(defaults[defaults['measurement'] == measurement])} pairs):",
+            "",
+            f"| method | LDS - LDS({_escape(best)}) [{level:.0%} CI] | p (Holm) |",
+            "|---|--:|--:|",
+        ]
+        pairs = defaults[defaults["measurement"] == measurement]
+        for method in rows["method"]:
+            if method == best:
+                continue
+            match = pairs[(pairs["method_a"] == method) & (pairs["method_b"] == best)]
+            sign = 1.0
+            if match.empty:
+                match, sign = pairs[(pairs["method_a"] == best) & (pairs["method_b"] == method)], -1.0
+            pair = match.iloc[0]
+            low, high = sorted([sign * pair["ci_low"], sign * pair["ci_high"]])
+            mark = " *" if pair["significant"] else ""
+            lines.append(f"| {_escape(method)} | {_fmt(sign * pair['difference'])} [{_fmt(low)}, {_fmt(high)}]{mark} | {pair['p_holm']:.3g} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def removal_markdown(summary: pd.DataFrame, unit: str) -> str:
+    """Markdown table of ``removal.summarize_changes`` output."""
+    header = ["ranked by", "removed", f"change [{unit}] (mean +- SE)", "image L2", "image L2, all data", "models"]
+    lines = ["| " + " | ".join(header) + " |", "|---|--:|--:|--:|--:|--:|"]
+    for row in summary.itertuples(index=False):
+        lines.append(
+            f"| {_escape(row.ranker)} | {100 * row.fraction:g}% ({row.k}) | {_fmt(row.change)} +- {_fmt(row.change_se)} "
+            f"| {_fmt(row.image_l2)} | {_fmt(row.reference_image_l2)} | {row.n} |"
+        )
+    return "\n".join(lines) + "\n"

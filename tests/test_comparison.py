@@ -127,3 +127,10 @@ def test_interval_ignores_nan_draws_and_checks_its_level():
 def test_shapes_are_checked():
     with pytest.raises(ValueError, match="expected \\[M, Q\\]"):
         two_way_bootstrap({"a": np.zeros((3, 4))}, np.zeros((2, 3, 5)), np.zeros(5, dtype=int), SPLITS, 10, 0)
+
+
+def test_one_variant_has_no_pairs():
+    rng = np.random.default_rng(5)
+    boot = two_way_bootstrap({"only": rng.normal(size=(6, 4))}, rng.normal(size=(2, 6, 4)), np.ones(4, dtype=int), {"all": [1]}, 20, seed=0)
+    frame = paired_differences(boot, ["only"], "all", 0.95)
+    assert frame.empty and {"difference", "p_holm", "significant"} <= set(frame.columns)

@@ -185,3 +185,19 @@ def test_attribution_grid(tmp_path):
     positive, negative = extreme_examples(np.array([0.1, -3.0, 2.0, 0.5]), 2)
     assert positive.tolist() == [2, 3] and negative.tolist() == [1, 0]
     assert to_display(np.full((1, 2, 2), -1.0)).shape == (2, 2) and to_display(np.ones((3, 2, 2))).shape == (2, 2, 3)
+
+
+def test_a_single_method_has_no_pairs_but_a_figure(tmp_path):
+    summary = _summary()
+    summary = summary[summary["method"] == "TRAK"]
+    paired = _paired(summary)
+    assert paired.empty
+    path = tmp_path / "paired.png"
+    plot_paired_differences(paired.reindex(columns=["measurement", "method_a", "method_b", "difference", "significant"]), path)
+    assert path.stat().st_size > 0
+    assert (
+        paired_markdown(
+            summary, paired.reindex(columns=["measurement", "method_a", "method_b", "values", "difference", "ci_low", "ci_high", "p_holm", "significant"]), 0.95
+        )
+        == ""
+    )

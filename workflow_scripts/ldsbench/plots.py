@@ -319,7 +319,16 @@ def plot_paired_differences(paired: pd.DataFrame, path) -> None:
             ``values`` kind: each unordered pair once).
         path: output PNG path.
     """
-    _require_columns(paired, ["measurement", "method_a", "method_b", "difference", "significant"], "paired")
+    columns = ["measurement", "method_a", "method_b", "difference", "significant"]
+    if paired.empty:  # one method: nothing to compare, but the report still gets its figure
+        missing = [c for c in columns if c not in paired.columns]
+        if missing:
+            raise ValueError(f"paired lacks columns {missing}")
+        fig = Figure(figsize=(5.0, 1.5))
+        fig.text(0.5, 0.5, "one method: no paired differences", ha="center", va="center")
+        _save(fig, path)
+        return
+    _require_columns(paired, columns, "paired")
     measurements = _ordered_unique(paired["measurement"])
     methods = _ordered_unique(pd.concat([paired["method_a"], paired["method_b"]]))
     index = {m: k for k, m in enumerate(methods)}

@@ -83,6 +83,8 @@ def paired_markdown(summary: pd.DataFrame, paired: pd.DataFrame, level: float) -
     lines = []
     defaults = paired[paired["values"] == "default"]
     for measurement, rows in summary[summary["method"].isin(set(defaults["method_a"]) | set(defaults["method_b"]))].groupby("measurement", sort=False):
+        if not rows["lds"].notna().any():
+            continue
         best = rows.loc[rows["lds"].idxmax(), "method"]
         lines += [
             f"Paired differences on `{measurement}` against the best untuned method, {_escape(best)} "

@@ -58,7 +58,7 @@ def test_tiny_run_writes_documented_outputs(tiny_run):
     for name in SUMMARY_FILES + REMOVAL_FILES:
         assert (results / name).stat().st_size > 0, name
     summary = pd.read_parquet(results / "lds_summary.parquet")
-    assert list(summary.columns[:9]) == ["method", "measurement", "orientation", "lds", "ci_low", "ci_high", "n_queries", "n_subsets", "n_seeds"]
+    assert list(summary.columns[:9]) == ["method", "measurement", "orientation", "n_subsets", "n_seeds", "n_test", "lds", "ci_low", "ci_high"]
     assert {"tuned_damping", "test_default_lds", "test_tuned_lds", "n_test", "lds_over_ceiling", "query_agnostic_lds"} <= set(summary.columns)
     trak = summary[summary["method"] == "trak"].iloc[0]
     assert trak["tuned_damping"] in [config["methods"]["trak"]["lambda"], *config["methods"]["trak"]["lambda_grid"]]
@@ -163,7 +163,17 @@ def test_changing_one_method_reruns_only_that_method(tiny_run):
     expected = {
         f"results/{path}"
         for m in config["measurements"]
-        for path in (f"scores/trak/{m}.npy", f"scores/trak/{m}.sweep.npz", f"scores/trak/{m}.json", f"lds/trak/{m}.parquet", f"lds/trak/{m}.sweep.parquet")
+        for path in (
+            f"scores/trak/{m}.npy",
+            f"scores/trak/{m}.sweep.npz",
+            f"scores/trak/{m}.json",
+            f"lds/trak/{m}.parquet",
+            f"lds/trak/{m}.sweep.parquet",
+            f"lds/trak/{m}.predictions.npz",
+            # The comparison pairs every method, so it reruns with any of them.
+            f"comparison/{m}.parquet",
+            f"comparison/{m}.paired.parquet",
+        )
     }
     assert expected <= set(files)
     others = set(files) - expected - {f"results/{name}" for name in SUMMARY_FILES}

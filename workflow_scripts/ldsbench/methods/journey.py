@@ -178,6 +178,6 @@ def score_journey_trak(job) -> tuple[list[float], dict[str, np.ndarray]]:
         ),
         draws_per_pass=job.draws_per_pass,
         projection=method["projection"],
-        lambda_scale=method["lambda_scale"],
+        lambda_scale=method.get("lambda_scale", "absolute"),
     )
     return lambdas, same_for_every_measurement(job, scores)

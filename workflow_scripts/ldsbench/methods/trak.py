@@ -435,7 +435,7 @@ def score_trak(job) -> tuple[list[float], dict[str, np.ndarray]]:
             batch_examples=batch,
             draws_per_pass=job.draws_per_pass,
             projection=method["projection"],
-            lambda_scale=method["lambda_scale"],
+            lambda_scale=method.get("lambda_scale", "absolute"),
         )
         total = scores.astype(np.float64) if total is None else total + scores
     scores = (total / len(members)).astype(np.float32)

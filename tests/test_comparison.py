@@ -7,14 +7,13 @@ import pytest
 from ldsbench.comparison import (
     CEILING,
     _ResampledRanks,
-    _weighted_spearman,
     holm_adjusted,
     interval,
     paired_differences,
     query_agnostic_predictions,
     two_way_bootstrap,
 )
-from ldsbench.lds import bootstrap_mean_ci, group_predictions, retraining_ceiling, seed_agreement_per_query, spearman_per_query
+from ldsbench.lds import bootstrap_mean_ci, group_predictions, retraining_ceiling, seed_agreement_per_query, spearman_from_ranks, spearman_per_query
 
 SPLITS = {"all": [0, 1], "test": [1]}
 
@@ -31,7 +30,7 @@ def test_resampled_ranks_equal_spearman_on_the_duplicated_rows():
         counts = np.bincount(rows, minlength=15).astype(float)
         expected = spearman_per_query(predictions[rows], truth[rows])
         expected[1] = np.nan  # a NaN anywhere in the data leaves the query undefined in every draw
-        got = _weighted_spearman(first.centred(counts), second.centred(counts), counts, first.has_nan | second.has_nan)
+        got = spearman_from_ranks(first.centred(counts), second.centred(counts), counts)
         np.testing.assert_allclose(got, expected, atol=1e-12)
         assert np.isnan(got[0]) and np.isnan(got[1])
 

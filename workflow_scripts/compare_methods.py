@@ -9,6 +9,7 @@ from ldsbench.comparison import CEILING, paired_differences, query_agnostic_pred
 from ldsbench.io import save_parquet
 from ldsbench.jobs import start_job
 from ldsbench.lds import ground_truth_array, spearman_per_query
+from ldsbench.tables import interval_columns
 from ldsbench.tuning import choose_tuned_value, tuning_split
 
 log = start_job(snakemake)
@@ -39,14 +40,9 @@ strata = (~tuning).astype(int)
 boot = two_way_bootstrap(variants, truth_per_seed, strata, {"all": [0, 1], "test": [1]}, params.statistics["resamples"], params.statistics["seed"])
 
 
-def interval_names(prefix):
-    # The LDS's own interval keeps the plain names ci_low and ci_high.
-    return ("ci_low", "ci_high") if prefix == "lds" else (f"{prefix}_ci_low", f"{prefix}_ci_high")
-
-
 def estimate(key, prefix):
     low, high = boot.interval(key, level)
-    return dict(zip([prefix, *interval_names(prefix)], [boot.point[key], low, high], strict=True))
+    return dict(zip([prefix, *interval_columns(prefix)], [boot.point[key], low, high], strict=True))
 
 
 def normalised(key, split, prefix):

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from .lds import retraining_ceiling
+from .lds import retraining_ceiling, spearman_from_ranks
 
 __all__ = [
     "CEILING",
@@ -125,26 +125,18 @@ class _ResampledRanks:
         self.first = np.maximum.accumulate(np.where(starts, rows, 0), axis=0)
         self.last = np.flip(np.minimum.accumulate(np.flip(np.where(ends, rows, n_rows - 1), axis=0), axis=0), axis=0)
 
-    def centred(self, counts: np.ndarray) -> np.ndarray:
+    def centred(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``[M, Q]`` ranks of each row in the resample with multiplicities
-        ``counts`` [M], centred on their count-weighted mean."""
+        ``counts`` [M], centred on their count-weighted mean, and the columns
+        without a rank correlation (holding a NaN): the form of
+        ``lds.centred_ranks``, for ``lds.spearman_from_ranks`` with
+        ``weights=counts``."""
         ordered_counts = counts[self.order]
         through = np.cumsum(ordered_counts, axis=0)
         below = np.take_along_axis(through - ordered_counts, self.first, axis=0)
         group_through = np.take_along_axis(through, self.last, axis=0)
         ranks = np.take_along_axis(below + (group_through - below + 1) / 2.0, self.position, axis=0)
-        return ranks - (counts @ ranks) / counts.sum()
-
-
-def _weighted_spearman(first: np.ndarray, second: np.ndarray, counts: np.ndarray, invalid: np.ndarray) -> np.ndarray:
-    weights = counts[:, None]
-    num = (weights * first * second).sum(axis=0)
-    den = np.sqrt((weights * first * first).sum(axis=0) * (weights * second * second).sum(axis=0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rho = np.clip(num / den, -1.0, 1.0)
-    # A side constant on the resample has no rank variance: 0 / 0 is NaN.
-    rho[invalid | (den == 0)] = np.nan
-    return rho
+        return ranks - (counts @ ranks) / counts.sum(), self.has_nan
 
 
 def _weighted_nanmean(values: np.ndarray, weights: np.ndarray) -> float:
@@ -202,16 +194,12 @@ def two_way_bootstrap(
         truth_ranks = truth.centred(subset_counts)
         out = {}
         for name, ranker in variants.items():
-            lds = _weighted_spearman(ranker.centred(subset_counts), truth_ranks, subset_counts, ranker.has_nan | truth.has_nan)
+            lds = spearman_from_ranks(ranker.centred(subset_counts), truth_ranks, subset_counts)
             for split, mask in in_split.items():
                 out[name, split] = _weighted_nanmean(lds[mask], query_counts[mask])
         if seeds:
             ranks = [ranker.centred(subset_counts) for ranker in seeds]
-            pairs = [
-                _weighted_spearman(ranks[a], ranks[b], subset_counts, seeds[a].has_nan | seeds[b].has_nan)
-                for a in range(n_seeds)
-                for b in range(a + 1, n_seeds)
-            ]
+            pairs = [spearman_from_ranks(ranks[a], ranks[b], subset_counts) for a in range(n_seeds) for b in range(a + 1, n_seeds)]
             agreement = np.mean(pairs, axis=0)
             for split, mask in in_split.items():
                 out[CEILING, split] = retraining_ceiling(agreement[mask], n_seeds, n_subsets, weights=query_counts[mask])

@@ -101,15 +101,21 @@ def centred_ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ranks - ranks.mean(axis=0), invalid
 
 
-def spearman_from_ranks(first: tuple[np.ndarray, np.ndarray], second: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def spearman_from_ranks(first: tuple[np.ndarray, np.ndarray], second: tuple[np.ndarray, np.ndarray], weights: np.ndarray | None = None) -> np.ndarray:
     """Spearman correlation per column of two :func:`centred_ranks` results
-    (the Pearson correlation of the ranks); NaN where either is invalid."""
+    (the Pearson correlation of the ranks); NaN where either is invalid or
+    has no rank variance.
+
+    ``weights`` ``[M]`` weigh the rows (a bootstrap's multiplicities, with
+    ranks centred on their weighted mean); None weighs them equally."""
     (ra, invalid_a), (rb, invalid_b) = first, second
-    num = (ra * rb).sum(axis=0)
-    den = np.sqrt((ra * ra).sum(axis=0) * (rb * rb).sum(axis=0))
+    w = 1.0 if weights is None else np.asarray(weights, dtype=np.float64)[:, None]
+    num = (w * ra * rb).sum(axis=0)
+    den = np.sqrt((w * ra * ra).sum(axis=0) * (w * rb * rb).sum(axis=0))
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = np.clip(num / den, -1.0, 1.0)
-    rho[invalid_a | invalid_b] = np.nan
+    # A side constant over the rows has no rank variance: 0 / 0 is NaN.
+    rho[invalid_a | invalid_b | (den == 0)] = np.nan
     return rho
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 
 from .orientation import HIGHER_IS_BETTER, LOWER_IS_BETTER, NOT_A_QUALITY_MEASURE
 
-__all__ = ["ORIENTATION_TEXT", "summary_markdown", "paired_markdown", "removal_markdown"]
+__all__ = ["ORIENTATION_TEXT", "interval_columns", "summary_markdown", "paired_markdown", "removal_markdown"]
 
 ORIENTATION_TEXT = {
     LOWER_IS_BETTER: "lower is better",
@@ -24,11 +24,17 @@ def _fmt(value: float) -> str:
     return "nan" if pd.isna(value) else f"{value:.3f}"
 
 
+def interval_columns(prefix: str) -> tuple[str, str]:
+    """Columns of an estimate's interval: the LDS's own keeps the plain
+    ``ci_low``/``ci_high``; every other estimate ``{prefix}_ci_low``/``_high``."""
+    return ("ci_low", "ci_high") if prefix == "lds" else (f"{prefix}_ci_low", f"{prefix}_ci_high")
+
+
 def _with_interval(row, prefix: str) -> str:
     value = getattr(row, prefix)
     if pd.isna(value):
         return "n/a"
-    low, high = ("ci_low", "ci_high") if prefix == "lds" else (f"{prefix}_ci_low", f"{prefix}_ci_high")
+    low, high = interval_columns(prefix)
     return f"{_fmt(value)} [{_fmt(getattr(row, low))}, {_fmt(getattr(row, high))}]"
 
 

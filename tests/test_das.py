@@ -279,3 +279,19 @@ def test_invalid_settings_are_refused(setup):
         das_scores(unet, scheduler, train, queries, 1.0, **base)
     with pytest.raises(ValueError):
         das_scores(unet, scheduler, train, queries, [-1.0], **base)
+
+
+@pytest.mark.parametrize("output", ["jacobian", "squared_norm"])
+def test_relative_lambda_is_a_multiple_of_the_mean_eigenvalue(setup, output, caplog):
+    """lambda_scale mean_eigenvalue scores lambda x trace(G) / k, the unit it logs."""
+    unet, scheduler, train, queries = setup
+    layout = {"timesteps": "stratified", "antithetic": True}
+    settings = dict(output=output, output_directions=3, projection_dim=48, projection_seed=5, train_draws=4, query_draws=4, seed=SEED, gradient_draws=layout)
+    with caplog.at_level("INFO"):
+        relative = das_scores(unet, scheduler, train, queries, [0.1, 10.0], lambda_scale="mean_eigenvalue", **settings)
+    unit = float(next(r.getMessage() for r in caplog.records if "mean eigenvalue" in r.getMessage()).split("mean eigenvalue ")[1].split()[0])
+    assert unit > 0
+    absolute = das_scores(unet, scheduler, train, queries, [0.1 * unit, 10.0 * unit], **settings)
+    np.testing.assert_allclose(relative, absolute, rtol=2e-3, atol=1e-3 * np.abs(absolute).max())
+    with pytest.raises(ValueError, match="lambda_scale"):
+        das_scores(unet, scheduler, train, queries, [1.0], lambda_scale="relative", **settings)

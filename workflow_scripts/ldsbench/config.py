@@ -195,9 +195,14 @@ def _report_errors(config: dict) -> list[str]:
 
 
 def _method_errors(config: dict) -> list[str]:
-    """Each method type's own check (``methods.MethodType.check``)."""
+    """Antithetic gradient draws in pairs, and each method type's own check
+    (``methods.MethodType.check``)."""
     errors = []
     for name, method in config["methods"].items():
+        if method.get("gradient_draws", {}).get("antithetic"):
+            for key in ("train_draws", "query_draws"):
+                if method.get(key, 0) % 2:
+                    errors.append(f"methods.{name}.{key}: {method[key]} is odd; antithetic gradient draws come in (eps, -eps) pairs")
         check = method_type(method["type"]).check
         if check is not None:
             errors += check(name, method, config)

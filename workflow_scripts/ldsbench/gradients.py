@@ -6,9 +6,11 @@ The gradient for example i is that of the Monte Carlo average
 function such as a measurement's), taken with respect to the weights listed
 by ``model.attributed_parameters``. Gradients are never written to disk.
 
-The draws of an example are keyed by its content (``noise.content_key``), so
-its gradient does not depend on its row, on the other examples or on the
-block size.
+The draws are laid out by ``noise.GradientDraws`` (a plain int: that many
+uniform draws). An example's draws are keyed by its content
+(``noise.content_key``), or shared by all examples (``common``), so its
+gradient does not depend on its row, on the other examples or on the block
+size.
 """
 
 from __future__ import annotations
@@ -21,14 +23,19 @@ from tqdm import tqdm
 
 from .diffusion import per_draw_output, timestep_probabilities
 from .model import attributed_parameters
-from .noise import Design, content_key, design_draws, noise_draws
+from .noise import GradientDraws, as_gradient_draws, content_key
 
 
-def example_gradient(unet, scheduler, image: torch.Tensor, item: int, output_fn, n_draws: int, stream: int, draws_per_pass: int = 64) -> torch.Tensor:
+def example_gradient(
+    unet, scheduler, image: torch.Tensor, item: int, output_fn, n_draws: int | GradientDraws, stream: int, draws_per_pass: int = 64
+) -> torch.Tensor:
     """Gradient of one example's averaged output: image [C, H, W] -> [P] float32.
 
-    Draws 0..n_draws-1 of ``item`` under ``stream`` are used.
+    Draws 0..n-1 of content key ``item`` under ``stream`` are used (``n_draws``:
+    a count of uniform draws, or their ``GradientDraws`` layout).
     """
+    plan = as_gradient_draws(n_draws)
+    n_draws = plan.count
     params = attributed_parameters(unet)
     shape, num_timesteps = tuple(image.shape), scheduler.config.num_train_timesteps
     total = [torch.zeros_like(p) for p in params]
@@ -37,10 +44,7 @@ def example_gradient(unet, scheduler, image: torch.Tensor, item: int, output_fn,
     probabilities = timestep_probabilities(output_fn, scheduler)
     for start in range(0, n_draws, draws_per_pass):
         count = min(draws_per_pass, n_draws - start)
-        if probabilities is None:
-            timesteps, noise = noise_draws(stream, item, start, count, shape, num_timesteps)
-        else:
-            timesteps, noise = design_draws(stream, item, start, count, shape, num_timesteps, Design(), probabilities)
+        timesteps, noise = plan.draws(stream, item, start, count, shape, num_timesteps, probabilities)
         x0 = image.unsqueeze(0).expand(count, *shape)
         noise, timesteps = noise.to(image.device, image.dtype), timesteps.to(image.device)
         value = per_draw_output(unet, scheduler, x0, noise, timesteps, output_fn).sum() / n_draws
@@ -54,7 +58,7 @@ def iter_example_gradients(
     scheduler,
     images: torch.Tensor,
     output_fn,
-    n_draws: int,
+    n_draws: int | GradientDraws,
     stream: int,
     batch_examples: int = 32,
     draws_per_pass: int = 64,
@@ -64,8 +68,9 @@ def iter_example_gradients(
 ) -> Iterator[tuple[slice, torch.Tensor]]:
     """Yield (rows, gradients [B, P]) for consecutive blocks of ``images`` [N, C, H, W].
 
-    Draws for example i are keyed by (stream, content_key(images[i])), so a
-    gradient depends neither on the example's row nor on the block size. The
+    Draws for example i are keyed by (stream, content_key(images[i])) (or
+    shared, ``GradientDraws.common``), so a gradient depends neither on the
+    example's row nor on the block size. The
     UNet is put in eval mode (no dropout). With ``progress`` a tqdm bar
     named ``desc`` counts examples on stderr (at most every 30 s).
     """

@@ -6,10 +6,12 @@ fixed blocks of ``BLOCK`` from a generator seeded by (s, i, block) alone.
 Using the same draws for every retrained model removes most of the Monte
 Carlo noise from differences between models.
 
-``noise_draws`` gives plain uniform (t, eps) draws (training-side gradients
-and curvature); ``design_draws`` adds stratified timesteps and antithetic
-noise for measurements; ``likelihood_draws`` gives the dequantisation noise
-and trace probes of the ODE log-likelihood.
+``noise_draws`` gives plain uniform (t, eps) draws (curvature);
+``design_draws`` adds stratified timesteps and antithetic noise
+(measurements); ``GradientDraws`` lays out the draws of an attribution
+gradient (uniform or stratified, optionally antithetic, optionally common to
+every example); ``likelihood_draws`` gives the dequantisation noise and trace
+probes of the ODE log-likelihood.
 
 Attribution methods key the draws of a training example or query by its
 content (``content_key``), not by its row: an example gets the same draws
@@ -132,6 +134,63 @@ def design_draws(seed: int, item: int, start: int, count: int, shape: tuple, num
         sign = 1.0 - 2.0 * (draws % 2).float()
         noise = noise * sign.view(-1, *([1] * len(shape)))
     return timesteps, noise
+
+
+COMMON_ITEM = 0  # the item key of draws shared by every example
+
+
+@dataclass(frozen=True)
+class GradientDraws:
+    """The (t, eps) draws averaged in one attribution gradient (``gradients``).
+
+    ``count`` draws per example. ``timesteps``: "uniform" draws every t
+    independently from U{0..T-1}; "stratified" puts one draw in each of
+    ``count`` equal timestep strata (``count / 2`` with ``antithetic``, each
+    t then used with eps and -eps), so the average covers the whole noise
+    schedule in every estimate. Both are unbiased for E_{t, eps}. With
+    ``common`` every example (and every query) uses the same draws instead
+    of its own (keyed by ``COMMON_ITEM`` instead of its content): the Monte
+    Carlo error of different examples' gradients is then correlated, which
+    is what the authors of D-TRAK and DAS do with fixed timesteps and noise.
+    """
+
+    count: int
+    timesteps: str = "uniform"
+    antithetic: bool = False
+    common: bool = False
+
+    def __post_init__(self):
+        if self.timesteps not in ("uniform", "stratified"):
+            raise ValueError(f"gradient draws: timesteps {self.timesteps!r} is not one of: uniform, stratified")
+        if self.count < 1 or (self.antithetic and self.count % 2):
+            raise ValueError(f"gradient draws: count {self.count} must be positive{' and even with antithetic' if self.antithetic else ''}")
+
+    @classmethod
+    def of(cls, count: int, settings: dict | None = None) -> GradientDraws:
+        """From a draw count and a config's ``gradient_draws`` block (None: uniform)."""
+        return cls(count, **(settings or {}))
+
+    def item(self, key: int) -> int:
+        """The item whose draws an example with content key ``key`` uses."""
+        return COMMON_ITEM if self.common else key
+
+    def draws(self, stream: int, key: int, start: int, count: int, shape: tuple, num_timesteps: int, probabilities=None):
+        """Draws ``start .. start+count-1`` of the example with content key
+        ``key``: timesteps int64 [count], noise float32 [count, *shape].
+        ``probabilities`` [T]: an importance-sampling proposal for t."""
+        item = self.item(key)
+        if self.timesteps == "uniform" and not self.antithetic:
+            if probabilities is None:
+                return noise_draws(stream, item, start, count, shape, num_timesteps)
+            return design_draws(stream, item, start, count, shape, num_timesteps, Design(), probabilities)
+        strata = self.count // 2 if self.antithetic else self.count
+        design = Design(strata=strata if self.timesteps == "stratified" else 1, antithetic=self.antithetic)
+        return design_draws(stream, item, start, count, shape, num_timesteps, design, probabilities)
+
+
+def as_gradient_draws(draws) -> GradientDraws:
+    """``draws`` as ``GradientDraws``: an int is that many uniform draws."""
+    return draws if isinstance(draws, GradientDraws) else GradientDraws(int(draws))
 
 
 def likelihood_draws(seed: int, item: int, start: int, count: int, shape: tuple, probes: int = 1, distribution: str = "rademacher"):

@@ -40,12 +40,15 @@ with d running over (t, eps) draws. The constants are exact for this
 package's objective L = (1/N) sum_i loss_i (loss per pixel): its GGN is
 F = 2 G / (N D) and J^T r = -(D/2) grad loss, so dtheta_i =
 SCORE_SIGN (1/N) F^{-1} grad loss_i, the parameter change behind the
-influence of README "Definitions"; ``lambda`` is absolute and added to G,
-i.e. lambda = (N D / 2) x an influence damping. Every per-example quantity
+influence of README "Definitions"; ``lambda`` is added to G, i.e. an
+absolute lambda = (N D / 2) x an influence damping (``lambda_scale:
+mean_eigenvalue``: a multiple of trace(G) / k). Every per-example quantity
 is an average over that example's draws (``train_draws`` /
-``query_draws``: the paper's "number of timesteps"; the authors use fixed,
-evenly spaced timesteps, here t is drawn uniformly with the package's
-common random numbers, keyed by content).
+``query_draws``: the paper's "number of timesteps"). The authors use fixed,
+evenly spaced timesteps and fixed noise; here the draws are laid out by
+``noise.GradientDraws`` (by default one t per timestep stratum with
+antithetic noise, keyed by content), and the Jacobian rows, the loss
+gradient and the residual of an example share the same draws.
 
 Choices made here (the paper leaves them open or the authors' code differs):
 
@@ -134,6 +137,7 @@ including i raises m(q)). Two forms are offered (``form``):
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -146,11 +150,13 @@ from ..gradients import iter_example_gradients
 from ..measurement import measurement_output_fn
 from ..measurement_types import query_output_groups, same_for_every_measurement
 from ..model import attributed_modules
-from ..noise import content_key, noise_draws, stream_seed
+from ..noise import GradientDraws, as_gradient_draws, content_key, stream_seed
 from ..precision import network_forward
 from ..projection import RandomProjector
 from ..scoring import SCORE_SIGN
 from .trak import GramSpectrum, accumulate_gram, trak_kernel_scores
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "FORMS",
@@ -254,18 +260,21 @@ def output_vjps(unet, scheduler, x0: torch.Tensor, noise: torch.Tensor, timestep
 
 
 def jacobian_row_chunks(
-    unet, scheduler, images: torch.Tensor, n_draws: int, n_directions: int | None, stream: int, max_rows: int = 256
+    unet, scheduler, images: torch.Tensor, n_draws: int | GradientDraws, n_directions: int | None, stream: int, max_rows: int = 256
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Scaled Jacobian rows of every image [N, C, H, W]: yields (row of the image, rows [r, P]).
 
     The rows of image i are J_{i,d}^T v_{i,d,s} / sqrt(n_draws S) for random
     directions (/ sqrt(n_draws) for the exact basis), so that the sum of
     their outer products estimates E_d J_{i,d}^T J_{i,d} (exactly, for the
-    basis). Draws are ``noise.noise_draws`` keyed by (stream,
+    basis). Draws are ``noise.GradientDraws.draws`` (``n_draws``: a count
+    of uniform draws, or their layout) keyed by (stream,
     ``noise.content_key``(image)): they depend neither on the row of the
     image nor on ``max_rows`` (at most max(max_rows, 1) rows per chunk, a
     memory bound).
     """
+    plan = as_gradient_draws(n_draws)
+    n_draws = plan.count
     unet.eval()
     shape, num_timesteps = tuple(images.shape[1:]), scheduler.config.num_train_timesteps
     count_directions = math.prod(shape) if n_directions is None else n_directions
@@ -276,8 +285,8 @@ def jacobian_row_chunks(
         key = content_key(image)
         for start in range(0, n_draws, per_pass):
             count = min(per_pass, n_draws - start)
-            timesteps, noise = noise_draws(stream, key, start, count, shape, num_timesteps)
-            directions = draw_directions(stream, key, start, count, shape, n_directions)
+            timesteps, noise = plan.draws(stream, key, start, count, shape, num_timesteps)
+            directions = draw_directions(stream, plan.item(key), start, count, shape, n_directions)
             x0 = image.unsqueeze(0).expand(count, *shape)
             noise, timesteps = noise.to(image.device, image.dtype), timesteps.to(image.device)
             for first in range(0, count_directions, direction_chunk):
@@ -286,12 +295,14 @@ def jacobian_row_chunks(
                 yield row, vjps.reshape(-1, vjps.shape[-1]) * scale
 
 
-def rms_residuals(unet, scheduler, images: torch.Tensor, n_draws: int, stream: int, batch_size: int = 256) -> torch.Tensor:
+def rms_residuals(unet, scheduler, images: torch.Tensor, n_draws: int | GradientDraws, stream: int, batch_size: int = 256) -> torch.Tensor:
     """r_i = E_d sqrt(mean over pixels of (eps_d - eps_theta(x_t, t_d))^2) for images [N, C, H, W]: [N] float64.
 
     Draws as in ``jacobian_row_chunks`` and ``gradients.iter_example_gradients``
-    (``noise.noise_draws`` keyed by (stream, content key)).
+    (``noise.GradientDraws.draws`` keyed by (stream, content key)).
     """
+    plan = as_gradient_draws(n_draws)
+    n_draws = plan.count
     unet.eval()
     shape, num_timesteps = tuple(images.shape[1:]), scheduler.config.num_train_timesteps
     out = torch.zeros(len(images), dtype=torch.float64)
@@ -301,7 +312,7 @@ def rms_residuals(unet, scheduler, images: torch.Tensor, n_draws: int, stream: i
             total = 0.0
             for start in range(0, n_draws, batch_size):
                 count = min(batch_size, n_draws - start)
-                timesteps, noise = noise_draws(stream, key, start, count, shape, num_timesteps)
+                timesteps, noise = plan.draws(stream, key, start, count, shape, num_timesteps)
                 noise, timesteps = noise.to(image.device, image.dtype), timesteps.to(image.device)
                 x0 = image.unsqueeze(0).expand(count, *shape)
                 prediction = network_forward(unet, noised(scheduler, x0, noise, timesteps), timesteps)
@@ -354,6 +365,13 @@ class _RidgeSolver:
     @classmethod
     def from_rows(cls, rows: torch.Tensor) -> _RidgeSolver:
         return cls(rows=rows.double())
+
+    @property
+    def mean_eigenvalue(self) -> float:
+        """trace(G) / k over the k feature dimensions (the ``lambda_scale`` unit)."""
+        if self.spectrum is not None:
+            return self.spectrum.mean_eigenvalue
+        return float(self.eigenvalues.sum()) / self.rows.shape[1]
 
     def solve(self, rhs: torch.Tensor, lam: float) -> torch.Tensor:
         """rhs [N, k] -> [N, k] float64, row n = (G + lam I)^{-1} rhs_n."""
@@ -420,6 +438,8 @@ def das_scores(
     train_draws: int,
     query_draws: int,
     seed: int,
+    gradient_draws: dict | None = None,
+    lambda_scale: str = "absolute",
     batch_examples: int = 64,
     rows_per_projection: int = 512,
     projection_cache_bytes: int = 2 * 1024**3,
@@ -428,9 +448,8 @@ def das_scores(
 
     Args:
         train_images: [N, C, H, W]; queries: [Q, C, H, W].
-        lambdas: L absolute ridge values >= 0 (added to G, or to Phi^T Phi
-            for the scalar outputs); all are scored from one pass over the
-            gradients.
+        lambdas: L ridge values >= 0 (added to G, or to Phi^T Phi for the
+            scalar outputs); all are scored from one pass over the gradients.
         measurement: a measurement type or settings; only ``form="signed"``
             with ``output="jacobian"`` uses it (the query's gradient).
         output: ``"jacobian"`` (the full noise-prediction output, the paper's
@@ -445,6 +464,11 @@ def das_scores(
         projection_seed: selects the random projection.
         train_draws, query_draws: (t, eps) draws per training example / query.
         seed: selects the draws and output directions.
+        gradient_draws: their layout (``noise.GradientDraws``: timesteps,
+            antithetic, common); None: uniform. Every per-example quantity
+            (Jacobian rows, loss gradient, residual) uses the same draws.
+        lambda_scale: ``"absolute"`` (lambdas as given) or ``"mean_eigenvalue"``
+            (multiples of trace(G) / k, or trace(Phi^T Phi) / k, as for TRAK).
         batch_examples: examples per gradient block (memory only).
         rows_per_projection: Jacobian rows projected at once (memory and
             speed only).
@@ -457,6 +481,7 @@ def das_scores(
     """
     pixels = math.prod(train_images.shape[1:])
     _check_settings(output, form, output_directions, pixels, train_draws, query_draws)
+    train_draws, query_draws = GradientDraws.of(train_draws, gradient_draws), GradientDraws.of(query_draws, gradient_draws)
     lambdas = _check_lambdas(lambdas)
     unet.eval()
     num_params = sum(module.weight.numel() for _, module in attributed_modules(unet))
@@ -475,6 +500,7 @@ def das_scores(
             query_draws=query_draws,
             seed=seed,
             batch_examples=batch_examples,
+            lambda_scale=lambda_scale,
         )
 
     stream = train_stream(seed)
@@ -487,6 +513,11 @@ def das_scores(
         )
     )
     solver = _fit_solver(blocks, math.inf if projection_dim is None else projection_dim)
+    if lambda_scale == "mean_eigenvalue":
+        log.info("G: mean eigenvalue %.4g (the lambda unit)", solver.mean_eigenvalue)
+        lambdas = [lam * solver.mean_eigenvalue for lam in lambdas]
+    elif lambda_scale != "absolute":
+        raise ValueError(f"lambda_scale must be absolute or mean_eigenvalue, got {lambda_scale!r}")
 
     # psi_i = E_d J^T r = SCORE_SIGN (D/2) grad loss_i: theta(with i) - theta(without i) = (G + lambda)^{-1} psi_i.
     loss_grads = _projected_gradients(iter_example_gradients(unet, scheduler, train_images, "loss", train_draws, stream, batch_examples), projector)
@@ -518,7 +549,7 @@ def das_scores(
 
 
 def _scalar_output_scores(
-    unet, scheduler, train_images, queries, lambdas, projector, *, output, form, train_draws, query_draws, seed, batch_examples
+    unet, scheduler, train_images, queries, lambdas, projector, *, output, form, train_draws, query_draws, seed, batch_examples, lambda_scale
 ) -> np.ndarray:
     """The authors' compressed-output variants (module docstring): [L, Q, N] float32."""
     output_fn = _scalar_output(output)
@@ -528,7 +559,7 @@ def _scalar_output_scores(
         iter_example_gradients(unet, scheduler, queries, output_fn, query_draws, query_stream(seed, output_fn), batch_examples), projector
     )
     residuals = rms_residuals(unet, scheduler, train_images, train_draws, stream)
-    raw = trak_kernel_scores(query_features, train_features, lambdas).cpu() * residuals
+    raw = trak_kernel_scores(query_features, train_features, lambdas, lambda_scale=lambda_scale).cpu() * residuals
     scores = raw.square() if form == "distance" else raw
     return (SCORE_SIGN * scores).numpy().astype(np.float32)
 
@@ -548,6 +579,8 @@ def score_das(job) -> tuple[list[float], dict[str, np.ndarray]]:
         train_draws=method["train_draws"],
         query_draws=method["query_draws"],
         seed=method["seed"],
+        gradient_draws=method.get("gradient_draws"),
+        lambda_scale=method.get("lambda_scale", "absolute"),
     )
     if not (method["form"] == "signed" and method["output"] == "jacobian"):
         return lambdas, same_for_every_measurement(job, das_scores(job.unet, job.scheduler, job.train, job.queries, lambdas, **settings))

@@ -35,6 +35,7 @@ from ..measurement import measurement_output_fn
 from ..measurement_types import query_output_groups, split_by_group
 from ..memory import choose_influence_chunking, method_sizes
 from ..model import selected_module_names
+from ..noise import GradientDraws, as_gradient_draws
 from ..quantization import RowStore
 from ..scoring import SCORE_SIGN, stacked_query_gradient_batches, training_gradient_batches
 
@@ -91,8 +92,8 @@ def stacked_influence_scores(
     dampings,
     *,
     query_fns: list,
-    train_draws: int,
-    query_draws: int,
+    train_draws: int | GradientDraws,
+    query_draws: int | GradientDraws,
     seed: int,
     modules: str | None = None,
     storage: str = "float64",
@@ -120,7 +121,9 @@ def stacked_influence_scores(
     if budget_bytes is None:
         chunk, batch = n_rows, batch_examples
     else:
-        sizes = method_sizes(footprint_of(unet), "influence", min(draws_per_pass, max(train_draws, query_draws)))
+        sizes = method_sizes(
+            footprint_of(unet), "influence", min(draws_per_pass, max(as_gradient_draws(train_draws).count, as_gradient_draws(query_draws).count))
+        )
         plan = choose_influence_chunking(
             budget_bytes,
             queries=n_rows,
@@ -170,8 +173,8 @@ def score_influence(job) -> tuple[list[float], dict[str, np.ndarray]]:
         basis,
         dampings,
         query_fns=[measurement_output_fn(settings) for settings, _ in groups],
-        train_draws=method["train_draws"],
-        query_draws=method["query_draws"],
+        train_draws=GradientDraws.of(method["train_draws"], method.get("gradient_draws")),
+        query_draws=GradientDraws.of(method["query_draws"], method.get("gradient_draws")),
         seed=method["seed"],
         modules=method["modules"],
         storage=method["query_storage"],

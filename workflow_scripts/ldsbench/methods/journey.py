@@ -36,7 +36,7 @@ import torch
 from ..diffusion import noised, per_draw_output
 from ..measurement_types import same_for_every_measurement
 from ..model import attributed_parameters
-from ..noise import content_key, noise_draws, stream_seed
+from ..noise import GradientDraws, content_key, noise_draws, stream_seed
 from ..precision import network_forward
 from ..sampling import ddpm_predicted_x0
 from ..scoring import SCORE_SIGN
@@ -130,7 +130,7 @@ def journey_trak_scores(
     draws_per_step: int,
     projection_dim,
     projection_seed: int,
-    train_draws: int,
+    train_draws: int | GradientDraws,
     seed: int,
     batch_examples: int = 256,
     draws_per_pass: int = 64,
@@ -171,7 +171,7 @@ def score_journey_trak(job) -> tuple[list[float], dict[str, np.ndarray]]:
         draws_per_step=method["draws_per_step"],
         projection_dim=method["projection_dim"],
         projection_seed=method["seed"],
-        train_draws=method["train_draws"],
+        train_draws=GradientDraws.of(method["train_draws"], method.get("gradient_draws")),
         seed=method["seed"],
         batch_examples=projection_batch(
             job.unet, job, projection_dim=method["projection_dim"], n_queries=len(job.queries), n_train=len(job.train), values=len(lambdas)

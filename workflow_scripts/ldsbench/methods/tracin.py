@@ -37,7 +37,7 @@ from ..measurement import measurement_output_fn
 from ..measurement_types import query_output_groups, split_by_group
 from ..memory import choose_tracin_chunking, method_sizes
 from ..model import attributed_parameters
-from ..noise import stream_seed
+from ..noise import GradientDraws, stream_seed
 from ..scoring import SCORE_SIGN, stacked_query_gradient_batches
 from ..training import TrainingSettings, learning_rates, snapshot_steps, step_draws
 
@@ -107,7 +107,7 @@ def tracin_scores(
     *,
     measurement_fn=None,
     measurement_fns: list | None = None,
-    query_draws: int,
+    query_draws: int | GradientDraws,
     seed: int,
     normalize: bool,
     max_draws: int | None = None,
@@ -183,7 +183,7 @@ def score_tracin(job) -> tuple[list[float], dict[str, np.ndarray]]:
         job.queries,
         TrainingSettings.from_config(job.training),
         measurement_fns=[measurement_output_fn(settings) for settings, _ in groups],
-        query_draws=method["query_draws"],
+        query_draws=GradientDraws.of(method["query_draws"], method.get("gradient_draws")),
         seed=method["seed"],
         normalize=method["normalize"],
         max_draws=method["draws_per_checkpoint"],

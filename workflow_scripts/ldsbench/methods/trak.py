@@ -51,6 +51,7 @@ from ..diffusion import SimplifiedElbo
 from ..jobs import load_model
 from ..measurement import measurement_output_fn
 from ..measurement_types import query_output_groups, same_for_every_measurement, split_by_group
+from ..noise import GradientDraws
 from ..projection import RandomProjector
 from ..scoring import SCORE_SIGN, stacked_query_gradient_batches, training_gradient_batches
 
@@ -283,7 +284,7 @@ def projected_training_features(
     scheduler,
     train_images,
     output_fn,
-    train_draws: int,
+    train_draws: int | GradientDraws,
     seed: int,
     projection_dim,
     projection_seed: int,
@@ -331,7 +332,15 @@ def projection_batch(unet, job, *, projection_dim, n_queries: int, n_train: int,
 
 
 def projected_query_features(
-    unet, scheduler, queries, output_fns: list, query_draws: int, seed: int, projector: RandomProjector, batch_examples: int = 256, draws_per_pass: int = 64
+    unet,
+    scheduler,
+    queries,
+    output_fns: list,
+    query_draws: int | GradientDraws,
+    seed: int,
+    projector: RandomProjector,
+    batch_examples: int = 256,
+    draws_per_pass: int = 64,
 ) -> torch.Tensor:
     """[S Q, k] projected query gradients of the stacked queries (row s Q + q:
     query q under ``output_fns[s]``). Gradients are gathered into blocks of
@@ -372,8 +381,8 @@ def stacked_trak_scores(
     output_fn: str,
     projection_dim,
     projection_seed: int,
-    train_draws: int,
-    query_draws: int,
+    train_draws: int | GradientDraws,
+    query_draws: int | GradientDraws,
     seed: int,
     batch_examples: int = 256,
     draws_per_pass: int = 64,
@@ -429,8 +438,8 @@ def score_trak(job) -> tuple[list[float], dict[str, np.ndarray]]:
             output_fn=method["output_fn"],
             projection_dim=method["projection_dim"],
             projection_seed=method["seed"],
-            train_draws=method["train_draws"],
-            query_draws=method["query_draws"],
+            train_draws=GradientDraws.of(method["train_draws"], method.get("gradient_draws")),
+            query_draws=GradientDraws.of(method["query_draws"], method.get("gradient_draws")),
             seed=method["seed"],
             batch_examples=batch,
             draws_per_pass=job.draws_per_pass,

@@ -1,0 +1,79 @@
+"""Layouts of the draws averaged in an attribution gradient (``noise.GradientDraws``)."""
+
+import pytest
+import torch
+
+from ldsbench.config import ConfigError, validate_config
+from ldsbench.gradients import iter_example_gradients
+from ldsbench.noise import GradientDraws, content_key, noise_draws
+from tiny_models import tiny_model_and_images
+from workflow_api import default_config, with_changes
+
+SHAPE, T = (1, 4, 4), 1000
+
+
+def test_uniform_draws_are_the_plain_common_random_numbers():
+    t, eps = GradientDraws(16).draws(5, 9, 0, 16, SHAPE, T)
+    t_plain, eps_plain = noise_draws(5, 9, 0, 16, SHAPE, T)
+    assert torch.equal(t, t_plain) and torch.equal(eps, eps_plain)
+
+
+@pytest.mark.parametrize("count", [8, 16, 100])
+def test_stratified_timesteps_put_one_draw_in_each_stratum(count):
+    t, _ = GradientDraws(count, "stratified").draws(5, 9, 0, count, SHAPE, T)
+    strata = torch.div(t * count, T, rounding_mode="floor")
+    assert torch.equal(strata, torch.arange(count))
+
+
+def test_antithetic_draws_pair_each_timestep_with_eps_and_minus_eps():
+    t, eps = GradientDraws(16, "stratified", antithetic=True).draws(5, 9, 0, 16, SHAPE, T)
+    assert torch.equal(t[0::2], t[1::2]) and torch.equal(eps[0::2], -eps[1::2])
+    assert torch.equal(torch.div(t[0::2] * 8, T, rounding_mode="floor"), torch.arange(8))
+    with pytest.raises(ValueError, match="even with antithetic"):
+        GradientDraws(15, antithetic=True)
+
+
+@pytest.mark.parametrize("layout", [GradientDraws(40, "stratified"), GradientDraws(40, "stratified", antithetic=True), GradientDraws(40, common=True)])
+def test_draws_do_not_depend_on_how_they_are_split_into_passes(layout):
+    t, eps = layout.draws(5, 9, 0, 40, SHAPE, T)
+    parts = [layout.draws(5, 9, start, count, SHAPE, T) for start, count in ((0, 7), (7, 30), (37, 3))]
+    assert torch.equal(t, torch.cat([p[0] for p in parts])) and torch.equal(eps, torch.cat([p[1] for p in parts]))
+
+
+def test_common_draws_are_shared_by_every_example_and_others_are_not():
+    for common in (False, True):
+        layout = GradientDraws(16, "stratified", common=common)
+        (t1, e1), (t2, e2) = (layout.draws(5, key, 0, 16, SHAPE, T) for key in (11, 12))
+        assert (torch.equal(t1, t2) and torch.equal(e1, e2)) == common
+
+
+def test_common_draws_give_every_example_its_gradient_whatever_its_row():
+    unet, scheduler, train, _ = tiny_model_and_images(n_train=4)
+    layout = GradientDraws(8, "stratified", common=True)
+    grads = torch.cat([g for _, g in iter_example_gradients(unet, scheduler, train, "loss", layout, 3, batch_examples=3, progress=False)])
+    reversed_grads = torch.cat([g for _, g in iter_example_gradients(unet, scheduler, train.flip(0), "loss", layout, 3, batch_examples=2, progress=False)])
+    torch.testing.assert_close(grads, reversed_grads.flip(0), rtol=1e-5, atol=1e-7)
+    assert len({content_key(image) for image in train}) == 4  # distinct examples, shared draws
+
+
+def test_odd_draws_with_antithetic_pairs_are_named_before_any_job():
+    changes = {"methods.trak.gradient_draws": {"antithetic": True}, "methods.trak.query_draws": 63}
+    with pytest.raises(ConfigError, match=r"methods\.trak\.query_draws: 63 is odd"):
+        validate_config(with_changes(default_config(), changes))
+
+
+def test_gradient_draws_are_filled_for_every_gradient_method():
+    config = validate_config(default_config())
+    for name in ("ekfac_influence", "trak", "dtrak", "journey_trak", "das", "tracin"):
+        assert set(config["methods"][name]["gradient_draws"]) == {"timesteps", "antithetic", "common"}
+    assert "gradient_draws" not in config["methods"]["pixel_similarity"]
+
+
+def test_the_default_gives_das_the_gradient_budget_of_trak_and_every_method_the_variance_reduced_draws():
+    methods = validate_config(default_config())["methods"]
+    assert (methods["das"]["train_draws"], methods["das"]["query_draws"]) == (methods["trak"]["train_draws"], methods["trak"]["query_draws"])
+    for name in ("ekfac_influence", "kfac_influence", "trak", "dtrak", "trak_ensemble", "journey_trak", "das", "tracin", "retrac"):
+        assert methods[name]["gradient_draws"] == {"timesteps": "stratified", "antithetic": True, "common": False}, name
+    # Every swept lambda spans the spectrum: relative to the mean eigenvalue.
+    for name in ("trak", "dtrak", "trak_ensemble", "journey_trak", "das"):
+        assert methods[name]["lambda_scale"] == "mean_eigenvalue", name

@@ -154,7 +154,7 @@ from ..noise import GradientDraws, as_gradient_draws, content_key, stream_seed
 from ..precision import network_forward
 from ..projection import RandomProjector
 from ..scoring import SCORE_SIGN
-from .trak import GramSpectrum, accumulate_gram, trak_kernel_scores
+from .trak import LAMBDA_SCALES, GramSpectrum, accumulate_gram, trak_kernel_scores
 
 log = logging.getLogger(__name__)
 
@@ -483,6 +483,8 @@ def das_scores(
     _check_settings(output, form, output_directions, pixels, train_draws, query_draws)
     train_draws, query_draws = GradientDraws.of(train_draws, gradient_draws), GradientDraws.of(query_draws, gradient_draws)
     lambdas = _check_lambdas(lambdas)
+    if lambda_scale not in LAMBDA_SCALES:  # before any gradient is computed
+        raise ValueError(f"lambda_scale must be one of {LAMBDA_SCALES}, got {lambda_scale!r}")
     unet.eval()
     num_params = sum(module.weight.numel() for _, module in attributed_modules(unet))
     projector = RandomProjector(num_params, projection_dim, projection_seed, cache_bytes=projection_cache_bytes)
@@ -516,8 +518,6 @@ def das_scores(
     if lambda_scale == "mean_eigenvalue":
         log.info("G: mean eigenvalue %.4g (the lambda unit)", solver.mean_eigenvalue)
         lambdas = [lam * solver.mean_eigenvalue for lam in lambdas]
-    elif lambda_scale != "absolute":
-        raise ValueError(f"lambda_scale must be absolute or mean_eigenvalue, got {lambda_scale!r}")
 
     # psi_i = E_d J^T r = SCORE_SIGN (D/2) grad loss_i: theta(with i) - theta(without i) = (G + lambda)^{-1} psi_i.
     loss_grads = _projected_gradients(iter_example_gradients(unet, scheduler, train_images, "loss", train_draws, stream, batch_examples), projector)

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from ldsbench.comparison import two_way_bootstrap
+from ldsbench.comparison import Split, two_way_bootstrap
 from ldsbench.lds import bootstrap_mean_ci, group_predictions, spearman_per_query
 
 
@@ -31,9 +31,10 @@ def cost(subsets: int, seeds: int, queries: int, variants: int, resamples: int, 
     rng = np.random.default_rng(0)
     truth = rng.normal(size=(seeds, subsets, queries))
     predictions = {v: rng.normal(size=(subsets, queries)) for v in range(variants)}
-    strata = np.arange(queries) % 2
+    # The summary's splits: all items, and the test queries over the test subsets.
+    splits = {"all": Split(), "test": Split(np.arange(queries) % 2 == 1, np.arange(subsets) % 2 == 1)}
     started = time.perf_counter()
-    two_way_bootstrap(predictions, truth, strata, {"all": [0, 1], "test": [1]}, draws, seed=0)
+    two_way_bootstrap(predictions, truth, splits, draws, seed=0)
     per_draw = (time.perf_counter() - started) / (draws + 1)
     tables_mb = (variants + seeds + 1) * 4 * subsets * queries * 8 / 1e6
     print(
@@ -50,7 +51,7 @@ def coverage(trials: int, subsets: int, queries: int, resamples: int) -> None:
         mask = rng.random((subsets, 64)) < 0.5
         # One random vector for every query: its LDS is one shared draw of mean 0.
         predictions = group_predictions(np.repeat(rng.normal(size=(1, 64)), queries, axis=0), mask)
-        boot = two_way_bootstrap({"random": predictions}, truth, np.ones(queries, dtype=int), {"all": [1]}, resamples, seed=trial)
+        boot = two_way_bootstrap({"random": predictions}, truth, {"all": Split()}, resamples, seed=trial)
         low, high = boot.interval(("random", "all"), 0.95)
         two_way += low <= 0 <= high
         plain = bootstrap_mean_ci(spearman_per_query(predictions, truth.mean(axis=0)), n_resamples=resamples, seed=trial)

@@ -14,9 +14,10 @@ row, on the ``--measurement``'s query side:
   Pearson correlation across training examples between the two runs (1: no
   Monte Carlo noise left; it needs no ground truth, so it can choose the
   estimator without touching any split);
-- lds_tune: LDS on the *tuning* queries only (``tuning`` config), at the
+- lds_tune: LDS on the *tuning* queries over the tuning subsets only
+  (``tuning`` config), at the
   method's default value, averaged over the two runs (each at the budget),
-  so the choice of estimator never sees the reported test queries;
+  so the choice of estimator never sees the reported test split;
 - seconds: wall time of one scoring, i.e. the cost of that draw budget;
 - residual_retest (DAS only): the Pearson correlation across training
   examples of the per-example RMS residual r_i between the two runs (the
@@ -51,7 +52,7 @@ from ldsbench.methods.influence import stacked_influence_scores
 from ldsbench.methods.trak import stacked_trak_scores
 from ldsbench.noise import GradientDraws
 from ldsbench.subsets import subsets_from_frame
-from ldsbench.tuning import tuning_split
+from ldsbench.tuning import TuningSplit
 
 LAYOUTS = {
     "uniform": {},
@@ -156,7 +157,8 @@ def main() -> None:
     truth = ground_truth_array(pd.read_parquet(results / "ground_truth" / f"{args.measurement}.parquet"), bench["subsets"], bench["seeds"], len(queries))
     truth = truth.mean(axis=0)
     mask = subsets_from_frame(pd.read_parquet(results / "subsets.parquet"), len(train))
-    tune = tuning_split(len(queries), config["tuning"]["fraction"], config["tuning"]["seed"])
+    split = TuningSplit.of(len(queries), bench["subsets"], config["tuning"])
+    tune, rows_tune = split.queries, split.subsets
     inputs = (unet, scheduler, train, queries, results)
 
     rows = []
@@ -168,7 +170,7 @@ def main() -> None:
         started = time.perf_counter()
         runs = [score(name, config["methods"][name], inputs, measurement, layout, draws, seed) for seed in (0, 1)]
         seconds = (time.perf_counter() - started) / 2
-        lds = np.mean([np.nanmean(spearman_per_query(group_predictions(run[tune], mask), truth[:, tune])) for run in runs])
+        lds = np.mean([np.nanmean(spearman_per_query(group_predictions(run[tune], mask[rows_tune]), truth[np.ix_(rows_tune, tune)])) for run in runs])
         row = {"method": name, "layout": layout_name, "draws": draws, "retest": retest(*runs), "lds_tune": float(lds), "seconds": seconds}
         row["residual_retest"] = residual_retest(config["methods"][name], inputs, layout, draws)
         rows.append(row)

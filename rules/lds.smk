@@ -62,6 +62,8 @@ rule summarize:
         paired=[f"{R}/comparison/{name}.paired.parquet" for name in MEASURED],
         lds=[f"{R}/lds/{m}/{s}.parquet" for m in METHODS for s in MEASURED],
         sweeps=[f"{R}/lds/{m}/{s}.sweep.parquet" for m in METHODS for s in MEASURED],
+        # Each scoring job's measured wall time: the summary's cost columns.
+        scoring_times=[f"{R}/benchmarks/scores/{m}.tsv" for m in METHODS],
     output:
         summary=f"{R}/lds_summary.parquet",
         per_query=f"{R}/lds_per_query.parquet",
@@ -82,6 +84,8 @@ rule summarize:
         methods=list(METHODS),
         measurements=list(MEASUREMENTS),
         level=config["statistics"]["level"],
-        code=code_version("lds.py", "plots.py"),
+        # Forward+backward passes of one draw per scoring job, as the plan estimates them.
+        gradient_passes={m: int(ESTIMATES[f"score_method[{m}]"].passes) for m in METHODS},
+        code=code_version("lds.py", "plots.py", "tables.py"),
     script:
         f"{STEPS}/summarize.py"

@@ -26,7 +26,7 @@ rule removal_set:
         f"{STEPS}/removal_set.py"
 
 
-rule train_removal_model:
+use rule train_full_model as train_removal_model with:
     input:
         train=f"{R}/data/train.npz",
         removed=f"{R}/removal/sets/{{ranker}}/query_{{query}}/fraction_{{fraction}}.json",
@@ -36,23 +36,13 @@ rule train_removal_model:
         f"{R}/logs/removal/train/{{ranker}}/query_{{query}}_fraction_{{fraction}}_seed_{{seed}}.log",
     benchmark:
         f"{R}/benchmarks/removal/train/{{ranker}}/query_{{query}}_fraction_{{fraction}}_seed_{{seed}}.tsv"
-    conda:
-        CONDA_ENV
-    threads: THREADS
     resources:
         gpu=GPUS_PER_JOB,
         mem_mb=job_mem_mb("train_removal_model"),
     params:
-        model=config["model"],
-        training=FULL_TRAINING,
-        subset=None,
+        kind="removal",
         seed=lambda w: int(w.seed),
         resume=lambda w: f"{R}/resume/removal/{w.ranker}/query_{w.query}/fraction_{w.fraction}/seed_{w.seed}",
-        device=config["runtime"]["device"],
-        # Changes results: runtime.precision reruns the jobs it affects.
-        precision=config["runtime"]["precision"],
-    script:
-        f"{STEPS}/train_model.py"
 
 
 # Every model measures all removal queries with the same draws (common
@@ -86,7 +76,8 @@ rule measure_removal_model:
         f"{STEPS}/measure_removal.py"
 
 
-rule measure_removal_reference:
+# The all-data reference of each removal seed, measured the same way.
+use rule measure_removal_model as measure_removal_reference with:
     input:
         model=reference_model,
         queries=f"{R}/queries/queries.npz",
@@ -96,22 +87,11 @@ rule measure_removal_reference:
         f"{R}/logs/removal/measure/{ALL_DATA}_seed_{{seed}}.log",
     benchmark:
         f"{R}/benchmarks/removal/measure/{ALL_DATA}_seed_{{seed}}.tsv"
-    conda:
-        CONDA_ENV
-    threads: THREADS
     resources:
         gpu=GPUS_PER_JOB,
         mem_mb=job_mem_mb("measure_removal_reference"),
     params:
-        settings=config["measurements"][REMOVAL["measurement"]],
-        measured=REMOVAL["queries"],
         regenerate=REMOVAL["queries"],
-        sampling=config["queries"],
-        device=config["runtime"]["device"],
-        # Changes results: runtime.precision reruns the jobs it affects.
-        precision=config["runtime"]["precision"],
-    script:
-        f"{STEPS}/measure_removal.py"
 
 
 rule summarize_removal:

@@ -3,6 +3,9 @@
 # continues from its last checkpoint when re-run.
 
 
+# Every training rule runs train_model.py; `kind` says which run it is
+# (ldsbench.training_runs), and the other rules differ from this one only
+# in their indices, paths and inputs.
 rule train_full_model:
     input:
         train=f"{R}/data/train.npz",
@@ -19,10 +22,9 @@ rule train_full_model:
         gpu=GPUS_PER_JOB,
         mem_mb=job_mem_mb("train_full_model"),
     params:
+        kind="full",
         model=config["model"],
         training=FULL_TRAINING,
-        subset=None,
-        seed=None,
         resume=f"{R}/resume/full",
         device=config["runtime"]["device"],
         # Changes results: runtime.precision reruns the jobs it affects.
@@ -34,35 +36,23 @@ rule train_full_model:
 # Full-data models of other training seeds: TRAK ensembles (a trak method's
 # `models`) and the all-data references of the removal branch (seed 0 is
 # models/full itself).
-rule train_full_model_seed:
-    input:
-        train=f"{R}/data/train.npz",
+use rule train_full_model as train_full_model_seed with:
     output:
         directory(f"{R}/models/full_seed_{{seed}}"),
     log:
         f"{R}/logs/train/full_seed_{{seed}}.log",
     benchmark:
         f"{R}/benchmarks/train/full_seed_{{seed}}.tsv"
-    conda:
-        CONDA_ENV
-    threads: THREADS
     resources:
         gpu=GPUS_PER_JOB,
         mem_mb=job_mem_mb("train_full_model_seed"),
     params:
-        model=config["model"],
-        training=FULL_TRAINING,
-        subset=None,
+        kind="full_seed",
         seed=lambda w: int(w.seed),
         resume=lambda w: f"{R}/resume/full_seed_{w.seed}",
-        device=config["runtime"]["device"],
-        # Changes results: runtime.precision reruns the jobs it affects.
-        precision=config["runtime"]["precision"],
-    script:
-        f"{STEPS}/train_model.py"
 
 
-rule train_subset_model:
+use rule train_full_model as train_subset_model with:
     input:
         train=f"{R}/data/train.npz",
         subsets=f"{R}/subsets.parquet",
@@ -72,23 +62,15 @@ rule train_subset_model:
         f"{R}/logs/train/subset_{{subset}}_seed_{{seed}}.log",
     benchmark:
         f"{R}/benchmarks/train/subset_{{subset}}_seed_{{seed}}.tsv"
-    conda:
-        CONDA_ENV
-    threads: THREADS
     resources:
         gpu=GPUS_PER_JOB,
         mem_mb=job_mem_mb("train_subset_model"),
     params:
-        model=config["model"],
+        kind="subset",
         training=SUBSET_TRAINING,
         subset=lambda w: int(w.subset),
         seed=lambda w: int(w.seed),
         resume=lambda w: f"{R}/resume/subset_{w.subset}/seed_{w.seed}",
-        device=config["runtime"]["device"],
-        # Changes results: runtime.precision reruns the jobs it affects.
-        precision=config["runtime"]["precision"],
-    script:
-        f"{STEPS}/train_model.py"
 
 
 # The full model's training replayed with its raw weights kept at every

@@ -6,6 +6,7 @@ import pytest
 
 from ldsbench.comparison import (
     CEILING,
+    Split,
     _ResampledRanks,
     holm_adjusted,
     interval,
@@ -15,7 +16,11 @@ from ldsbench.comparison import (
 )
 from ldsbench.lds import bootstrap_mean_ci, group_predictions, retraining_ceiling, seed_agreement_per_query, spearman_from_ranks, spearman_per_query
 
-SPLITS = {"all": [0, 1], "test": [1]}
+ALL = {"all": Split()}
+
+
+def _splits(test_queries, test_subsets=None):
+    return {"all": Split(), "test": Split(test_queries, test_subsets)}
 
 
 def test_resampled_ranks_equal_spearman_on_the_duplicated_rows():
@@ -39,18 +44,46 @@ def test_point_estimates_are_the_plain_lds_and_ceiling():
     rng = np.random.default_rng(1)
     truth = rng.normal(size=(3, 12, 10)) + rng.normal(size=(1, 12, 10))
     predictions = {"a": rng.normal(size=(12, 10)), "b": truth.mean(axis=0) + rng.normal(size=(12, 10))}
-    strata = np.array([0, 1] * 5)
-    boot = two_way_bootstrap(predictions, truth, strata, SPLITS, 50, seed=0)
+    test_queries = np.array([False, True] * 5)
+    test_subsets = np.arange(12) >= 5
+    splits = _splits(test_queries, test_subsets)
+    boot = two_way_bootstrap(predictions, truth, splits, 50, seed=0)
     for name, values in predictions.items():
         lds = spearman_per_query(values, truth.mean(axis=0))
         assert boot.point[name, "all"] == pytest.approx(np.nanmean(lds))
-        assert boot.point[name, "test"] == pytest.approx(np.nanmean(lds[strata == 1]))
-    agreement = seed_agreement_per_query(truth)
-    assert boot.point[CEILING, "all"] == pytest.approx(retraining_ceiling(agreement, 3, 12))
+        on_test = spearman_per_query(values[test_subsets], truth.mean(axis=0)[test_subsets])
+        assert boot.point[name, "test"] == pytest.approx(np.nanmean(on_test[test_queries]))
+    assert boot.point[CEILING, "all"] == pytest.approx(retraining_ceiling(seed_agreement_per_query(truth), 3, 12))
+    test_agreement = seed_agreement_per_query(truth[:, test_subsets])[test_queries]
+    assert boot.point[CEILING, "test"] == pytest.approx(retraining_ceiling(test_agreement, 3, 7))
     assert boot.draws["a", "all"].shape == (50,)
     # Reproducible from its seed.
-    again = two_way_bootstrap(predictions, truth, strata, SPLITS, 50, seed=0)
+    again = two_way_bootstrap(predictions, truth, splits, 50, seed=0)
     np.testing.assert_array_equal(again.draws["b", "test"], boot.draws["b", "test"])
+
+
+def test_a_split_resamples_only_its_own_subsets_and_queries():
+    # A variant that predicts the truth on the test subsets and test queries
+    # and is anti-correlated elsewhere: every draw of the test split must see
+    # only test items, so its LDS is exactly 1 in every draw.
+    rng = np.random.default_rng(6)
+    truth = rng.normal(size=(2, 10, 8))
+    test_queries, test_subsets = np.arange(8) >= 4, np.arange(10) >= 4
+    prediction = -truth.mean(axis=0)
+    prediction[np.ix_(test_subsets, test_queries)] *= -1.0
+    prediction[~test_subsets] += 100.0 * np.arange(4)[:, None]  # out of order with the test subsets
+    boot = two_way_bootstrap({"v": prediction}, truth, _splits(test_queries, test_subsets), 100, seed=0)
+    finite = boot.draws["v", "test"][np.isfinite(boot.draws["v", "test"])]
+    assert finite.size > 50 and np.allclose(finite, 1.0)
+    assert boot.point["v", "all"] < 0.9
+
+
+def test_splits_are_checked():
+    truth, prediction = np.zeros((2, 4, 3)), {"a": np.zeros((4, 3))}
+    with pytest.raises(ValueError, match="subsets mask must be \\[4\\]"):
+        two_way_bootstrap(prediction, truth, {"test": Split(subsets=np.ones(5, dtype=bool))}, 10, 0)
+    with pytest.raises(ValueError, match="holds no queries"):
+        two_way_bootstrap(prediction, truth, {"test": Split(queries=np.zeros(3, dtype=bool))}, 10, 0)
 
 
 def _shared_subset_effect(rng, n_subsets=16, n_queries=24):
@@ -73,8 +106,7 @@ def test_two_way_interval_covers_a_random_method_where_the_query_bootstrap_does_
     trials = 60
     for trial in range(trials):
         predictions, truth = _shared_subset_effect(rng)
-        strata = np.ones(predictions.shape[1], dtype=int)
-        boot = two_way_bootstrap({"random": predictions}, truth, strata, {"all": [1]}, 200, seed=trial)
+        boot = two_way_bootstrap({"random": predictions}, truth, ALL, 200, seed=trial)
         low, high = boot.interval(("random", "all"), 0.95)
         covered_two_way += low <= 0 <= high
         queries_only = bootstrap_mean_ci(spearman_per_query(predictions, truth.mean(axis=0)), n_resamples=200, seed=trial)
@@ -89,7 +121,7 @@ def test_paired_difference_of_a_better_method_is_significant_and_of_a_copy_is_no
     good = truth.mean(axis=0) + 0.5 * rng.normal(size=(30, 40))
     weak = truth.mean(axis=0) + 3.0 * rng.normal(size=(30, 40))
     predictions = {"good": good, "copy": good * 2.0 + 1.0, "weak": weak}
-    boot = two_way_bootstrap(predictions, truth, np.ones(40, dtype=int), {"all": [1]}, 300, seed=0)
+    boot = two_way_bootstrap(predictions, truth, ALL, 300, seed=0)
     frame = paired_differences(boot, ["good", "copy", "weak"], "all", 0.95).set_index(["a", "b"])
     copy = frame.loc[("good", "copy")]
     assert copy["difference"] == pytest.approx(0.0, abs=1e-12) and not copy["significant"]
@@ -125,11 +157,11 @@ def test_interval_ignores_nan_draws_and_checks_its_level():
 
 def test_shapes_are_checked():
     with pytest.raises(ValueError, match="expected \\[M, Q\\]"):
-        two_way_bootstrap({"a": np.zeros((3, 4))}, np.zeros((2, 3, 5)), np.zeros(5, dtype=int), SPLITS, 10, 0)
+        two_way_bootstrap({"a": np.zeros((3, 4))}, np.zeros((2, 3, 5)), ALL, 10, 0)
 
 
 def test_one_variant_has_no_pairs():
     rng = np.random.default_rng(5)
-    boot = two_way_bootstrap({"only": rng.normal(size=(6, 4))}, rng.normal(size=(2, 6, 4)), np.ones(4, dtype=int), {"all": [1]}, 20, seed=0)
+    boot = two_way_bootstrap({"only": rng.normal(size=(6, 4))}, rng.normal(size=(2, 6, 4)), ALL, 20, seed=0)
     frame = paired_differences(boot, ["only"], "all", 0.95)
     assert frame.empty and {"difference", "p_holm", "significant"} <= set(frame.columns)

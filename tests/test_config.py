@@ -40,6 +40,7 @@ def test_defaults_are_filled():
         ({"dataset.n_train": 2}, "dataset.n_train: 2 is less than the minimum"),
         ({"queries.heldout": 1000}, "queries.heldout: 1000 exceeds dataset.n_heldout"),
         ({"model.unet.norm_num_groups": 5}, "model.unet.norm_num_groups: 5 does not divide"),
+        ({"benchmark.subsets": 3}, "tuning.subset_fraction: 0.5 of benchmark.subsets = 3 leaves 2 tuning and 1 test subsets"),
     ],
 )
 def test_bad_values_are_named(changes, expected):

@@ -120,6 +120,14 @@ def test_summary_markdown_lists_every_method():
     assert len(n_cells) == 1
 
 
+def test_summary_markdown_shows_each_methods_cost():
+    summary = _summary().assign(gradient_passes=1234567, scoring_seconds=12.3)
+    summary.loc[0, ["gradient_passes", "scoring_seconds"]] = np.nan  # e.g. the ceiling
+    lines = summary_markdown(summary).strip().splitlines()
+    assert lines[0].endswith("| gradient passes | scoring s |")
+    assert lines[3].endswith("| 1,234,567 | 12 |") and lines[2].endswith("|  |  |")
+
+
 def test_per_query_plot_shows_nan_queries_in_the_label(tmp_path):
     rows = [
         dict(method=m, measurement=s, query=q, lds=(np.nan if (m == "TRAK" and q == 0) else 0.1 * q - 0.2))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ldsbench.tuning import choose_tuned_value, tuning_split
+from ldsbench.tuning import TuningSplit, choose_on_tuning_split, choose_tuned_value, tuning_split
 
 
 def test_split_is_reproducible_and_disjoint():
@@ -45,3 +45,27 @@ def test_nan_queries_are_left_out_and_shapes_checked():
     assert index == 0 and np.isnan(score)
     with pytest.raises(ValueError, match="per_query must be"):
         choose_tuned_value(np.array([1e-8]), np.zeros((2, 4)), tuning)
+
+
+def test_tuning_split_holds_out_subsets_as_well_as_queries():
+    settings = {"fraction": 0.5, "subset_fraction": 0.5, "seed": 3}
+    split = TuningSplit.of(10, 16, settings)
+    assert split.subsets.sum() == 8 and split.queries.sum() == 5
+    # The query split does not depend on M; the subset split is reproducible.
+    assert split.queries.tolist() == tuning_split(10, 0.5, seed=3).tolist() == TuningSplit.of(10, 30, settings).queries.tolist()
+    assert split.subsets.tolist() == TuningSplit.of(10, 16, settings).subsets.tolist()
+    with pytest.raises(ValueError, match="3 subsets leaves 2 tuning and 1 test subsets; both need at least 2"):
+        TuningSplit.of(10, 3, settings)
+
+
+def test_tuned_value_never_sees_the_test_subsets():
+    # Value 0 predicts the truth on the tuning subsets and value 1 on the test
+    # subsets; every query tunes. Choosing over all subsets would be a coin
+    # toss weighted by the test subsets (more of them); the choice must be 0.
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(12, 4))
+    split = TuningSplit(queries=np.array([True, True, True, False]), subsets=np.arange(12) < 4)
+    on_tuning, on_test = rng.normal(size=(12, 4)), rng.normal(size=(12, 4))
+    on_tuning[split.subsets], on_test[~split.subsets] = truth[split.subsets], truth[~split.subsets]
+    index, score = choose_on_tuning_split(np.array([1e-4, 1e-2]), np.stack([on_tuning, on_test]), truth, split)
+    assert index == 0 and score == pytest.approx(1.0)

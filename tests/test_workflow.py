@@ -58,8 +58,25 @@ def test_tiny_run_writes_documented_outputs(tiny_run):
     for name in SUMMARY_FILES + REMOVAL_FILES:
         assert (results / name).stat().st_size > 0, name
     summary = pd.read_parquet(results / "lds_summary.parquet")
-    assert list(summary.columns[:9]) == ["method", "measurement", "orientation", "n_subsets", "n_seeds", "n_test", "lds", "ci_low", "ci_high"]
+    assert list(summary.columns[:10]) == [
+        "method",
+        "measurement",
+        "orientation",
+        "n_subsets",
+        "n_seeds",
+        "n_test",
+        "n_test_subsets",
+        "lds",
+        "ci_low",
+        "ci_high",
+    ]
     assert {"tuned_damping", "test_default_lds", "test_tuned_lds", "n_test", "lds_over_ceiling", "query_agnostic_lds"} <= set(summary.columns)
+    # The tuning and test splits share no subset: with M = 4, two of each.
+    assert summary["n_test_subsets"].eq(config["benchmark"]["subsets"] // 2).all()
+    # Cost: gradient methods report passes and every method its scoring time.
+    methods = summary[summary["method"] != "retraining_ceiling"].set_index(["method", "measurement"])
+    assert methods["scoring_seconds"].gt(0).all()
+    assert methods.loc["ekfac_influence", "gradient_passes"].gt(0).all() and methods.loc["random", "gradient_passes"].eq(0).all()
     trak = summary[summary["method"] == "trak"].iloc[0]
     assert trak["tuned_damping"] in [config["methods"]["trak"]["lambda"], *config["methods"]["trak"]["lambda_grid"]]
     assert dict(zip(summary["measurement"], summary["orientation"])) == {"loss": "lower_is_better", "elbo": "higher_is_better"}

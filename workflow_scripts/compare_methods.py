@@ -5,12 +5,12 @@ paired differences."""
 import numpy as np
 import pandas as pd
 
-from ldsbench.comparison import CEILING, paired_differences, query_agnostic_predictions, two_way_bootstrap
+from ldsbench.comparison import CEILING, Split, paired_differences, query_agnostic_predictions, two_way_bootstrap
 from ldsbench.io import save_parquet
 from ldsbench.jobs import start_job
 from ldsbench.lds import ground_truth_array, spearman_per_query
 from ldsbench.tables import interval_columns
-from ldsbench.tuning import choose_tuned_value, tuning_split
+from ldsbench.tuning import TuningSplit, choose_on_tuning_split
 
 log = start_job(snakemake)
 params, measurement = snakemake.params, snakemake.wildcards.measurement
@@ -20,24 +20,26 @@ truth_frame = pd.read_parquet(snakemake.input.ground_truth)
 n_queries = truth_frame["query"].nunique()
 truth_per_seed = ground_truth_array(truth_frame, params.n_subsets, n_seeds, n_queries)
 truth = truth_per_seed.mean(axis=0)
-tuning = tuning_split(n_queries, params.tuning["fraction"], params.tuning["seed"])
+split = TuningSplit.of(n_queries, params.n_subsets, params.tuning)
 
 # Variants are (method, kind): the untuned default, the value tuned on the
-# tuning queries, and the default's query-agnostic control.
+# tuning queries over the tuning subsets, and the default's query-agnostic
+# control.
 variants, chosen = {}, {}
 for method, path in zip(params.methods, snakemake.input.predictions, strict=True):
     stored = np.load(path)
     values, predictions = stored["values"], stored["predictions"]
-    per_query = np.stack([spearman_per_query(p, truth) for p in predictions])
-    index, tuning_lds = choose_tuned_value(values, per_query, tuning)
-    chosen[method] = {"tuned_damping": float(values[index]), "tuning_lds": tuning_lds, "n_queries": int(np.isfinite(per_query[0]).sum())}
+    index, tuning_lds = choose_on_tuning_split(values, predictions, truth, split)
+    defined = int(np.isfinite(spearman_per_query(predictions[0], truth)).sum())
+    chosen[method] = {"tuned_damping": float(values[index]), "tuning_lds": tuning_lds, "n_queries": defined}
     variants[method, "default"] = predictions[0]
     variants[method, "tuned"] = predictions[index]
     variants[method, "query_agnostic"] = query_agnostic_predictions(predictions[0])
 
-# Stratum 0 holds the tuning queries, 1 the test queries.
-strata = (~tuning).astype(int)
-boot = two_way_bootstrap(variants, truth_per_seed, strata, {"all": [0, 1], "test": [1]}, params.statistics["resamples"], params.statistics["seed"])
+# "all": the untuned numbers on every query and subset; "test": the queries
+# and subsets that tuning did not see.
+splits = {"all": Split(), "test": Split(queries=~split.queries, subsets=~split.subsets)}
+boot = two_way_bootstrap(variants, truth_per_seed, splits, params.statistics["resamples"], params.statistics["seed"])
 
 
 def estimate(key, prefix):
@@ -52,7 +54,14 @@ def normalised(key, split, prefix):
     return {prefix: point, f"{prefix}_ci_low": low, f"{prefix}_ci_high": high}
 
 
-common = {"measurement": measurement, "orientation": params.orientation, "n_subsets": params.n_subsets, "n_seeds": n_seeds, "n_test": int((~tuning).sum())}
+common = {
+    "measurement": measurement,
+    "orientation": params.orientation,
+    "n_subsets": params.n_subsets,
+    "n_seeds": n_seeds,
+    "n_test": int((~split.queries).sum()),
+    "n_test_subsets": int((~split.subsets).sum()),
+}
 rows = []
 for method in params.methods:
     rows.append(

@@ -18,6 +18,11 @@ summary = summary.sort_values(
     ["method", "measurement"], key=lambda col: col.map(order) if col.name == "method" else col.map(params.measurements.index), kind="stable"
 )
 summary = summary.reset_index(drop=True)
+# What each method cost: its scoring job's gradient passes (the plan's
+# estimate, every measurement together) and measured wall time.
+seconds = {method: float(pd.read_csv(path, sep="\t")["s"].iloc[0]) for method, path in zip(params.methods, inputs.scoring_times, strict=True)}
+summary["gradient_passes"] = summary["method"].map(params.gradient_passes)
+summary["scoring_seconds"] = summary["method"].map(seconds)
 paired = pd.concat([pd.read_parquet(path) for path in inputs.paired], ignore_index=True)
 per_query = pd.concat([pd.read_parquet(path) for path in inputs.lds], ignore_index=True)
 

@@ -1,5 +1,6 @@
-"""Train the full-data model, one (subset, seed) model, or a removal model
-(all data, or all but a removed set, with a removal seed); save its EMA weights."""
+"""Train one model of a training kind (``ldsbench.training_runs``: the
+full-data model, a full-data model of another seed, one (subset, seed)
+model, or a removal model) and save its EMA weights."""
 
 import dataclasses
 import json
@@ -7,7 +8,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
@@ -16,37 +16,25 @@ from ldsbench.data import image_set_hash, load_image_set
 from ldsbench.io import config_hash
 from ldsbench.jobs import save_model, select_device, start_job
 from ldsbench.model import build_scheduler
-from ldsbench.noise import stream_seed
 from ldsbench.precision import network_precision
 from ldsbench.provenance import architecture_hash, training_hash
-from ldsbench.removal import kept_rows, removal_training_seed
 from ldsbench.training import TrainingDivergedError, TrainingSettings, train_diffusion_model
+from ldsbench.training_runs import training_run
 
 log = start_job(snakemake)
 params = snakemake.params
-subset, seed = params.subset, params.seed
 train = load_image_set(snakemake.input.train)
-overrides = {}
-
-removed, removed_rows = snakemake.input.get("removed"), []
-if subset is None and seed is None:
-    name, rows = "full model", np.arange(len(train))
-elif subset is None:
-    # Removal models: the full model's steps, a removal seed, and the
-    # training set without the removed rows (none for the all-data reference).
-    removed_rows = json.loads(Path(removed).read_text())["removed"] if removed else []
-    name = f"removal model seed {seed} without {len(removed_rows)} examples ({removed or 'all data'})"
-    rows = kept_rows(len(train), removed_rows)
-    overrides["seed"] = removal_training_seed(params.training["seed"], seed)
-else:
-    name = f"subset {subset} seed {seed}"
+subset, seed = params.get("subset"), params.get("seed")
+removed = snakemake.input.get("removed")
+subset_rows = removed_rows = None
+if params.kind == "subset":
     frame = pd.read_parquet(snakemake.input.subsets)
-    rows = np.sort(frame.loc[frame["subset"] == subset, "train_index"].to_numpy())
-    if rows.size == 0:
-        raise ValueError(f"subset {subset} is not in {snakemake.input.subsets}")
-    # Seeds of the subset models are distinct streams derived from the base seed.
-    overrides = {"steps": params.training["subset_steps"], "seed": stream_seed(params.training["seed"], "subset", subset, seed)}
-settings = TrainingSettings.from_config(params.training, **overrides)
+    subset_rows = frame.loc[frame["subset"] == subset, "train_index"].to_numpy()
+if removed:
+    removed_rows = json.loads(Path(removed).read_text())["removed"]
+run = training_run(params.kind, len(train), params.training, subset=subset, seed=seed, subset_rows=subset_rows, removed_rows=removed_rows or ())
+name, rows = run.name, run.rows
+settings = TrainingSettings.from_config(params.training, **run.overrides)
 
 device = select_device(params.device)
 images = torch.from_numpy(train.images[rows])
@@ -78,10 +66,11 @@ save_model(
     snakemake.output[0],
     {
         "model": name,
+        "kind": run.kind,
         "subset": subset,
         "seed": seed,
         "removed_from": removed,
-        "removed_rows": [int(r) for r in removed_rows],
+        "removed_rows": list(run.removed_rows),
         "training_seed": settings.seed,
         "config_hash": config_hash({"model": params.model, "training": params.training}),
         "config": {"model": params.model, "training": params.training},

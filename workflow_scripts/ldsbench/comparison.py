@@ -9,25 +9,28 @@ Each bootstrap draw here resamples both
 
 * the M subsets, with replacement, one draw shared by every variant, query
   and seed, and
-* the queries, with replacement within each stratum (the tuning and test
-  splits), so that a split's resampled queries stay its own,
+* the queries, with replacement,
 
-then recomputes every per-query LDS and the ceiling on the resampled subsets
-and averages over the resampled queries. Every variant sees the same draws,
-so the difference of two variants' draws is a paired difference.
+each within its strata (the items that belong to the same splits, e.g. the
+tuning and the test items), so that a split's resampled items stay its own.
+It then recomputes every per-query LDS and the ceiling on each split's
+resampled subsets and averages over the split's resampled queries. Every
+variant sees the same draws, so the difference of two variants' draws is a
+paired difference.
 
 Shapes:
 
 * ``predictions[name]`` ``[M, Q]``: group predictions g_j(q) of one variant
   (a method at one damping, or a control).
 * ``truth_per_seed`` ``[K, M, Q]``: the ground truth before the seed mean.
-* ``strata`` ``[Q]`` int: the stratum of each query; ``splits`` maps a split
-  name to the strata it covers.
+* ``splits[name]`` a :class:`Split`: ``[Q]`` and ``[M]`` masks of the queries
+  and subsets that split's estimates average over.
 
 Memory: one sort order per variant and seed, ``(variants + K + 1) x 4`` int64
 ``[M, Q]`` arrays (paper scale, 36 variants x 100 x 1000: about 130 MB); the
-draws kept are ``[B]`` per (variant, split). Time: B x (variants + K) passes of
-a few ``[M, Q]`` gathers (no sorting per draw).
+draws kept are ``[B]`` per (variant, split). Time: B x S x (variants + K)
+passes of a few ``[M, Q]`` gathers, S the number of distinct subset masks
+among the splits (no sorting per draw).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from .lds import retraining_ceiling, spearman_from_ranks
 __all__ = [
     "CEILING",
     "Bootstrap",
+    "Split",
     "two_way_bootstrap",
     "interval",
     "query_agnostic_predictions",
@@ -53,6 +57,47 @@ __all__ = [
 
 #: The variant name under which the bootstrap reports the retraining ceiling.
 CEILING = "retraining_ceiling"
+
+
+@dataclass(frozen=True)
+class Split:
+    """The queries and subsets one split's estimates average over.
+
+    Attributes:
+        queries: ``[Q]`` bool mask, or None for every query.
+        subsets: ``[M]`` bool mask, or None for every subset; each per-query
+            LDS of the split is a Spearman correlation over these subsets.
+    """
+
+    queries: np.ndarray | None = None
+    subsets: np.ndarray | None = None
+
+
+def _mask(mask, size: int, what: str, split: str) -> np.ndarray:
+    if mask is None:
+        return np.ones(size, dtype=bool)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != (size,):
+        raise ValueError(f"split {split!r}: the {what} mask must be [{size}], got shape {mask.shape}")
+    if not mask.any():
+        raise ValueError(f"split {split!r} holds no {what}")
+    return mask
+
+
+def _strata(masks: list[np.ndarray]) -> list[np.ndarray]:
+    """Indices of the items of each distinct membership pattern across the
+    masks: resampling within these keeps every split's items its own."""
+    patterns = np.stack(masks, axis=1)
+    _, labels = np.unique(patterns, axis=0, return_inverse=True)
+    labels = labels.ravel()
+    return [np.flatnonzero(labels == label) for label in np.unique(labels)]
+
+
+def _resample(rng, strata: list[np.ndarray], size: int) -> np.ndarray:
+    counts = np.zeros(size)
+    for members in strata:
+        np.add.at(counts, rng.choice(members, size=members.size, replace=True), 1.0)
+    return counts
 
 
 @dataclass(frozen=True)
@@ -147,7 +192,6 @@ def _weighted_nanmean(values: np.ndarray, weights: np.ndarray) -> float:
 def two_way_bootstrap(
     predictions: dict,
     truth_per_seed: np.ndarray,
-    strata: np.ndarray,
     splits: dict,
     n_resamples: int,
     seed: int,
@@ -156,15 +200,15 @@ def two_way_bootstrap(
     and over ``n_resamples`` draws that resample subsets and queries.
 
     A per-query LDS depends only on the subsets drawn, so each draw computes
-    it once per query and variant, and the query resample weights queries by
-    how often they were drawn.
+    it once per query, variant and distinct subset mask, and the query
+    resample weights queries by how often they were drawn.
 
     Args:
         predictions: ``{variant: [M, Q]}`` group predictions.
         truth_per_seed: ``[K, M, Q]``; the LDS uses its seed mean, the ceiling
             (reported when K >= 2) its seeds.
-        strata: ``[Q]`` int stratum of every query.
-        splits: ``{split: list of strata}``, e.g. ``{"all": [0, 1], "test": [1]}``.
+        splits: ``{split: Split}``, e.g. ``{"all": Split(), "test":
+            Split(test_queries, test_subsets)}``.
         n_resamples: B, the number of draws.
         seed: seed of the numpy Generator, so the draws are reproducible.
 
@@ -172,47 +216,50 @@ def two_way_bootstrap(
         A :class:`Bootstrap`.
     """
     truth_per_seed = np.asarray(truth_per_seed, dtype=np.float64)
-    strata = np.asarray(strata)
     if truth_per_seed.ndim != 3:
         raise ValueError(f"truth_per_seed must be [K, M, Q], got shape {truth_per_seed.shape}")
     n_seeds, n_subsets, n_queries = truth_per_seed.shape
-    if strata.shape != (n_queries,):
-        raise ValueError(f"strata must be [Q] = [{n_queries}], got shape {strata.shape}")
     for name, values in predictions.items():
         if np.shape(values) != (n_subsets, n_queries):
             raise ValueError(f"predictions of {name} have shape {np.shape(values)}, expected [M, Q] = [{n_subsets}, {n_queries}]")
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
-    in_split = {split: np.isin(strata, members) for split, members in splits.items()}
-    by_stratum = [np.flatnonzero(strata == s) for s in np.unique(strata)]
+    queries = {name: _mask(split.queries, n_queries, "queries", name) for name, split in splits.items()}
+    subsets = {name: _mask(split.subsets, n_subsets, "subsets", name) for name, split in splits.items()}
+    # Splits over the same subsets share their per-query LDS.
+    by_subsets = {}
+    for name, mask in subsets.items():
+        by_subsets.setdefault(mask.tobytes(), (mask, []))[1].append(name)
+    query_strata, subset_strata = _strata(list(queries.values())), _strata(list(subsets.values()))
 
     truth = _ResampledRanks(truth_per_seed.mean(axis=0))
     variants = {name: _ResampledRanks(values) for name, values in predictions.items()}
     seeds = [_ResampledRanks(values) for values in truth_per_seed] if n_seeds >= 2 else []
 
     def statistics(subset_counts, query_counts):
-        truth_ranks = truth.centred(subset_counts)
         out = {}
-        for name, ranker in variants.items():
-            lds = spearman_from_ranks(ranker.centred(subset_counts), truth_ranks, subset_counts)
-            for split, mask in in_split.items():
-                out[name, split] = _weighted_nanmean(lds[mask], query_counts[mask])
-        if seeds:
-            ranks = [ranker.centred(subset_counts) for ranker in seeds]
-            pairs = [spearman_from_ranks(ranks[a], ranks[b], subset_counts) for a in range(n_seeds) for b in range(a + 1, n_seeds)]
-            agreement = np.mean(pairs, axis=0)
-            for split, mask in in_split.items():
-                out[CEILING, split] = retraining_ceiling(agreement[mask], n_seeds, n_subsets, weights=query_counts[mask])
+        for subset_mask, names in by_subsets.values():
+            counts = subset_counts * subset_mask
+            truth_ranks = truth.centred(counts)
+            for variant, ranker in variants.items():
+                lds = spearman_from_ranks(ranker.centred(counts), truth_ranks, counts)
+                for split in names:
+                    out[variant, split] = _weighted_nanmean(lds[queries[split]], query_counts[queries[split]])
+            if seeds:
+                ranks = [ranker.centred(counts) for ranker in seeds]
+                pairs = [spearman_from_ranks(ranks[a], ranks[b], counts) for a in range(n_seeds) for b in range(a + 1, n_seeds)]
+                agreement = np.mean(pairs, axis=0)
+                for split in names:
+                    mask = queries[split]
+                    out[CEILING, split] = retraining_ceiling(agreement[mask], n_seeds, int(subset_mask.sum()), weights=query_counts[mask])
         return out
 
     point = statistics(np.ones(n_subsets), np.ones(n_queries))
     draws = {key: np.empty(n_resamples) for key in point}
     rng = np.random.default_rng(seed)
     for b in range(n_resamples):
-        subset_counts = np.bincount(rng.integers(0, n_subsets, size=n_subsets), minlength=n_subsets).astype(np.float64)
-        query_counts = np.zeros(n_queries)
-        for members in by_stratum:
-            np.add.at(query_counts, rng.choice(members, size=members.size, replace=True), 1.0)
+        subset_counts = _resample(rng, subset_strata, n_subsets)
+        query_counts = _resample(rng, query_strata, n_queries)
         for key, value in statistics(subset_counts, query_counts).items():
             draws[key][b] = value
     return Bootstrap(point=point, draws=draws)

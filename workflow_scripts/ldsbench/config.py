@@ -194,6 +194,22 @@ def _report_errors(config: dict) -> list[str]:
     return errors
 
 
+def _tuning_errors(config: dict) -> list[str]:
+    from .tuning import MIN_SUBSETS_PER_SIDE, split_sizes
+
+    tuning, errors = config["tuning"], []
+    n_queries, n_subsets = _query_count(config), config["benchmark"]["subsets"]
+    if min(split_sizes(n_queries, tuning["fraction"])) < 1:
+        errors.append(f"tuning.fraction: {tuning['fraction']} of {n_queries} queries leaves no tuning or no test query")
+    if min(split_sizes(n_subsets, tuning["subset_fraction"])) < MIN_SUBSETS_PER_SIDE:
+        tuned, tested = split_sizes(n_subsets, tuning["subset_fraction"])
+        errors.append(
+            f"tuning.subset_fraction: {tuning['subset_fraction']} of benchmark.subsets = {n_subsets} leaves {tuned} tuning and {tested} test subsets;"
+            f" both need at least {MIN_SUBSETS_PER_SIDE} (raise benchmark.subsets or change the fraction)"
+        )
+    return errors
+
+
 def _method_errors(config: dict) -> list[str]:
     """Antithetic gradient draws in pairs, and each method type's own check
     (``methods.MethodType.check``)."""
@@ -236,9 +252,7 @@ def _semantic_errors(config: dict) -> list[str]:
         except FileNotFoundError as error:
             errors.append(str(error))
     errors += _measurement_errors(config)
-    tuning_size = round(config["tuning"]["fraction"] * _query_count(config))
-    if not 1 <= tuning_size < _query_count(config):
-        errors.append(f"tuning.fraction: {config['tuning']['fraction']} of {_query_count(config)} queries leaves no tuning or no test query")
+    errors += _tuning_errors(config)
     for name, method in config["methods"].items():
         if method.get("modules") is not None:
             try:

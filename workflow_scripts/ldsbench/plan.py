@@ -104,7 +104,7 @@ def measurement_passes(measurements: dict, n_queries: int) -> float:
 
 
 def scoring_estimate(method: dict, config: dict, footprint, budget_bytes: int, budget_setting: str) -> JobEstimate:
-    """Peak and passes of one (method, measurement) scoring job. A method
+    """Peak and passes of one method's scoring job (every measurement). A method
     that cannot fit the budget at its smallest chunks gets the peak of those
     (above the budget, so the plan shows it and a run stops)."""
     try:
@@ -237,7 +237,8 @@ def rule_estimates(config: dict, footprint, budget_bytes: int, budget_setting: s
         rows.append(JobEstimate(f"fit_curvature[{key}]", 1, estimate.peak_bytes, estimate.passes, estimate.setting))
     for name, method in methods.items():
         estimate = scoring_estimate(method, config, footprint, budget_bytes, budget_setting)
-        rows.append(JobEstimate(f"score_method[{name}]", len(measurements), estimate.peak_bytes, estimate.passes, estimate.setting))
+        # One scoring job per method scores every measurement.
+        rows.append(JobEstimate(f"score_method[{name}]", 1, estimate.peak_bytes, estimate.passes, estimate.setting))
     return rows
 
 

@@ -38,13 +38,20 @@ def _with_interval(row, prefix: str) -> str:
     return f"{_fmt(value)} [{_fmt(getattr(row, low))}, {_fmt(getattr(row, high))}]"
 
 
+def _count(value) -> str:
+    """A cost as a whole number with thousands separators; blank if unknown."""
+    return "" if pd.isna(value) else f"{value:,.0f}"
+
+
 def summary_markdown(summary: pd.DataFrame) -> str:
     """Markdown table of the summary (``compare_methods`` rows), values to 3
     decimals with their intervals.
 
     Columns: method, measurement, orientation, LDS, LDS / ceiling, the
     query-agnostic control's LDS, the test split's untuned and tuned LDS (with
-    the tuned value), queries, subsets, seeds. Rows keep the order of
+    the tuned value), queries, subsets, seeds, and the method's cost: its
+    scoring job's gradient passes (forward+backward passes of one draw, all
+    measurements together) and wall seconds. Rows keep the order of
     ``summary``.
     """
     header = [
@@ -59,6 +66,8 @@ def summary_markdown(summary: pd.DataFrame) -> str:
         "queries",
         "subsets (M)",
         "seeds (K)",
+        "gradient passes",
+        "scoring s",
     ]
     lines = ["| " + " | ".join(header) + " |", "|---|---|---|" + "--:|" * (len(header) - 3)]
     for row in summary.itertuples(index=False):
@@ -77,6 +86,8 @@ def summary_markdown(summary: pd.DataFrame) -> str:
             str(row.n_queries),
             str(row.n_subsets),
             str(row.n_seeds),
+            _count(getattr(row, "gradient_passes", float("nan"))),
+            _count(getattr(row, "scoring_seconds", float("nan"))),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

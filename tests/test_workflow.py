@@ -73,10 +73,11 @@ def test_tiny_run_writes_documented_outputs(tiny_run):
     assert {"tuned_damping", "test_default_lds", "test_tuned_lds", "n_test", "lds_over_ceiling", "query_agnostic_lds"} <= set(summary.columns)
     # The tuning and test splits share no subset: with M = 4, two of each.
     assert summary["n_test_subsets"].eq(config["benchmark"]["subsets"] // 2).all()
-    # Cost: gradient methods report passes and every method its scoring time.
+    # Cost: gradient methods report passes; measured scoring times are in the
+    # Markdown table only (the results files stay bitwise reproducible).
     methods = summary[summary["method"] != "retraining_ceiling"].set_index(["method", "measurement"])
-    assert methods["scoring_seconds"].gt(0).all()
     assert methods.loc["ekfac_influence", "gradient_passes"].gt(0).all() and methods.loc["random", "gradient_passes"].eq(0).all()
+    assert "scoring_seconds" not in summary.columns and "| scoring s |" in (results / "lds_summary.md").read_text()
     trak = summary[summary["method"] == "trak"].iloc[0]
     assert trak["tuned_damping"] in [config["methods"]["trak"]["lambda"], *config["methods"]["trak"]["lambda_grid"]]
     assert dict(zip(summary["measurement"], summary["orientation"])) == {"loss": "lower_is_better", "elbo": "higher_is_better"}

@@ -201,8 +201,8 @@ def _tuning_errors(config: dict) -> list[str]:
     n_queries, n_subsets = _query_count(config), config["benchmark"]["subsets"]
     if min(split_sizes(n_queries, tuning["fraction"])) < 1:
         errors.append(f"tuning.fraction: {tuning['fraction']} of {n_queries} queries leaves no tuning or no test query")
-    if min(split_sizes(n_subsets, tuning["subset_fraction"])) < MIN_SUBSETS_PER_SIDE:
-        tuned, tested = split_sizes(n_subsets, tuning["subset_fraction"])
+    tuned, tested = split_sizes(n_subsets, tuning["subset_fraction"])
+    if min(tuned, tested) < MIN_SUBSETS_PER_SIDE:
         errors.append(
             f"tuning.subset_fraction: {tuning['subset_fraction']} of benchmark.subsets = {n_subsets} leaves {tuned} tuning and {tested} test subsets;"
             f" both need at least {MIN_SUBSETS_PER_SIDE} (raise benchmark.subsets or change the fraction)"

@@ -10,7 +10,8 @@ from snakemake.exceptions import WorkflowError
 # The package lives next to the step scripts; importable without installing.
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
 
-from ldsbench.config import MEASUREMENT_ORIENTATION, validate_config
+from ldsbench.config import validate_config
+from ldsbench.measurement_types import orientation_of
 from ldsbench.measurement_types import measurement_gradient_settings
 from ldsbench.curvature_keys import curvature_fits, curvature_key
 from ldsbench.device_slots import discover_devices

@@ -46,7 +46,7 @@ rule compare_methods:
     params:
         # The method of each predictions input, in their order.
         methods=list(METHODS),
-        orientation=lambda wildcards: MEASUREMENT_ORIENTATION[config["measurements"][wildcards.measurement]["type"]],
+        orientation=lambda wildcards: orientation_of(config["measurements"][wildcards.measurement]),
         n_subsets=M,
         n_seeds=K,
         tuning=config["tuning"],

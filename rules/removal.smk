@@ -19,7 +19,7 @@ rule removal_set:
         CONDA_ENV
     params:
         fraction=lambda w: REMOVAL_FRACTIONS[w.fraction],
-        orientation=MEASUREMENT_ORIENTATION[config["measurements"][REMOVAL["measurement"]]["type"]],
+        orientation=orientation_of(config["measurements"][REMOVAL["measurement"]]),
         control_seed=REMOVAL["seed"],
         code=code_version("removal.py"),
     script:
@@ -111,7 +111,7 @@ rule summarize_removal:
         CONDA_ENV
     params:
         measurement=REMOVAL["measurement"],
-        orientation=MEASUREMENT_ORIENTATION[config["measurements"][REMOVAL["measurement"]]["type"]],
+        orientation=orientation_of(config["measurements"][REMOVAL["measurement"]]),
         code=code_version("removal.py", "plots.py"),
     script:
         f"{STEPS}/summarize_removal.py"

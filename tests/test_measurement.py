@@ -11,22 +11,19 @@ import torch
 
 from ldsbench.config import ConfigError, load_schema, validate_config
 from ldsbench.diffusion import simplified_elbo_weights
-from ldsbench.measurement import (
-    DEFAULTS,
+from ldsbench.measurement import OUTPUT_FUNCTIONS, NonFiniteMeasurementError, estimate, measure, measurement_defaults, measurement_settings
+from ldsbench.measurement_types import (
     HIGHER_IS_BETTER,
     LOWER_IS_BETTER,
-    MEASUREMENTS,
+    MEASUREMENT_TYPES,
     NOT_A_QUALITY_MEASURE,
-    NonFiniteMeasurementError,
-    estimate,
-    get_measurement,
-    measure,
-    measurement_settings,
+    ORIENTATION_TEXT,
+    measurement_gradient_settings,
+    measurement_type,
 )
-from ldsbench.measurement_types import MEASUREMENT_OUTPUT_KEYS, measurement_gradient_settings
 from ldsbench.model import build_scheduler, build_unet
 from ldsbench.noise import BLOCK, Design, design_draws, noise_draws, stream_seed
-from workflow_api import default_config, with_changes
+from workflow_api import ROOT, default_config, with_changes
 
 UNET = dict(
     sample_size=8,
@@ -243,9 +240,10 @@ def test_orientation_is_recorded():
         "elbo": HIGHER_IS_BETTER,
         "log_likelihood": HIGHER_IS_BETTER,
     }
-    assert {name: spec.orientation for name, spec in MEASUREMENTS.items()} == expected
+    assert {name: spec.orientation for name, spec in MEASUREMENT_TYPES.items()} == expected
     with pytest.raises(ValueError, match="'likelihood' is not one of"):
-        get_measurement("likelihood")
+        measurement_type("likelihood")
+    assert OUTPUT_FUNCTIONS.keys() == MEASUREMENT_TYPES.keys()
 
 
 def test_settings_that_define_the_output_are_required():
@@ -253,16 +251,27 @@ def test_settings_that_define_the_output_are_required():
         measurement_settings("loss_at_t")
     assert measurement_gradient_settings({"type": "elbo", "levels": 17, "draws": 999, "seed": 3}) == {"type": "elbo", "levels": 17}
     assert measurement_gradient_settings({"type": "loss", "draws": 5}) == {"type": "loss"}
-    assert {name: spec.output_keys for name, spec in MEASUREMENTS.items()} == MEASUREMENT_OUTPUT_KEYS
-    assert measurement_settings("loss") == {"type": "loss", **DEFAULTS["loss"]}
+    assert measurement_settings("loss") == {
+        "type": "loss",
+        "draws": 128,
+        "seed": 0,
+        "strata": 16,
+        "antithetic": False,
+        "target_stderr": None,
+        "max_draws": None,
+    }
 
 
-def test_library_defaults_match_the_schema():
+def test_every_measurement_type_has_a_schema_block_and_the_schema_dispatches_on_the_registry():
     schema = load_schema()
-    for name, defaults in DEFAULTS.items():
-        properties = schema["$defs"][f"{name}_measurement"]["properties"]
-        schema_defaults = {key: value["default"] for key, value in properties.items() if "default" in value}
-        assert schema_defaults == defaults, name
+    entry = schema["properties"]["measurements"]["additionalProperties"]
+    assert entry["properties"]["type"]["enum"] == list(MEASUREMENT_TYPES)
+    for name in MEASUREMENT_TYPES:
+        assert f"{name}_measurement" in schema["$defs"]
+        # The defaults are the schema block's, and a caller cannot change them.
+        defaults = measurement_defaults(name)
+        defaults["draws"] = -1
+        assert measurement_defaults(name)["draws"] > 0
 
 
 @pytest.mark.parametrize("kind", ["loss", "elbo"])
@@ -421,7 +430,7 @@ def test_every_measurement_type_validates_with_defaults_filled():
     for name, entry in validated.items():
         assert list(entry) == sorted(entry)
         assert {k: v for k, v in entry.items() if k not in measurements[name] and k != "levels"} == {
-            k: v for k, v in DEFAULTS[entry["type"]].items() if k not in measurements[name]
+            k: v for k, v in measurement_defaults(entry["type"]).items() if k not in measurements[name]
         }
     assert validated["elbo"]["levels"] == 17 and validated["log_likelihood"]["levels"] == 17
     assert "levels" not in validated["loss"]
@@ -451,3 +460,16 @@ def test_bad_measurement_settings_are_named(measurements, expected):
     with pytest.raises(ConfigError) as error:
         validate_config(_with_measurements(measurements))
     assert expected in str(error.value)
+
+
+def test_readme_table_states_each_measurement_types_unit_and_orientation():
+    rows = {}
+    for line in (ROOT / "README.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].strip("`") in MEASUREMENT_TYPES:
+            rows[cells[0].strip("`")] = cells
+    assert rows.keys() == MEASUREMENT_TYPES.keys()
+    for name, spec in MEASUREMENT_TYPES.items():
+        _, _, unit, orientation = rows[name]
+        assert unit == spec.unit, name
+        assert orientation.strip("*`").startswith((ORIENTATION_TEXT[spec.orientation], spec.orientation)), name

@@ -63,7 +63,7 @@ def test_editing_one_method_type_does_not_rehash_unrelated_ones():
     assert "methods/das.py" not in scorer_modules("trak")
     assert "methods/das.py" not in scorer_modules("influence")
     assert "methods/tracin.py" not in scorer_modules("das")
-    assert scorer_modules("pixel_similarity") == ["methods/similarity.py", "orientation.py"]
+    assert scorer_modules("pixel_similarity") == ["measurement_types.py", "methods/similarity.py"]
     assert scorer_modules("random") == ["measurement_types.py", "methods/random_baseline.py"]
     # DAS reuses TRAK's kernel solver, so a TRAK edit rescores DAS too.
     assert "methods/trak.py" in scorer_modules("das")

@@ -6,8 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ldsbench.config import MEASUREMENT_ORIENTATION, ConfigError, validate_config
-from ldsbench.measurement import MEASUREMENTS
+from ldsbench.config import ConfigError, validate_config
 from ldsbench.model import build_scheduler, build_unet
 from ldsbench.removal import (
     kept_rows,
@@ -26,10 +25,6 @@ from workflow_api import ROOT, load_yaml, with_changes
 def full_config() -> dict:
     """configs/full.yaml: the default plus every measurement and the removal branch."""
     return load_yaml(ROOT / "configs" / "full.yaml")
-
-
-def test_orientations_match_the_measurement_registry():
-    assert {name: spec.orientation for name, spec in MEASUREMENTS.items()} == MEASUREMENT_ORIENTATION
 
 
 def test_proponents_follow_the_orientation_without_flipping_scores():

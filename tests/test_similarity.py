@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ldsbench.measurement import HIGHER_IS_BETTER, LOWER_IS_BETTER, MEASUREMENTS, NOT_A_QUALITY_MEASURE
+from ldsbench.measurement_types import HIGHER_IS_BETTER, LOWER_IS_BETTER, MEASUREMENT_TYPES, NOT_A_QUALITY_MEASURE
 from ldsbench.methods import similarity
 from ldsbench.methods.similarity import (
     FeatureModelError,
@@ -110,21 +110,21 @@ def test_similarity_to_scores_follows_the_measurement_orientation():
     np.testing.assert_array_equal(similarity_to_scores(s, LOWER_IS_BETTER), -s)
     np.testing.assert_array_equal(similarity_to_scores(s, HIGHER_IS_BETTER), s)
     assert similarity_to_scores(s.astype(np.float32), LOWER_IS_BETTER).dtype == np.float64
-    assert (similarity_to_scores(s, MEASUREMENTS["loss"].orientation) == -s).all()
-    assert (similarity_to_scores(s, MEASUREMENTS["elbo"].orientation) == s).all()
+    assert (similarity_to_scores(s, MEASUREMENT_TYPES["loss"].orientation) == -s).all()
+    assert (similarity_to_scores(s, MEASUREMENT_TYPES["elbo"].orientation) == s).all()
 
 
 def test_orientation_names_are_the_measurements():
     assert similarity.LOWER_IS_BETTER == LOWER_IS_BETTER
     assert similarity.HIGHER_IS_BETTER == HIGHER_IS_BETTER
     assert similarity.NOT_A_QUALITY_MEASURE == NOT_A_QUALITY_MEASURE
-    assert {m.orientation for m in MEASUREMENTS.values()} <= {LOWER_IS_BETTER, HIGHER_IS_BETTER, NOT_A_QUALITY_MEASURE}
+    assert {m.orientation for m in MEASUREMENT_TYPES.values()} <= {LOWER_IS_BETTER, HIGHER_IS_BETTER, NOT_A_QUALITY_MEASURE}
 
 
 def test_similarity_to_scores_needs_a_sign_for_non_quality_measures():
     s = np.array([[0.5, -0.25]])
     with pytest.raises(ValueError, match="not_a_quality_measure"):
-        similarity_to_scores(s, MEASUREMENTS["squared_norm"].orientation)
+        similarity_to_scores(s, MEASUREMENT_TYPES["squared_norm"].orientation)
     np.testing.assert_array_equal(similarity_to_scores(s, NOT_A_QUALITY_MEASURE, sign=1), s)
     np.testing.assert_array_equal(similarity_to_scores(s, NOT_A_QUALITY_MEASURE, sign=-1), -s)
     # An explicit sign is for measurements without a direction only: it never

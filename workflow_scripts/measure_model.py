@@ -7,7 +7,8 @@ import torch
 
 from ldsbench.io import save_parquet
 from ldsbench.jobs import load_model, select_device, start_job
-from ldsbench.measurement import estimate, get_measurement
+from ldsbench.measurement import estimate
+from ldsbench.measurement_types import measurement_type
 from ldsbench.precision import network_precision
 from ldsbench.provenance import model_provenance, queries_sha256, rows_sha256
 
@@ -23,7 +24,7 @@ provenance = {
     "train_rows_sha256": rows_sha256(manifest["train_rows"]),
 }
 for (name, settings), path in zip(snakemake.params.settings.items(), snakemake.output, strict=True):
-    spec = get_measurement(settings["type"])
+    spec = measurement_type(settings["type"])
     try:
         with network_precision(snakemake.params.precision, device):
             result = estimate(unet, scheduler, queries, settings)

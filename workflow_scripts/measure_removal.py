@@ -7,7 +7,8 @@ import torch
 
 from ldsbench.io import save_parquet
 from ldsbench.jobs import load_model, select_device, start_job
-from ldsbench.measurement import estimate, get_measurement
+from ldsbench.measurement import estimate
+from ldsbench.measurement_types import measurement_type
 from ldsbench.precision import network_precision
 from ldsbench.provenance import model_provenance, queries_sha256
 from ldsbench.removal import ALL_DATA
@@ -16,7 +17,7 @@ from ldsbench.sampling import ddpm_resample_rows
 log = start_job(snakemake)
 w, params = snakemake.wildcards, snakemake.params
 settings, sampling = params.settings, params.sampling
-spec = get_measurement(settings["type"])
+spec = measurement_type(settings["type"])
 device = select_device(params.device)
 unet, scheduler, manifest = load_model(snakemake.input.model, device)
 stored = np.load(snakemake.input.queries)

@@ -13,10 +13,10 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from .measurement_types import MEASUREMENT_TYPES, NOT_A_QUALITY_MEASURE, measurement_type, orientation_of
 from .methods import METHOD_TYPES, method_type
-from .orientation import MEASUREMENT_ORIENTATION, NOT_A_QUALITY_MEASURE
+from .schema import SCHEMA_PATH
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 _NUMBER_LIKE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)$")
 
 
@@ -26,14 +26,18 @@ class ConfigError(ValueError):
 
 def load_schema(path=SCHEMA_PATH) -> dict:
     """The config schema, with each registered method type's block
-    (``$defs/{type}_method``) dispatched on ``type``."""
+    (``$defs/{type}_method``) and each measurement type's block
+    (``$defs/{type}_measurement``) dispatched on ``type``."""
     schema = yaml.safe_load(Path(path).read_text())
-    missing = [name for name in METHOD_TYPES if f"{name}_method" not in schema["$defs"]]
-    if missing:
-        raise ValueError(f"{path}: no $defs block for method type(s) {missing} (expected $defs/<type>_method)")
-    entry = schema["properties"]["methods"]["additionalProperties"]
-    entry["properties"] = {"type": {"enum": list(METHOD_TYPES)}}
-    entry["allOf"] = [{"if": {"properties": {"type": {"const": name}}}, "then": {"$ref": f"#/$defs/{name}_method"}} for name in METHOD_TYPES]
+    for section, suffix, types in (("methods", "method", METHOD_TYPES), ("measurements", "measurement", MEASUREMENT_TYPES)):
+        missing = [name for name in types if f"{name}_{suffix}" not in schema["$defs"]]
+        if missing:
+            raise ValueError(f"{path}: no $defs block for {suffix} type(s) {missing} (expected $defs/<type>_{suffix})")
+        entry = schema["properties"][section]["additionalProperties"]
+        entry["properties"] = {"type": {"enum": list(types)}}
+        entry["allOf"] = [
+            {"if": {"properties": {"type": {"const": name}}, "required": ["type"]}, "then": {"$ref": f"#/$defs/{name}_{suffix}"}} for name in types
+        ]
     return schema
 
 
@@ -84,7 +88,6 @@ def _fill_defaults(node, schema: dict, root: dict):
 # (digits: 0..16 -> v / 8 - 1; CIFAR: 0..255 -> v / 127.5 - 1). The likelihood
 # measurements need them for the decoder's and the dequantisation's bin width.
 DATASET_LEVELS = {"digits": 17, "cifar2": 256}
-LEVEL_MEASUREMENTS = ("elbo", "log_likelihood")
 
 
 def _fill_measurement_levels(config: dict) -> None:
@@ -93,7 +96,7 @@ def _fill_measurement_levels(config: dict) -> None:
     settings (and of their jobs' params)."""
     levels = DATASET_LEVELS.get(config["dataset"]["name"])
     for entry in config["measurements"].values():
-        if entry["type"] in LEVEL_MEASUREMENTS and "levels" not in entry and levels is not None:
+        if measurement_type(entry["type"]).needs_levels and "levels" not in entry and levels is not None:
             entry["levels"] = levels
 
 
@@ -120,7 +123,7 @@ def _measurement_errors(config: dict) -> list[str]:
                 errors.append(f"{key}.max_draws: {entry['max_draws']} must be >= draws ({entry['draws']}) and a multiple of {replicate}")
         if entry["type"] == "loss_at_t" and entry["timestep"] >= num_timesteps:
             errors.append(f"{key}.timestep: {entry['timestep']} is not below model.scheduler.num_train_timesteps {num_timesteps}")
-        if entry["type"] in LEVEL_MEASUREMENTS:
+        if measurement_type(entry["type"]).needs_levels:
             if "levels" not in entry:
                 errors.append(f"{key}.levels: required for dataset {config['dataset']['name']!r} (its number of grey levels)")
             elif dataset_levels is not None and entry["levels"] != dataset_levels:
@@ -153,7 +156,7 @@ def _removal_errors(config: dict) -> list[str]:
         errors.append("removal.measurement: required when removal.queries is set (a key of measurements)")
     elif measurement not in config["measurements"]:
         errors.append(f"removal.measurement: {measurement!r} is not a key of measurements ({', '.join(config['measurements'])})")
-    elif MEASUREMENT_ORIENTATION[config["measurements"][measurement]["type"]] == NOT_A_QUALITY_MEASURE:
+    elif orientation_of(config["measurements"][measurement]) == NOT_A_QUALITY_MEASURE:
         errors.append(
             f"removal.measurement: {measurement!r} is not a quality measure, so no training example 'supports' "
             "a query under it; pick a lower- or higher-is-better measurement"

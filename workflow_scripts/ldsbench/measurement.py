@@ -14,8 +14,6 @@ numbers), whatever the batch size.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -24,145 +22,49 @@ import torch
 from .diffusion import LossAtTimestep, SimplifiedElbo, per_draw_output, timestep_probabilities
 from .elbo import ElboDraw, quantise
 from .likelihood import NonFiniteODEError, ODESolveError, dequantised_log_likelihood
+from .measurement_types import MEASUREMENT_TYPES, measurement_type
 from .noise import Design, design_draws, draw_requests, likelihood_draws, stream_seed
-from .orientation import HIGHER_IS_BETTER, LOWER_IS_BETTER, NOT_A_QUALITY_MEASURE
+from .schema import block_defaults
 
-
-@dataclass(frozen=True)
-class Measurement:
-    name: str
-    orientation: str
-    unit: str
-    description: str
-    # What scoring differentiates for the query gradient.
-    gradient: str
-    # settings -> per-draw output function (``diffusion.per_draw_output``).
-    make_output_fn: Callable[[dict], object]
-    # Settings that define the output function (and so the query gradient).
-    output_keys: tuple[str, ...] = ()
-    # Monte Carlo over (t, eps) draws, or one ODE solve per draw.
-    kind: str = "monte_carlo"
-    # Whether timesteps are drawn (and can be stratified).
-    stratifiable: bool = True
-
-
-MEASUREMENTS = {
-    "loss": Measurement(
-        name="loss",
-        orientation=LOWER_IS_BETTER,
-        unit="squared error per pixel",
-        description="simplified diffusion loss: E_{t~U{0..T-1}, eps~N(0,I)} mean over pixels of (eps - eps_theta(x_t, t))^2",
-        gradient="the same per-draw loss, averaged over the method's query draws",
-        make_output_fn=lambda settings: "loss",
-    ),
-    "loss_at_t": Measurement(
-        name="loss_at_t",
-        orientation=LOWER_IS_BETTER,
-        unit="squared error per pixel",
-        description="simplified diffusion loss at one timestep t (``timestep``): E_{eps~N(0,I)} mean over pixels of (eps - eps_theta(x_t, t))^2",
-        gradient="the same per-draw loss at the fixed timestep",
-        make_output_fn=lambda settings: LossAtTimestep(int(settings["timestep"])),
-        output_keys=("timestep",),
-        stratifiable=False,
-    ),
-    "squared_norm": Measurement(
-        name="squared_norm",
-        orientation=NOT_A_QUALITY_MEASURE,
-        unit="squared output per pixel",
-        description="D-TRAK's output function: E_{t~U{0..T-1}, eps~N(0,I)} mean over pixels of eps_theta(x_t, t)^2",
-        gradient="the same per-draw squared norm",
-        make_output_fn=lambda settings: "squared_norm",
-    ),
-    "simplified_elbo": Measurement(
-        name="simplified_elbo",
-        orientation=LOWER_IS_BETTER,
-        unit="nats per image",
-        description=(
-            "sum_{t=0}^{T-1} w_t E_eps sum over pixels of (eps - eps_theta(x_t, t))^2, "
-            "w_t = beta_t / (2 alpha_t (1 - abar_t)), estimated as T E_{t~U{0..T-1}}[...]"
-        ),
-        gradient="the same per-draw weighted squared error",
-        make_output_fn=lambda settings: SimplifiedElbo(),
-    ),
-    "elbo": Measurement(
-        name="elbo",
-        orientation=HIGHER_IS_BETTER,
-        unit="bits per dimension",
-        description=(
-            "DDPM variational lower bound on log P(x0) of the query rounded to the data's levels "
-            "(prior KL + KL terms with beta-tilde variance + discretised Gaussian decoder), "
-            "negated and divided by D ln 2"
-        ),
-        gradient="the same per-draw estimator: decoder term and timestep-weighted KL term (the prior term has no parameters)",
-        make_output_fn=lambda settings: ElboDraw(int(settings["levels"])),
-        output_keys=("levels",),
-    ),
-    "log_likelihood": Measurement(
-        name="log_likelihood",
-        orientation=HIGHER_IS_BETTER,
-        unit="bits per dimension",
-        description=(
-            "log-likelihood of the uniformly dequantised query through the probability-flow ODE of the VP SDE "
-            "(RK45, Hutchinson trace), plus D log(bin width), divided by D ln 2: a lower bound on log2 P(x0) per dimension"
-        ),
-        gradient=(
-            "surrogate: the ELBO's per-draw estimator (differentiating through the adaptive ODE solve is too "
-            "expensive); both are likelihood bounds of the same quantised query"
-        ),
-        make_output_fn=lambda settings: ElboDraw(int(settings["levels"])),
-        output_keys=("levels",),
-        kind="ode",
-        stratifiable=False,
-    ),
+# Each type's per-draw output function (``diffusion.per_draw_output``) from
+# its settings; the type's other facts are in ``measurement_types``.
+OUTPUT_FUNCTIONS = {
+    "loss": lambda settings: "loss",
+    "loss_at_t": lambda settings: LossAtTimestep(int(settings["timestep"])),
+    "squared_norm": lambda settings: "squared_norm",
+    "simplified_elbo": lambda settings: SimplifiedElbo(),
+    "elbo": lambda settings: ElboDraw(int(settings["levels"])),
+    # The ELBO's estimator is the log-likelihood's gradient surrogate
+    # (``MeasurementType.gradient``).
+    "log_likelihood": lambda settings: ElboDraw(int(settings["levels"])),
 }
-
-# Settings used when an entry leaves them out: the same values as the
-# defaults in schemas/config.schema.yaml (a test keeps the two equal).
-DEFAULTS = {
-    "loss": {"draws": 128, "seed": 0, "strata": 16, "antithetic": False, "target_stderr": None, "max_draws": None},
-    "loss_at_t": {"draws": 64, "seed": 0, "antithetic": False, "target_stderr": None, "max_draws": None},
-    "squared_norm": {"draws": 128, "seed": 0, "strata": 16, "antithetic": False, "target_stderr": None, "max_draws": None},
-    "simplified_elbo": {"draws": 128, "seed": 0, "strata": 16, "antithetic": False, "target_stderr": None, "max_draws": None},
-    "elbo": {"draws": 128, "seed": 0, "strata": 16, "antithetic": False, "target_stderr": None, "max_draws": None},
-    "log_likelihood": {
-        "draws": 4,
-        "seed": 0,
-        "rtol": 1e-5,
-        "atol": 1e-5,
-        "t_min": 1e-5,
-        "probes": 1,
-        "probe_distribution": "rademacher",
-        "queries_per_solve": 1,
-        "target_stderr": None,
-        "max_draws": None,
-    },
-}
+assert OUTPUT_FUNCTIONS.keys() == MEASUREMENT_TYPES.keys()
 
 
-def get_measurement(name: str) -> Measurement:
-    """The measurement type ``name``."""
-    if name not in MEASUREMENTS:
-        raise ValueError(f"measurement {name!r} is not one of: {', '.join(MEASUREMENTS)}")
-    return MEASUREMENTS[name]
+def measurement_defaults(name: str) -> dict:
+    """The settings a measurement of type ``name`` gets where its entry
+    leaves them out: the defaults of its schema block."""
+    return block_defaults(f"{measurement_type(name).name}_measurement")
 
 
 def measurement_settings(measurement) -> dict:
-    """Complete settings of a measurement given as a type name or a config entry."""
+    """Complete settings of a measurement given as a type name or a config
+    entry: the entry over its type's schema defaults."""
     settings = {"type": measurement} if isinstance(measurement, str) else dict(measurement)
     if "type" not in settings:
         raise ValueError(f"measurement settings {settings!r} have no 'type'")
-    spec = get_measurement(settings["type"])
+    spec = measurement_type(settings["type"])
     missing = [key for key in spec.output_keys if key not in settings]
     if missing:
         raise ValueError(f"measurement type {spec.name!r} needs the settings {missing}; pass its config entry, not just its name")
-    return {**DEFAULTS[spec.name], **settings}
+    return {**measurement_defaults(spec.name), **settings}
 
 
 def measurement_output_fn(measurement):
     """The per-draw output function whose mean is the measurement (for
     ``log_likelihood``: its ELBO surrogate), for query gradients."""
     settings = measurement_settings(measurement)
-    return get_measurement(settings["type"]).make_output_fn(settings)
+    return OUTPUT_FUNCTIONS[settings["type"]](settings)
 
 
 class NonFiniteMeasurementError(RuntimeError):
@@ -201,7 +103,7 @@ def estimate(unet, scheduler, queries: torch.Tensor, measurement, batch_size: in
     or infinite.
     """
     settings = measurement_settings(measurement)
-    spec = get_measurement(settings["type"])
+    spec = measurement_type(settings["type"])
     stream = stream_seed(settings["seed"], "measure", spec.name)
     unet.eval()
     if spec.kind == "ode":
@@ -209,7 +111,7 @@ def estimate(unet, scheduler, queries: torch.Tensor, measurement, batch_size: in
         evaluate = _likelihood_evaluator(unet, scheduler, queries, settings, stream)
     else:
         design = Design(strata=settings.get("strata", 1), antithetic=settings["antithetic"])
-        evaluate = _monte_carlo_evaluator(unet, scheduler, queries, spec.make_output_fn(settings), design, stream, batch_size)
+        evaluate = _monte_carlo_evaluator(unet, scheduler, queries, OUTPUT_FUNCTIONS[spec.name](settings), design, stream, batch_size)
     block, target = settings["draws"], settings["target_stderr"]
     limit = settings["max_draws"] if target is not None else block
     _check_design(spec.name, block, limit, design)

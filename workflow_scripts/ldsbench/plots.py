@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .tables import ORIENTATION_TEXT
+from .measurement_types import ORIENTATION_TEXT
 
 __all__ = ["plot_lds_per_query", "plot_lds_summary", "plot_lds_vs_damping", "plot_paired_differences", "plot_removal"]
 

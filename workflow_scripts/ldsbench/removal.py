@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .orientation import HIGHER_IS_BETTER, LOWER_IS_BETTER
+from .measurement_types import HIGHER_IS_BETTER, LOWER_IS_BETTER
 
 RANDOM_CONTROL = "random_control"
 # Reference models: the full training set, one per removal seed.

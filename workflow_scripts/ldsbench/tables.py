@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .orientation import HIGHER_IS_BETTER, LOWER_IS_BETTER, NOT_A_QUALITY_MEASURE
+from .measurement_types import ORIENTATION_TEXT
 
-__all__ = ["ORIENTATION_TEXT", "interval_columns", "summary_markdown", "paired_markdown", "removal_markdown"]
-
-ORIENTATION_TEXT = {
-    LOWER_IS_BETTER: "lower is better",
-    HIGHER_IS_BETTER: "higher is better",
-    NOT_A_QUALITY_MEASURE: "not a quality measure",
-}
+__all__ = ["interval_columns", "summary_markdown", "paired_markdown", "removal_markdown"]
 
 
 def _escape(text) -> str:

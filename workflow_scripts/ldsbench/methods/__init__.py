@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..orientation import MEASUREMENT_ORIENTATION, NOT_A_QUALITY_MEASURE
+from ..measurement_types import NOT_A_QUALITY_MEASURE, orientation_of
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -101,7 +101,7 @@ def _similarity_check(name: str, method: dict, config: dict) -> list[str]:
             errors.append(f"methods.{name}.model_path: {error}")
     if method["sign"] is None:
         for measurement, entry in config["measurements"].items():
-            if MEASUREMENT_ORIENTATION[entry["type"]] == NOT_A_QUALITY_MEASURE:
+            if orientation_of(entry) == NOT_A_QUALITY_MEASURE:
                 errors.append(
                     f"methods.{name}.sign: required, since measurements.{measurement} is not a quality measure "
                     "(+1: similar training images raise it, -1: they lower it)"

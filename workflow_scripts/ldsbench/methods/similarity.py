@@ -59,7 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..orientation import HIGHER_IS_BETTER, LOWER_IS_BETTER, MEASUREMENT_ORIENTATION, NOT_A_QUALITY_MEASURE
+from ..measurement_types import HIGHER_IS_BETTER, LOWER_IS_BETTER, NOT_A_QUALITY_MEASURE, orientation_of
 
 # torch is imported inside the functions that use it: the workflow calls
 # ``check_feature_model_path`` while validating its config, without torch.
@@ -443,7 +443,7 @@ def signed_per_measurement(job, similarity) -> dict[str, np.ndarray]:
     """``{measurement name: [1, Q, N]}``: the similarity made a score by each
     measurement's orientation (the module docstring)."""
     return {
-        name: similarity_to_scores(similarity, MEASUREMENT_ORIENTATION[settings["type"]], job.method["sign"])[None].astype(np.float32)
+        name: similarity_to_scores(similarity, orientation_of(settings), job.method["sign"])[None].astype(np.float32)
         for name, settings in job.measurements.items()
     }
 

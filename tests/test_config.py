@@ -92,3 +92,24 @@ def test_confirm_retraining_from_the_command_line_is_a_boolean():
         assert validate_config({**default_config(), "confirm_retraining": text})["confirm_retraining"] is value
     with pytest.raises(ConfigError, match="confirm_retraining: 'yes please' is not of type 'boolean'"):
         validate_config({**default_config(), "confirm_retraining": "yes please"})
+
+
+def test_dequantised_training_takes_the_datasets_levels_and_is_absent_by_default():
+    # Absent by default, so the shipped configs' training params (and so
+    # their models) are unchanged.
+    assert {"dequantise", "levels"}.isdisjoint(validate_config(default_config())["training"])
+    training = validate_config(with_changes(default_config(), {"training.dequantise": True}))["training"]
+    assert training["dequantise"] is True and training["levels"] == 17
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"training.levels": 17}, "training.levels: only used with training.dequantise: true"),
+        ({"training.dequantise": True, "training.levels": 256}, "training.levels: 256 but dataset 'digits' has 17 grey levels"),
+        ({"training.dequantise": "yes"}, "training.dequantise: 'yes' is not of type 'boolean'"),
+    ],
+)
+def test_bad_dequantisation_settings_are_named(changes, expected):
+    with pytest.raises(ConfigError, match=expected):
+        validate_config(with_changes(default_config(), changes))

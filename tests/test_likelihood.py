@@ -141,6 +141,11 @@ def test_dequantised_bits_per_dimension_have_the_right_scale():
     uniforms = torch.rand(n, 1, 1, 3, generator=generator, dtype=torch.float64)
     probes = torch.randint(0, 2, (n, 1, 1, 1, 3), generator=generator).double() * 2 - 1
     bits, _ = dequantised_log_likelihood(model, scheduler, x0.expand(n, -1, -1, -1), uniforms, probes, levels, rtol=1e-7, atol=1e-7, t_min=t_min)
+    # The documented default start is this same t = 1 / T, where the label is 0.
+    assert VPSchedule.from_scheduler(scheduler).smallest_trained_time == t_min
+    assert VPSchedule.from_scheduler(scheduler).label(t_min) == 0.0 < VPSchedule.from_scheduler(scheduler).label(2 * t_min)
+    default, _ = dequantised_log_likelihood(model, scheduler, x0.expand(n, -1, -1, -1), uniforms, probes, levels, rtol=1e-7, atol=1e-7)
+    np.testing.assert_array_equal(default, bits)
 
     abar = _abar(t_min)
     mean, variance, width = math.sqrt(abar) * mu, abar * s**2 + 1 - abar, 2 / (levels - 1)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ldsbench.model import build_scheduler
-from ldsbench.training import TrainingDivergedError, TrainingSettings, batch_indices, train_diffusion_model
+from ldsbench.training import TrainingDivergedError, TrainingSettings, batch_indices, step_draws, train_diffusion_model
 from test_measurement import UNET
 
 
@@ -99,3 +99,28 @@ def test_damaged_checkpoint_is_never_resumed(tmp_path, damage, caplog):
     assert "ignoring" in caplog.text
     for (name, a), (_, b) in zip(reference.state_dict().items(), retrained.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_dequantised_batches_move_each_pixel_within_its_bin_and_keep_the_other_draws():
+    levels = 17
+    grid = torch.round((_images(24) + 1) * (levels - 1) / 2) * 2 / (levels - 1) - 1
+    plain = TrainingSettings(steps=4, batch_size=8, seed=5)
+    dequantised = TrainingSettings(steps=4, batch_size=8, seed=5, dequantise=True, levels=levels)
+    for step in range(3):
+        rows, x0, timesteps, noise = step_draws(grid, plain, 1000, step)
+        rows_d, x0_d, timesteps_d, noise_d = step_draws(grid, dequantised, 1000, step)
+        for a, b in ((rows, rows_d), (timesteps, timesteps_d), (noise, noise_d)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        offset = x0_d - x0
+        half_bin = 1 / (levels - 1)
+        assert offset.abs().max() <= half_bin and offset.abs().max() > 0.9 * half_bin
+        # Uniform within the bin: mean near 0, variance near width^2 / 12.
+        assert abs(offset.mean()) < 0.1 * half_bin
+        assert abs(offset.var() / ((2 * half_bin) ** 2 / 12) - 1) < 0.2
+        torch.testing.assert_close(step_draws(grid, dequantised, 1000, step)[1], x0_d, rtol=0, atol=0)
+
+
+def test_dequantised_training_needs_the_levels():
+    with pytest.raises(ValueError, match="training.dequantise needs the data's grey levels"):
+        TrainingSettings(steps=4, dequantise=True)
+    assert TrainingSettings.from_config({"steps": 4, "dequantise": True, "levels": 17}).levels == 17

@@ -90,14 +90,32 @@ def _fill_defaults(node, schema: dict, root: dict):
 DATASET_LEVELS = {"digits": 17, "cifar2": 256}
 
 
-def _fill_measurement_levels(config: dict) -> None:
+def _fill_levels(config: dict) -> None:
     """Copy the dataset's number of grey levels into the likelihood
     measurements that do not set ``levels``, so that it is part of their
     settings (and of their jobs' params)."""
     levels = DATASET_LEVELS.get(config["dataset"]["name"])
+    if levels is None:
+        return
     for entry in config["measurements"].values():
-        if measurement_type(entry["type"]).needs_levels and "levels" not in entry and levels is not None:
+        if measurement_type(entry["type"]).needs_levels and "levels" not in entry:
             entry["levels"] = levels
+    if config["training"].get("dequantise") and "levels" not in config["training"]:
+        config["training"]["levels"] = levels
+
+
+def _training_errors(config: dict) -> list[str]:
+    """Dequantised training needs the data's grey levels, and only it uses them."""
+    training, dataset_levels = config["training"], DATASET_LEVELS.get(config["dataset"]["name"])
+    if not training.get("dequantise"):
+        if "levels" in training:
+            return ["training.levels: only used with training.dequantise: true, which is not set"]
+        return []
+    if "levels" not in training:
+        return [f"training.levels: required with training.dequantise for dataset {config['dataset']['name']!r} (its number of grey levels)"]
+    if dataset_levels is not None and training["levels"] != dataset_levels:
+        return [f"training.levels: {training['levels']} but dataset {config['dataset']['name']!r} has {dataset_levels} grey levels"]
+    return []
 
 
 def _measurement_errors(config: dict) -> list[str]:
@@ -255,6 +273,7 @@ def _semantic_errors(config: dict) -> list[str]:
         except FileNotFoundError as error:
             errors.append(str(error))
     errors += _measurement_errors(config)
+    errors += _training_errors(config)
     errors += _tuning_errors(config)
     for name, method in config["methods"].items():
         if method.get("modules") is not None:
@@ -304,7 +323,7 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
             problems.append(f"{_dotted(error.absolute_path)}: {error.message}")
     if not problems:
         _fill_defaults(config, schema, schema)
-        _fill_measurement_levels(config)
+        _fill_levels(config)
         _fill_removal_methods(config)
         if config["report"]["grid_queries"] is None:
             config["report"]["grid_queries"] = list(range(min(3, _query_count(config))))

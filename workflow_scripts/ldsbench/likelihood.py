@@ -73,6 +73,13 @@ class VPSchedule:
     def sigma(self, t: float) -> float:
         return math.sqrt(-math.expm1(self.log_alpha_bar(t)))
 
+    @property
+    def smallest_trained_time(self) -> float:
+        """t = 1 / T, where the UNet's label is 0: the smallest noise level the
+        model was trained at. Below it the label is clamped, so the network is
+        asked about noise levels it never saw."""
+        return 1.0 / self.num_timesteps
+
     def label(self, t: float) -> float:
         """The (float) diffusers timestep at which the UNet is evaluated at time t."""
         return max(self.num_timesteps * t - 1.0, 0.0)
@@ -181,15 +188,18 @@ def dequantised_log_likelihood(
     *,
     rtol: float,
     atol: float,
-    t_min: float = 1e-5,
+    t_min: float | None = None,
 ) -> tuple[np.ndarray, int]:
     """Log-likelihood lower bound in bits per dimension for each row (higher is better).
+
+    The ODE starts at ``t_min`` (None: ``VPSchedule.smallest_trained_time``).
 
     x0: [B, C, H, W] on the grid of ``levels`` levels; uniforms [B, C, H, W]
     in [0, 1) (dequantisation); probes [B, K, C, H, W]. Returns
     ((log p(x0 + Delta (u - 1/2)) + D log Delta) / (D ln 2) [B], evaluations).
     """
     schedule = VPSchedule.from_scheduler(scheduler)
+    t_min = schedule.smallest_trained_time if t_min is None else t_min
     width = 2.0 / (levels - 1)
     points = x0.double() + width * (uniforms.to(x0.device).double() - 0.5)
     model_dtype = next(unet.parameters()).dtype

@@ -44,6 +44,15 @@ class TrainingSettings:
     random_flip: bool = False
     checkpoint_every: int = 500
     seed: int = 0
+    # Add u ~ U(-Delta/2, Delta/2) to every pixel of every batch, Delta =
+    # 2 / (levels - 1): the model learns the density of the uniformly
+    # dequantised data that ``log_likelihood`` evaluates.
+    dequantise: bool = False
+    levels: int | None = None
+
+    def __post_init__(self):
+        if self.dequantise and (self.levels is None or self.levels < 2):
+            raise ValueError(f"training.dequantise needs the data's grey levels (training.levels >= 2), got {self.levels!r}")
 
     @classmethod
     def from_config(cls, training: dict, **overrides) -> TrainingSettings:
@@ -73,7 +82,10 @@ def step_draws(images: torch.Tensor, settings: TrainingSettings, num_timesteps: 
     """Everything random about step ``step``, a pure function of (seed, step):
     rows [B] int64 of the batch, x0 [B, C, H, W] (flipped where drawn),
     timesteps [B] int64 and noise [B, C, H, W], all on the CPU. Training and
-    methods that replay the training (TracIn) share it."""
+    methods that replay the training (TracIn) share it. With ``dequantise``,
+    x0 is moved uniformly within its grey level's bin, drawn after the
+    noise, so the rows, timesteps and noise are those of the same run
+    without it."""
     generator = torch.Generator().manual_seed(stream_seed(settings.seed, "batch", step))
     rows = torch.from_numpy(batch_indices(images.shape[0], settings.batch_size, step, settings.seed))
     x0 = images[rows]
@@ -82,6 +94,9 @@ def step_draws(images: torch.Tensor, settings: TrainingSettings, num_timesteps: 
         x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
     timesteps = torch.randint(0, num_timesteps, (x0.shape[0],), generator=generator)
     noise = torch.randn(x0.shape, generator=generator)
+    if settings.dequantise:
+        width = 2.0 / (settings.levels - 1)
+        x0 = x0 + width * (torch.rand(x0.shape, generator=generator, dtype=x0.dtype) - 0.5)
     return rows, x0, timesteps, noise
 
 

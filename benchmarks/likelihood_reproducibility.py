@@ -37,7 +37,7 @@ import torch
 import yaml
 from scipy.stats import spearmanr
 
-from ldsbench.config import validate_config
+from ldsbench.config import DATASET_LEVELS, validate_config
 from ldsbench.data import load_dataset_split
 from ldsbench.measurement import estimate
 from ldsbench.model import build_scheduler
@@ -70,7 +70,7 @@ def main():
     config = validate_config(yaml.safe_load(args.config.read_text()))
     full = yaml.safe_load((ROOT / "configs" / "full.yaml").read_text())["measurements"]["log_likelihood"]
     likelihood = next((m for m in config["measurements"].values() if m["type"] == "log_likelihood"), full)
-    levels = {"digits": 17, "cifar2": 256}[config["dataset"]["name"]]
+    levels = DATASET_LEVELS[config["dataset"]["name"]]
     likelihood = {**likelihood, "levels": levels, "queries_per_solve": args.queries}
     elbo = {"type": "elbo", "draws": 128, "strata": 16, "levels": levels}
     train, heldout = load_dataset_split(config["dataset"])

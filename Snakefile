@@ -33,6 +33,7 @@ if not RESCORE:
 
 
 include: "rules/curvature.smk"
+include: "rules/features.smk"
 include: "rules/score.smk"
 include: "rules/lds.smk"
 include: "rules/figures.smk"

@@ -3,13 +3,16 @@
 # one report (at most about 8 minutes on one H200).
 #
 #   here:   bash benchmarks/gpu_wheels.sh         # the missing packages as wheels in .wheels/
-#   there:  bash benchmarks/gpu_check.sh          # with .wheels/ carried along; report in $OUT or results/gpu_check/
+#   there:  bash benchmarks/gpu_check.sh [STEP ...]   # with .wheels/ carried along; report in $OUT or results/gpu_check/
 #
-# 1. installs .wheels/*.whl (no index, no dependencies; the machine's torch stays);
-# 2. throughput of the CIFAR-2 preset's UNet in fp32 and bf16 (benchmarks/throughput.py);
-# 3. a SIGKILL-and-resume of a training of that UNet on the GPU (benchmarks/resume_check.py);
-# 4. the CIFAR-2 rehearsal (tests/test_cifar2_rehearsal.py's config) on the GPU through Snakemake;
-# 5. `snakemake plan` for configs/cifar2.yaml with the measured throughput.
+# Installs .wheels/*.whl (no index, no dependencies; the machine's torch
+# stays), then runs the steps named (default: all, in this order):
+#   throughput  the CIFAR-2 preset's UNet in fp32 and bf16 (PRECISIONS="fp32 bf16"; benchmarks/throughput.py)
+#   features    a projected-feature job of the preset's TRAK on 512 examples, with its
+#               time and peak against the plan (benchmarks/projected_features.py)
+#   resume      a SIGKILL-and-resume of a training of that UNet (benchmarks/resume_check.py)
+#   rehearsal   the CIFAR-2 rehearsal (tests/test_cifar2_rehearsal.py's config) through Snakemake
+#   plan        `snakemake plan` for configs/cifar2.yaml with the measured throughput
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${OUT:-results/gpu_check}
@@ -29,19 +32,30 @@ if compgen -G ".wheels/*.whl" > /dev/null; then
     export PATH="$PWD/.gpu-site/bin:$PATH"
 fi
 export PYTHONPATH="$PWD/workflow_scripts${PYTHONPATH:+:$PYTHONPATH}"
+STEPS=" ${*:-throughput features resume rehearsal plan} "
+wanted() { [[ "$STEPS" == *" $1 "* ]]; }
 
-for precision in fp32 bf16; do
+wanted throughput && for precision in ${PRECISIONS:-fp32 bf16}; do
     step "throughput, configs/cifar2.yaml, $precision"
     timeout 150 "$PY" benchmarks/throughput.py --config configs/cifar2.yaml --precision "$precision" --examples 8 --repeats 3 \
         | tee "$OUTDIR/throughput_$precision.txt"
 done
-RATE=$(awk '/^runtime.draws_per_second/ {print $2}' "$OUTDIR/throughput_fp32.txt")
+RATE=$(awk '/^runtime.draws_per_second/ {print $2}' "$OUTDIR/throughput_fp32.txt" 2>/dev/null)
 
-step "SIGKILL and resume of a training on the GPU"
-timeout 120 "$PY" benchmarks/resume_check.py --config configs/cifar2.yaml --steps 40 --batch 32 --every 10
+if wanted features; then
+    step "projected training features, configs/cifar2.yaml's trak, 512 examples"
+    timeout 180 "$PY" benchmarks/projected_features.py --config configs/cifar2.yaml --method trak --n-train 512 --device cuda 2>&1 \
+        | grep -v 'example/s' | tee "$OUTDIR/features.txt"
+fi
 
-step "CIFAR-2 rehearsal on the GPU"
+if wanted resume; then
+    step "SIGKILL and resume of a training on the GPU"
+    timeout 120 "$PY" benchmarks/resume_check.py --config configs/cifar2.yaml --steps 40 --batch 32 --every 10
+fi
+
+wanted rehearsal && step "CIFAR-2 rehearsal on the GPU"
 REHEARSAL="$OUTDIR/rehearsal"
+wanted rehearsal && {
 rm -rf "$REHEARSAL"
 timeout 240 "$PY" - "$REHEARSAL" <<'PY'
 import sys, time
@@ -63,7 +77,9 @@ summary = workdir / "results" / "lds_summary.md"
 print(summary.read_text() if summary.exists() else "no summary")
 PY
 tar czf "$OUTDIR/rehearsal_logs.tar.gz" -C "$REHEARSAL" results/logs results/benchmarks results/plan.tsv 2>/dev/null || true
+}
 
+wanted plan || { step "done"; exit 0; }
 step "snakemake plan, configs/cifar2.yaml, at $RATE draws/s"
 PLANDIR=$(mktemp -d)
 "$PY" - "$PLANDIR" "$RATE" <<'PY'

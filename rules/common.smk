@@ -15,8 +15,9 @@ from ldsbench.measurement_types import orientation_of
 from ldsbench.measurement_types import measurement_gradient_settings
 from ldsbench.curvature_keys import curvature_fits, curvature_key
 from ldsbench.device_slots import discover_devices
-from ldsbench.methods import default_value, needs, scorer_modules
-from ldsbench.plan import cached_footprint, job_budget, over_budget, rule_estimates
+from ldsbench.feature_keys import FEATURE_KEY_PATTERN, feature_key, full_model_name
+from ldsbench.methods import default_value, module_closure, needs, scorer_modules, training_feature_sets
+from ldsbench.plan import cached_footprint, job_budget, method_passes, over_budget, rule_estimates
 from ldsbench.protection import existing_model_changes, retraining_report
 from ldsbench.removal import ALL_DATA, RANDOM_CONTROL
 
@@ -54,6 +55,9 @@ GRID_MEASUREMENT = config["report"]["grid_measurement"]
 # curvature settings but kind (K-FAC and EK-FAC share one fit): the file
 # name is a hash of those settings.
 CURVATURES = curvature_fits(config["methods"])
+# Projected training features are shared the same way by every method that
+# reads the same set (TRAK, D-TRAK, ensemble members, Journey-TRAK).
+FEATURE_SETS = {feature_key(s): s for method in config["methods"].values() for s in training_feature_sets(method)}
 
 # Memory: every GPU-capable rule declares its estimated peak (mem_mb), from
 # the same formulas the jobs use to size their chunks (ldsbench.plan,
@@ -82,6 +86,7 @@ wildcard_constraints:
     method="|".join(re.escape(name) for name in METHODS),
     measurement="|".join(re.escape(name) for name in MEASUREMENTS),
     curvature=r"kronecker-[0-9a-f]+",
+    features=FEATURE_KEY_PATTERN,
     ranker=r"[A-Za-z][A-Za-z0-9_-]*",
     query=r"\d+",
     fraction=r"[0-9][0-9.e-]*",
@@ -106,7 +111,18 @@ def method_curvature(wildcards):
 def ensemble_models(wildcards):
     """A trak method's other full-data models (its `models` - 1 other seeds)."""
     method = config["methods"][wildcards.method]
-    return [f"{R}/models/full_seed_{s}" for s in range(1, method.get("models", 1))] if needs(method, "ensemble") else []
+    return [f"{R}/models/{full_model_name(s)}" for s in range(1, method.get("models", 1))] if needs(method, "ensemble") else []
+
+
+def method_features(wildcards):
+    """The projected training feature files a method's scoring job reads, one per model."""
+    return [f"{R}/features/{feature_key(s)}.npy" for s in training_feature_sets(config["methods"][wildcards.method])]
+
+
+def method_time_files(name):
+    """Benchmark files of a method's scoring job and of the feature jobs it reads."""
+    features = [f"{R}/benchmarks/features/{feature_key(s)}.tsv" for s in training_feature_sets(config["methods"][name])]
+    return [f"{R}/benchmarks/scores/{name}.tsv", *features]
 
 
 def method_settings(wildcards):
@@ -126,7 +142,7 @@ def removal_scores(wildcards):
 
 
 def reference_model(wildcards):
-    return f"{R}/models/full" if int(wildcards.seed) == 0 else f"{R}/models/full_seed_{wildcards.seed}"
+    return f"{R}/models/{full_model_name(int(wildcards.seed))}"
 
 
 def summary_outputs():

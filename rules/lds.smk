@@ -62,8 +62,8 @@ rule summarize:
         paired=[f"{R}/comparison/{name}.paired.parquet" for name in MEASURED],
         lds=[f"{R}/lds/{m}/{s}.parquet" for m in METHODS for s in MEASURED],
         sweeps=[f"{R}/lds/{m}/{s}.sweep.parquet" for m in METHODS for s in MEASURED],
-        # Each scoring job's measured wall time: the summary's cost columns.
-        scoring_times=[f"{R}/benchmarks/scores/{m}.tsv" for m in METHODS],
+        # Measured wall times of each method's scoring and feature jobs: the summary's cost columns.
+        scoring_times=sorted({path for m in METHODS for path in method_time_files(m)}),
     output:
         summary=f"{R}/lds_summary.parquet",
         per_query=f"{R}/lds_per_query.parquet",
@@ -84,8 +84,10 @@ rule summarize:
         methods=list(METHODS),
         measurements=list(MEASUREMENTS),
         level=config["statistics"]["level"],
-        # Forward+backward passes of one draw per scoring job, as the plan estimates them.
-        gradient_passes={m: int(ESTIMATES[f"score_method[{m}]"].passes) for m in METHODS},
+        # Forward+backward passes of one draw per method (its scoring job and
+        # the feature jobs it reads), as the plan estimates them.
+        gradient_passes={m: method_passes(m, config, ESTIMATES) for m in METHODS},
+        time_files={m: method_time_files(m) for m in METHODS},
         code=code_version("lds.py", "plots.py", "tables.py"),
     script:
         f"{STEPS}/summarize.py"

@@ -15,6 +15,7 @@ rule score_method:
         feature_model=lambda w: config["methods"][w.method]["model_path"] if needs(config["methods"][w.method], "feature_model") else [],
         trajectory=lambda w: f"{R}/models/full_trajectory" if needs(config["methods"][w.method], "trajectory") else [],
         ensemble=ensemble_models,
+        training_features=method_features,
     output:
         scores=[f"{R}/scores/{{method}}/{name}.npy" for name in MEASURED],
         sweeps=[f"{R}/scores/{{method}}/{name}.sweep.npz" for name in MEASURED],

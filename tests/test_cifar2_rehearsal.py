@@ -73,6 +73,10 @@ def test_cifar2_preset_with_reduced_counts_runs_end_to_end(tmp_path):
     assert len(curvature) == len(measured_curvature) == 1, "K-FAC and EK-FAC share one fit"
     for rule, measured in zip(sorted(curvature), measured_curvature):
         checks[rule] = [measured]
+    features = [rule for rule in plan.index if rule.startswith("project_training_features[")]
+    assert features, "TRAK reads its training features from a feature job"
+    for rule in features:
+        checks[rule] = _peaks(results, f"features/{rule.split('[')[1].rstrip(']')}.tsv")
     report = {rule: (plan[rule], max(peaks)) for rule, peaks in checks.items()}
     print("estimated vs measured peak GiB:", report)
     for rule, (estimate, measured) in report.items():

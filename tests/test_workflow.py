@@ -36,6 +36,8 @@ def test_full_size_dry_run_schedules_every_retraining(tmp_path):
     assert _count(files, r"results/models/full$") == 1
     assert _count(files, r"results/measurements/loss/subset_\d+_seed_\d+\.parquet$") == 500
     assert _count(files, r"results/curvature/.*\.pt$") == 1, "K-FAC and EK-FAC share one fit"
+    # TRAK, the ensemble's first member and Journey-TRAK share one feature file; D-TRAK and the second member have their own.
+    assert _count(files, r"results/features/.*\.npy$") == 3
     assert _count(files, r"results/scores/[^/]+/loss\.npy$") == len(config["methods"])
     assert _count(files, r"results/comparison/loss\.parquet$") == 1, "one comparison of every method per measurement"
 
@@ -196,6 +198,17 @@ def test_changing_one_method_reruns_only_that_method(tiny_run):
     assert expected <= set(files)
     others = set(files) - expected - {f"results/{name}" for name in SUMMARY_FILES}
     assert others == set(), f"changing trak rescheduled {sorted(others)}"
+
+
+@pytest.mark.slow
+def test_changing_training_draws_recomputes_only_that_methods_features(tiny_run):
+    config, workdir = tiny_run
+    files = dry_run(with_changes(config, {"methods.trak.train_draws": 4}), workdir)
+    # New files for both ensemble members; Journey-TRAK keeps the file it shared with TRAK.
+    features = [path for path in files if re.search(r"results/features/.*\.npy$", path)]
+    assert sorted(path.split("/")[-1].split("-")[0] for path in features) == ["full", "full_seed_1"]
+    assert {path.split("/")[2] for path in files if path.startswith("results/scores/")} == {"trak"}
+    assert _count(files, r"results/models/") == 0
 
 
 @pytest.mark.slow

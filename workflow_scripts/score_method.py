@@ -31,12 +31,14 @@ job = ScoringJob(
         "queries": snakemake.input.queries,
         **{name: snakemake.input[name] for name in ("curvature", "trajectory") if snakemake.input.get(name)},
         "ensemble": list(snakemake.input.get("ensemble", [])),
+        "training_features": list(snakemake.input.get("training_features", [])),
     },
     training=snakemake.params.training,
     device=device,
     budget_bytes=budget_bytes,
     budget_setting=budget_setting,
     draws_per_pass=runtime["gradient_draws_per_pass"],
+    model_manifest=manifest,
 )
 with network_precision(snakemake.params.precision, device):
     values, scores = scorer(method["type"])(job)

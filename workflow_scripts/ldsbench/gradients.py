@@ -68,6 +68,12 @@ def iter_example_gradients(
 ) -> Iterator[tuple[slice, torch.Tensor]]:
     """Yield (rows, gradients [B, P]) for consecutive blocks of ``images`` [N, C, H, W].
 
+    Memory: one block [B, P] and one example's gradient, while the block is
+    built. A caller that streams the blocks should drop each one before
+    asking for the next (``del grads`` at the end of its loop body): the
+    loop variable would otherwise keep the old block alive while the next
+    is built, doubling the peak.
+
     Draws for example i are keyed by (stream, content_key(images[i])) (or
     shared, ``GradientDraws.common``), so a gradient depends neither on the
     example's row nor on the block size. The
@@ -78,11 +84,17 @@ def iter_example_gradients(
     with tqdm(total=len(images), desc=desc, unit="example", file=sys.stderr, mininterval=30, disable=not progress) as bar:
         for first in range(0, len(images), batch_examples):
             rows = slice(first, min(first + batch_examples, len(images)))
-            grads = torch.stack(
-                [
-                    example_gradient(unet, scheduler, images[i], content_key(images[i]), output_fn, n_draws, stream, draws_per_pass)
-                    for i in range(rows.start, rows.stop)
-                ]
-            )
+            # Each gradient is written into its row as it is computed: a
+            # list stacked at the end would hold the block twice.
+            grads = None
+            for row, i in enumerate(range(rows.start, rows.stop)):
+                gradient = example_gradient(unet, scheduler, images[i], content_key(images[i]), output_fn, n_draws, stream, draws_per_pass)
+                if grads is None:
+                    grads = gradient.new_empty(rows.stop - rows.start, gradient.numel())
+                grads[row] = gradient
+                del gradient
             bar.update(rows.stop - rows.start)
             yield rows, grads
+            # Hold no block while the next is computed (a streaming caller
+            # drops its own reference too: ``memory.projected_feature_bytes``).
+            del grads

@@ -33,7 +33,11 @@ PROCESS_BASE_BYTES = int(0.6 * GIB)
 # Projection blocks kept in memory (``projection.RandomProjector``'s cache),
 # and the nonzeros per parameter row of its sparse kind.
 PROJECTION_CACHE_BYTES = 512 * 1024**2
+# Parameter rows per generated projection block (part of the matrix's definition).
+PROJECTION_CHUNK_ROWS = 65536
 SPARSE_NONZEROS = 4
+# Training gradients per projected batch of a feature job, at most.
+FEATURE_BATCH = 256
 
 
 class MemoryBudgetError(ValueError):
@@ -196,14 +200,30 @@ def projected_feature_bytes(
     return batch + projection_cache_bytes + features + spectrum + scores + gradient_pass_bytes(model_params, activation_bytes_per_draw, draws_per_pass)
 
 
+def feature_sizes(footprint, settings: dict, train: int, draws_per_pass: int) -> dict:
+    """The sizes ``projected_feature_bytes`` takes for a job that only
+    projects training features (``projected_features``): no queries, no scores."""
+    sizes = method_sizes(footprint, "projection", min(draws_per_pass, settings["train_draws"]))
+    cache = projection_cache_bytes(sizes["params"], settings["projection_dim"], settings["projection"])
+    return dict(dim=settings["projection_dim"], queries=0, train=train, values=0, projection_cache_bytes=cache, **sizes)
+
+
+def choose_feature_batch(budget_bytes: int, *, setting: str, **sizes) -> int:
+    """The largest training batch (at most ``FEATURE_BATCH``) of a feature
+    job (``feature_sizes``) that fits ``budget_bytes``."""
+    return choose_projection_batch(budget_bytes, batch_examples=min(FEATURE_BATCH, sizes["train"]), setting=setting, **sizes)
+
+
 def projection_cache_bytes(params: int, dim: int | None, kind: str) -> int:
-    """Bytes of projection blocks a ``RandomProjector`` keeps: the whole
-    matrix up to ``PROJECTION_CACHE_BYTES`` (a sparse one holds 4 int64
-    columns and float32 signs per parameter row, a dense one k floats)."""
+    """Bytes of projection blocks a ``RandomProjector`` holds: the blocks it
+    keeps (the whole matrix up to ``PROJECTION_CACHE_BYTES``) and the one
+    being generated or read (``PROJECTION_CHUNK_ROWS`` parameter rows; a
+    sparse block holds 4 int64 columns and float32 signs per row, a dense
+    one k floats)."""
     if dim is None:
         return 0
-    whole = params * SPARSE_NONZEROS * (8 + FLOAT32) if kind == "sparse" else params * dim * FLOAT32
-    return min(whole, PROJECTION_CACHE_BYTES)
+    per_row = SPARSE_NONZEROS * (8 + FLOAT32) if kind == "sparse" else dim * FLOAT32
+    return min(params * per_row, PROJECTION_CACHE_BYTES) + min(params, PROJECTION_CHUNK_ROWS) * per_row
 
 
 def choose_projection_batch(budget_bytes: int, *, batch_examples: int, setting: str, **sizes) -> int:

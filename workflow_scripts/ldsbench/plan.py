@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .curvature_keys import curvature_fits
+from .feature_keys import feature_key
 from .measurement_types import measurement_gradient_settings, query_output_groups
 from .memory import (
     FLOAT32,
@@ -28,16 +29,18 @@ from .memory import (
     GIB,
     PROCESS_BASE_BYTES,
     MemoryBudgetError,
+    choose_feature_batch,
     choose_influence_chunking,
     choose_projection_batch,
     choose_tracin_chunking,
+    feature_sizes,
     influence_bytes,
     method_sizes,
     projected_feature_bytes,
     projection_cache_bytes,
     tracin_bytes,
 )
-from .methods import method_type, needs
+from .methods import method_type, needs, training_feature_sets
 
 FORWARD = 1 / 3  # a forward pass, in forward+backward passes
 # Adam's two moments, the EMA copy, the weights and their gradients.
@@ -159,7 +162,9 @@ def _scoring_estimate(method: dict, config: dict, footprint, budget_bytes: int, 
         batch = 1 if smallest else choose_projection_batch(budget_bytes, batch_examples=largest, setting=budget_setting, **common)
         members = method.get("models", 1)
         query_passes = n_queries * entry.query_draws(method)
-        passes = members * (n_train * method["train_draws"] + query_passes) * entry.passes_per_draw
+        # Training features read from files are counted in their own jobs' rows.
+        train_passes = 0 if entry.training_features else n_train * method["train_draws"]
+        passes = members * (train_passes + query_passes) * entry.passes_per_draw
         return JobEstimate("score_method", 1, projected_feature_bytes(batch_examples=batch, **common), passes, budget_setting)
     if kind == "tracin":
         tracin = method_sizes(footprint, "tracin", per_pass)
@@ -193,6 +198,29 @@ def curvature_estimate(curvature: dict, config: dict, footprint) -> JobEstimate:
     data = config["dataset"]["n_train"] * curvature["draws_per_example"] * curvature["mc_samples"]
     passes = data * (2 if ekfac else 1)
     return JobEstimate("fit_curvature", 1, peak, passes, "runtime.memory_gb")
+
+
+def feature_estimate(settings: dict, config: dict, footprint, budget_bytes: int, budget_setting: str) -> JobEstimate:
+    """One projected-feature job (``projected_features``): peak at the
+    largest training batch that fits, and one pass per training draw."""
+    n_train = config["dataset"]["n_train"]
+    sizes = feature_sizes(footprint, settings, n_train, config["runtime"]["gradient_draws_per_pass"])
+    try:
+        batch = choose_feature_batch(budget_bytes, setting=budget_setting, **sizes)
+    except MemoryBudgetError:
+        batch = 1
+    return JobEstimate(
+        "project_training_features", 1, projected_feature_bytes(batch_examples=batch, **sizes), n_train * settings["train_draws"], budget_setting
+    )
+
+
+def method_passes(name: str, config: dict, rows: dict[str, JobEstimate]) -> int:
+    """What method ``name`` costs in passes: its scoring job's, plus every
+    projected-feature job it reads (counted in full even when another
+    method reads the same file), from the plan's rows keyed by rule."""
+    method = config["methods"][name]
+    features = sum(rows[f"project_training_features[{feature_key(s)}]"].passes for s in training_feature_sets(method))
+    return int(rows[f"score_method[{name}]"].passes + features)
 
 
 def rule_estimates(config: dict, footprint, budget_bytes: int, budget_setting: str) -> list[JobEstimate]:
@@ -235,6 +263,9 @@ def rule_estimates(config: dict, footprint, budget_bytes: int, budget_setting: s
     for key, fit in curvature_fits(methods).items():
         estimate = curvature_estimate(fit, config, footprint)
         rows.append(JobEstimate(f"fit_curvature[{key}]", 1, estimate.peak_bytes, estimate.passes, estimate.setting))
+    for key, settings in {feature_key(s): s for method in methods.values() for s in training_feature_sets(method)}.items():
+        estimate = feature_estimate(settings, config, footprint, budget_bytes, budget_setting)
+        rows.append(replace(estimate, rule=f"project_training_features[{key}]"))
     for name, method in methods.items():
         estimate = scoring_estimate(method, config, footprint, budget_bytes, budget_setting)
         # One scoring job per method scores every measurement.

@@ -40,7 +40,7 @@ import operator
 
 import torch
 
-from .memory import PROJECTION_CACHE_BYTES, SPARSE_NONZEROS
+from .memory import PROJECTION_CACHE_BYTES, PROJECTION_CHUNK_ROWS, SPARSE_NONZEROS
 
 __all__ = ["RandomProjector", "PROJECTION_KINDS", "block_seed"]
 
@@ -86,7 +86,7 @@ class RandomProjector:
         dim: int | None,
         seed: int,
         kind: str = "rademacher",
-        chunk_size: int = 65536,
+        chunk_size: int = PROJECTION_CHUNK_ROWS,
         device: torch.device | str | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:

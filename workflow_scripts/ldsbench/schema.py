@@ -27,3 +27,9 @@ def block_defaults(block: str) -> dict:
     (a fresh copy: callers may change it)."""
     properties = _raw_schema()["$defs"][block]["properties"]
     return {key: copy.deepcopy(value["default"]) for key, value in properties.items() if "default" in value}
+
+
+def section_defaults(section: str) -> dict:
+    """``{key: default}`` of the properties of the top-level section ``section`` that have one."""
+    properties = _raw_schema()["properties"][section]["properties"]
+    return {key: copy.deepcopy(value["default"]) for key, value in properties.items() if "default" in value}

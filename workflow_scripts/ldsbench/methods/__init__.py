@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..feature_keys import projected_feature_sets
 from ..measurement_types import NOT_A_QUALITY_MEASURE, orientation_of
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -74,6 +75,11 @@ class MethodType:
     largest_batch: int | None = None  # examples per gradient block at most (None: the plan's default)
     # Config check beyond the schema: (name, entry, validated config) -> errors.
     check: Callable[[str, dict, dict], list[str]] | None = None
+    # The projected training feature sets its scoring job reads, one per
+    # model it scores with (``projected_feature_sets``): computed once by
+    # ``project_training_features`` and shared by every method that asks
+    # for the same set (``feature_keys``). None: it computes its own training side.
+    training_features: Callable[[dict], list[dict]] | None = None
 
     def __post_init__(self):
         unknown = set(self.needs) - set(INPUTS)
@@ -125,6 +131,7 @@ METHOD_TYPES: dict[str, MethodType] = {
         frozenset({"ensemble"}),
         estimate="projection",
         query_follows_measurement=lambda method: method["output_fn"] == "loss",
+        training_features=lambda method: projected_feature_sets(method, method["output_fn"], method.get("models", 1)),
     ),
     "journey_trak": MethodType(
         "journey",
@@ -134,6 +141,8 @@ METHOD_TYPES: dict[str, MethodType] = {
         estimate="projection",
         query_draws=lambda method: method["steps"] * method["draws_per_step"],
         check=_journey_check,
+        # The training side is TRAK's: the projected loss gradients.
+        training_features=lambda method: projected_feature_sets(method, "loss"),
     ),
     "das": MethodType(
         "das",
@@ -168,7 +177,7 @@ class ScoringJob:
     queries: object  # torch.Tensor [Q, C, H, W]
     method: dict  # the method's validated config entry
     measurements: dict  # {name: gradient settings (type, timestep, levels)}, every measurement scored
-    inputs: dict = field(default_factory=dict)  # input paths: queries, curvature, trajectory, ensemble
+    inputs: dict = field(default_factory=dict)  # input paths: queries, curvature, trajectory, ensemble, training_features
     training: dict | None = None  # the full model's training settings (TracIn)
     device: object = None
     # Memory the job may use on its device (None: no limit) and the setting
@@ -176,6 +185,7 @@ class ScoringJob:
     budget_bytes: int | None = None
     budget_setting: str = "runtime.memory_gb"
     draws_per_pass: int = 64  # draws per backward pass of a per-example gradient
+    model_manifest: dict | None = None  # the full model's manifest.json (provenance, weight checksums)
 
 
 def method_type(name: str) -> MethodType:
@@ -190,6 +200,13 @@ def needs(method: dict, name: str) -> bool:
     if name not in INPUTS:
         raise ValueError(f"unknown scoring input {name!r}; known: {', '.join(INPUTS)}")
     return name in method_type(method["type"]).needs
+
+
+def training_feature_sets(method: dict) -> list[dict]:
+    """The projected training feature sets (``feature_keys``) the scoring
+    job of config entry ``method`` reads, one per model; [] for none."""
+    declared = method_type(method["type"]).training_features
+    return [] if declared is None else declared(method)
 
 
 def default_value(method: dict) -> float | None:

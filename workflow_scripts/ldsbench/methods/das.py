@@ -337,8 +337,12 @@ def _projected_blocks(chunks: Iterable[tuple[int, torch.Tensor]], projector: Ran
 
 
 def _projected_gradients(batches, projector: RandomProjector) -> torch.Tensor:
-    """[N, k] float32 from (rows, [B, P]) gradient batches."""
-    return torch.cat([projector.project(grads) for _, grads in batches])
+    """[N, k] float32 from (rows, [B, P]) gradient batches, holding one batch at a time."""
+    features = []
+    for _, grads in batches:
+        features.append(projector.project(grads))
+        del grads  # before the next block is built (``gradients.iter_example_gradients``)
+    return torch.cat(features)
 
 
 class _RidgeSolver:

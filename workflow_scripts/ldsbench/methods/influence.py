@@ -151,8 +151,10 @@ def stacked_influence_scores(
             unet, scheduler, queries, query_fns, rows, query_draws, seed, batch, draws_per_pass=draws_per_pass
         ):
             store.put(block_rows, grads)
+            del grads  # before the next block is built (``gradients.iter_example_gradients``)
         for train_rows, grads in training_gradient_batches(unet, scheduler, train_images, "loss", train_draws, seed, batch, draws_per_pass=draws_per_pass):
             scores[:, rows.start : rows.stop, train_rows] = store.scores(grads, dampings).cpu().numpy()
+            del grads
     return (SCORE_SIGN * scores / n_train).astype(np.float32)
 
 

@@ -34,13 +34,15 @@ import numpy as np
 import torch
 
 from ..diffusion import noised, per_draw_output
+from ..feature_keys import projected_feature_sets
 from ..measurement_types import same_for_every_measurement
 from ..model import attributed_parameters
 from ..noise import GradientDraws, content_key, noise_draws, stream_seed
 from ..precision import network_forward
+from ..projected_features import job_training_features, projected_training_features
 from ..sampling import ddpm_predicted_x0
 from ..scoring import SCORE_SIGN
-from .trak import projected_training_features, projection_batch, trak_kernel_scores
+from .trak import projection_batch, trak_kernel_scores
 
 
 def journey_timesteps(scheduler, num_inference_steps: int, steps: int) -> list[int]:
@@ -143,11 +145,32 @@ def journey_trak_scores(
     or "heldout") per query; ``sampling`` the query sampler's settings
     (``queries`` config: generated, sampling_steps, seed).
     """
-    timesteps = journey_timesteps(scheduler, sampling["sampling_steps"], steps)
-    x0_hats = trajectory_predicted_x0(unet, scheduler, queries, kinds, sampling, timesteps, seed)
     train_features, projector = projected_training_features(
         unet, scheduler, train_images, "loss", train_draws, seed, projection_dim, projection_seed, batch_examples, draws_per_pass, projection
     )
+    return journey_scores_from_features(
+        unet,
+        scheduler,
+        train_features,
+        projector,
+        queries,
+        kinds,
+        lambdas,
+        sampling=sampling,
+        steps=steps,
+        draws_per_step=draws_per_step,
+        seed=seed,
+        lambda_scale=lambda_scale,
+    )
+
+
+def journey_scores_from_features(
+    unet, scheduler, train_features, projector, queries, kinds, lambdas, *, sampling: dict, steps: int, draws_per_step: int, seed: int, lambda_scale: str
+) -> np.ndarray:
+    """[L, Q, N] float32 Journey-TRAK scores from the projected training loss
+    gradients [N, k] and their projector (``projected_features``)."""
+    timesteps = journey_timesteps(scheduler, sampling["sampling_steps"], steps)
+    x0_hats = trajectory_predicted_x0(unet, scheduler, queries, kinds, sampling, timesteps, seed)
     query_features = journey_query_gradients(unet, scheduler, x0_hats, timesteps, draws_per_step, seed, projector)
     raw = trak_kernel_scores(query_features, train_features, lambdas, lambda_scale=lambda_scale)
     return (SCORE_SIGN * raw.cpu().numpy()).astype(np.float32)
@@ -155,29 +178,26 @@ def journey_trak_scores(
 
 def score_journey_trak(job) -> tuple[list[float], dict[str, np.ndarray]]:
     """Scorer of ``type: journey_trak`` (``methods``): the same scores
-    for every measurement (the module docstring)."""
+    for every measurement (the module docstring), from the full model's
+    projected loss gradients (``projected_features.job_training_features``)."""
     method = job.method
     lambdas = list(dict.fromkeys([method["lambda"], *method["lambda_grid"]]))
     kinds = np.load(job.inputs["queries"])["kind"]
-    scores = journey_trak_scores(
+    batch = projection_batch(job.unet, job, projection_dim=method["projection_dim"], n_queries=len(job.queries), n_train=len(job.train), values=len(lambdas))
+    (settings,) = projected_feature_sets(method, "loss")
+    train_features, projector = job_training_features(job, 0, settings, job.unet, job.scheduler, job.model_manifest, batch)
+    scores = journey_scores_from_features(
         job.unet,
         job.scheduler,
-        job.train,
+        train_features,
+        projector,
         job.queries,
         kinds,
         lambdas,
         sampling=method["query_sampling"],
         steps=method["steps"],
         draws_per_step=method["draws_per_step"],
-        projection_dim=method["projection_dim"],
-        projection_seed=method["seed"],
-        train_draws=GradientDraws.of(method["train_draws"], method.get("gradient_draws")),
         seed=method["seed"],
-        batch_examples=projection_batch(
-            job.unet, job, projection_dim=method["projection_dim"], n_queries=len(job.queries), n_train=len(job.train), values=len(lambdas)
-        ),
-        draws_per_pass=job.draws_per_pass,
-        projection=method["projection"],
         lambda_scale=method.get("lambda_scale", "absolute"),
     )
     return lambdas, same_for_every_measurement(job, scores)

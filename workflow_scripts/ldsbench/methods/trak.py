@@ -47,13 +47,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..diffusion import SimplifiedElbo
+from ..feature_keys import projected_feature_sets
 from ..jobs import load_model
 from ..measurement import measurement_output_fn
 from ..measurement_types import query_output_groups, same_for_every_measurement, split_by_group
 from ..noise import GradientDraws
+from ..projected_features import job_training_features, projected_training_features, training_output_fn
 from ..projection import RandomProjector
-from ..scoring import SCORE_SIGN, stacked_query_gradient_batches, training_gradient_batches
+from ..scoring import SCORE_SIGN, stacked_query_gradient_batches
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,9 @@ __all__ = [
     "GramSpectrum",
     "accumulate_gram",
     "projected_query_features",
-    "projected_training_features",
     "trak_kernel_scores",
     "trak_scores",
+    "trak_scores_from_features",
     "score_trak",
 ]
 
@@ -279,34 +280,6 @@ def _check_lambdas(lambdas: Sequence[float]) -> list[float]:
     return values
 
 
-def projected_training_features(
-    unet,
-    scheduler,
-    train_images,
-    output_fn,
-    train_draws: int | GradientDraws,
-    seed: int,
-    projection_dim,
-    projection_seed: int,
-    batch_examples: int = 256,
-    draws_per_pass: int = 64,
-    projection: str = "rademacher",
-):
-    """(features [N, k], projector): the randomly projected gradients of each
-    training example's ``output_fn`` (train_images [N, C, H, W]); k is
-    ``projection_dim``, or the number of attributed weights without projection.
-    ``batch_examples`` gradients [B, P] are held at once (memory only);
-    ``projection`` is the random matrix's kind (``projection.RandomProjector``)."""
-    features, projector = [], None
-    # Large blocks: the projection matrix is generated (or read from cache)
-    # once per block, which dominates the cost for small blocks.
-    for _, grads in training_gradient_batches(unet, scheduler, train_images, output_fn, train_draws, seed, batch_examples, draws_per_pass=draws_per_pass):
-        if projector is None:
-            projector = RandomProjector(grads.shape[1], projection_dim, projection_seed, kind=projection)
-        features.append(projector.project(grads))
-    return torch.cat(features), projector
-
-
 def projection_batch(unet, job, *, projection_dim, n_queries: int, n_train: int, values: int, batch_examples: int = 256) -> int:
     """Training gradients per batch for a projected-gradient scorer: at most
     ``batch_examples``, fewer if the job's memory budget needs it
@@ -360,6 +333,7 @@ def projected_query_features(
             filled = 0
         buffer[filled : filled + len(grads)] = grads
         filled += len(grads)
+        del grads  # before the next block is built (``gradients.iter_example_gradients``)
     if filled:
         features.append(projector.project(buffer[:filled]))
     return torch.cat(features)
@@ -390,18 +364,59 @@ def stacked_trak_scores(
     lambda_scale: str = "absolute",
 ) -> np.ndarray:
     """TRAK (output_fn "loss") or D-TRAK (output_fn "squared_norm"): [L, S Q, N]
-    float32, row s Q + q the query q for ``measurements[s]``.
-
-    Features are randomly projected gradients of ``output_fn`` for training
-    examples, computed once; for queries the gradient of each measurement
-    when output_fn is "loss", otherwise of the same output function (as in
-    D-TRAK; then every measurement's rows are the same).
-    """
-    # The ELBO-weighted loss samples its timesteps from the ELBO weights.
-    train_fn = SimplifiedElbo() if output_fn == "elbo_weighted" else output_fn
+    float32, row s Q + q the query q for ``measurements[s]``: the training
+    features (``projected_features``), then ``trak_scores_from_features``."""
     train_features, projector = projected_training_features(
-        unet, scheduler, train_images, train_fn, train_draws, seed, projection_dim, projection_seed, batch_examples, draws_per_pass, projection
+        unet,
+        scheduler,
+        train_images,
+        training_output_fn(output_fn),
+        train_draws,
+        seed,
+        projection_dim,
+        projection_seed,
+        batch_examples,
+        draws_per_pass,
+        projection,
     )
+    return trak_scores_from_features(
+        unet,
+        scheduler,
+        train_features,
+        projector,
+        queries,
+        lambdas,
+        measurements=measurements,
+        output_fn=output_fn,
+        query_draws=query_draws,
+        seed=seed,
+        batch_examples=batch_examples,
+        draws_per_pass=draws_per_pass,
+        lambda_scale=lambda_scale,
+    )
+
+
+def trak_scores_from_features(
+    unet,
+    scheduler,
+    train_features: torch.Tensor,
+    projector: RandomProjector,
+    queries,
+    lambdas,
+    *,
+    measurements: list,
+    output_fn: str,
+    query_draws: int | GradientDraws,
+    seed: int,
+    batch_examples: int = 256,
+    draws_per_pass: int = 64,
+    lambda_scale: str = "absolute",
+) -> np.ndarray:
+    """[L, S Q, N] float32 scores from training features [N, k] and their
+    projector: for queries the gradient of each measurement when output_fn
+    is "loss", otherwise of the same output function (as in D-TRAK; then
+    every measurement's rows are the same)."""
+    train_fn = training_output_fn(output_fn)
     query_fns = [measurement_output_fn(m) for m in measurements] if output_fn == "loss" else [train_fn]
     query_features = projected_query_features(unet, scheduler, queries, query_fns, query_draws, seed, projector, batch_examples, draws_per_pass)
     raw = trak_kernel_scores(query_features, train_features, lambdas, lambda_scale=lambda_scale)
@@ -412,38 +427,38 @@ def stacked_trak_scores(
 
 def score_trak(job) -> tuple[list[float], dict[str, np.ndarray]]:
     """Scorer of ``type: trak`` (``methods``): the default lambda and its
-    grid, for every measurement from one set of training features per model.
-    With ``models: E > 1`` the scores are averaged over the full model
-    and the E - 1 full-data models of other training seeds
-    (``job.inputs["ensemble"]``), as TRAK ensembles its models."""
+    grid, for every measurement from one set of training features per model
+    (``projected_features.job_training_features``). With ``models: E > 1``
+    the scores are averaged over the full model and the E - 1 full-data
+    models of other training seeds (``job.inputs["ensemble"]``), as TRAK
+    ensembles its models."""
     method = job.method
     lambdas = list(dict.fromkeys([method["lambda"], *method["lambda_grid"]]))
     groups = query_output_groups(job.measurements)
     # D-TRAK's query side is its own output function: one query set for all.
     follows = method["output_fn"] == "loss"
     query_settings = [settings for settings, _ in groups] if follows else [groups[0][0]]
-    members = [(job.unet, job.scheduler)] + [load_model(path, job.device)[:2] for path in job.inputs.get("ensemble", [])]
+    members = [(job.unet, job.scheduler, job.model_manifest)] + [load_model(path, job.device) for path in job.inputs.get("ensemble", [])]
+    feature_sets = projected_feature_sets(method, method["output_fn"], len(members))
     batch = projection_batch(
         job.unet, job, projection_dim=method["projection_dim"], n_queries=len(query_settings) * len(job.queries), n_train=len(job.train), values=len(lambdas)
     )
     total = None
-    for unet, scheduler in members:
-        scores = stacked_trak_scores(
+    for member, ((unet, scheduler, manifest), settings) in enumerate(zip(members, feature_sets)):
+        train_features, projector = job_training_features(job, member, settings, unet, scheduler, manifest, batch)
+        scores = trak_scores_from_features(
             unet,
             scheduler,
-            job.train,
+            train_features,
+            projector,
             job.queries,
             lambdas,
             measurements=query_settings,
             output_fn=method["output_fn"],
-            projection_dim=method["projection_dim"],
-            projection_seed=method["seed"],
-            train_draws=GradientDraws.of(method["train_draws"], method.get("gradient_draws")),
             query_draws=GradientDraws.of(method["query_draws"], method.get("gradient_draws")),
             seed=method["seed"],
             batch_examples=batch,
             draws_per_pass=job.draws_per_pass,
-            projection=method["projection"],
             lambda_scale=method.get("lambda_scale", "absolute"),
         )
         total = scores.astype(np.float64) if total is None else total + scores

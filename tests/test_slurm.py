@@ -38,6 +38,7 @@ GPU_RULES = {
     "generate_queries",
     "measure_model",
     "fit_curvature",
+    "project_training_features",
     "score_method",
     "trace_full_training",
     "train_removal_model",

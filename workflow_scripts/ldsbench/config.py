@@ -87,7 +87,7 @@ def _fill_defaults(node, schema: dict, root: dict):
 # Grey levels of each dataset's pixels, as ``data.py`` scales them to [-1, 1]
 # (digits: 0..16 -> v / 8 - 1; CIFAR: 0..255 -> v / 127.5 - 1). The likelihood
 # measurements need them for the decoder's and the dequantisation's bin width.
-DATASET_LEVELS = {"digits": 17, "cifar2": 256}
+DATASET_LEVELS = {"digits": 17, "cifar2": 256, "cifar10": 256, "folder": 256, "arrays": 256}
 
 
 def _fill_levels(config: dict) -> None:
@@ -265,13 +265,23 @@ def _semantic_errors(config: dict) -> list[str]:
         errors.append("queries: generated + heldout must be at least 1")
     if queries["heldout"] > config["dataset"].get("n_heldout", 0):
         errors.append(f"queries.heldout: {queries['heldout']} exceeds dataset.n_heldout {config['dataset'].get('n_heldout', 0)}")
-    if config["dataset"]["name"] == "cifar2":
+    if config["dataset"]["name"] in ("cifar2", "cifar10"):
         from .data import check_cifar10_path
 
         try:
             check_cifar10_path(config["dataset"].get("path"))
         except FileNotFoundError as error:
             errors.append(str(error))
+    for key in ("image_size", "channels"):
+        if config["dataset"].get(key) is not None and config["dataset"]["name"] not in ("folder", "arrays"):
+            errors.append(f"dataset.{key}: only for dataset.name folder or arrays, not {config['dataset']['name']}")
+    if config["dataset"]["name"] in ("folder", "arrays"):
+        from .local_images import source_errors
+
+        if config["dataset"].get("path") is None:
+            errors.append(f'dataset.path: required for dataset.name {config["dataset"]["name"]} (README, "Your own data")')
+        else:
+            errors += source_errors(config["dataset"], config["model"]["unet"])
     errors += _measurement_errors(config)
     errors += _training_errors(config)
     errors += _tuning_errors(config)

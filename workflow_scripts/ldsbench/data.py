@@ -2,7 +2,10 @@
 
 A dataset file is an ``.npz`` with ``images`` float32 [N, C, H, W] scaled to
 [-1, 1], ``labels`` int64 [N] and ``source_index`` int64 [N] (the row in the
-original source, for provenance). Train index ``i`` is row ``i`` of the file.
+original source, for provenance), and for an image folder ``source_path``
+[N] (each row's file, relative to the folder). Train index ``i`` is row
+``i`` of the file. Local sources (folders and arrays) are read by
+``local_images``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ import numpy as np
 from .io import array_sha256, atomic_path
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+# The classes each CIFAR dataset name takes when dataset.classes is not set:
+# CIFAR-2 is automobile (1) and horse (7).
+CIFAR_CLASSES = {"cifar2": (1, 7), "cifar10": tuple(range(10))}
 
 
 @dataclass
@@ -24,12 +30,14 @@ class ImageSet:
     images: np.ndarray  # float32 [N, C, H, W] in [-1, 1]
     labels: np.ndarray  # int64 [N]
     source_index: np.ndarray  # int64 [N]
+    source_path: np.ndarray | None = None  # str [N], files of an image folder
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, index: np.ndarray) -> ImageSet:
-        return ImageSet(self.images[index], self.labels[index], self.source_index[index])
+        paths = None if self.source_path is None else self.source_path[index]
+        return ImageSet(self.images[index], self.labels[index], self.source_index[index], paths)
 
 
 def save_image_set(path, image_set: ImageSet) -> None:
@@ -40,12 +48,13 @@ def save_image_set(path, image_set: ImageSet) -> None:
                 images=image_set.images.astype(np.float32),
                 labels=image_set.labels.astype(np.int64),
                 source_index=image_set.source_index.astype(np.int64),
+                **({} if image_set.source_path is None else {"source_path": np.asarray(image_set.source_path, dtype=str)}),
             )
 
 
 def load_image_set(path) -> ImageSet:
     with np.load(path) as data:
-        return ImageSet(data["images"], data["labels"], data["source_index"])
+        return ImageSet(data["images"], data["labels"], data["source_index"], data["source_path"] if "source_path" in data.files else None)
 
 
 def image_set_hash(image_set: ImageSet) -> str:
@@ -53,17 +62,21 @@ def image_set_hash(image_set: ImageSet) -> str:
     return array_sha256(image_set.images.astype(np.float32), image_set.labels.astype(np.int64))
 
 
-def _split(images, labels, n_train, n_heldout, seed, classes) -> tuple[ImageSet, ImageSet]:
-    source_index = np.arange(len(labels))
+def _split(images, labels, n_train, n_heldout, seed, classes, paths=None) -> tuple[ImageSet, ImageSet]:
+    """A random train / held-out split (``seed``) of the rows whose label is in ``classes`` (None: all)."""
+    full = ImageSet(images, labels.astype(np.int64), np.arange(len(labels)), None if paths is None else np.asarray(paths, dtype=str))
     if classes is not None:
-        keep = np.isin(labels, classes)
-        images, labels, source_index = images[keep], labels[keep], source_index[keep]
-    if n_train + n_heldout > len(labels):
-        raise ValueError(f"dataset: n_train + n_heldout = {n_train + n_heldout} exceeds the {len(labels)} available images")
-    order = np.random.default_rng(seed).permutation(len(labels))
+        full = full.subset(np.flatnonzero(np.isin(labels, classes)))
+    if n_train + n_heldout > len(full):
+        raise ValueError(f"dataset: n_train + n_heldout = {n_train + n_heldout} exceeds the {len(full)} available images")
+    order = np.random.default_rng(seed).permutation(len(full))
     train, heldout = order[:n_train], order[n_train : n_train + n_heldout]
-    full = ImageSet(images.astype(np.float32), labels.astype(np.int64), source_index)
     return full.subset(train), full.subset(heldout)
+
+
+def scaled_uint8(images: np.ndarray) -> np.ndarray:
+    """uint8 [N, H, W, C] -> float32 [N, C, H, W] in [-1, 1] (v / 127.5 - 1)."""
+    return (images.astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2).copy()
 
 
 def load_digits_split(n_train: int, n_heldout: int, seed: int, classes=None):
@@ -76,6 +89,18 @@ def load_digits_split(n_train: int, n_heldout: int, seed: int, classes=None):
     digits = load_digits()
     images = (digits.images.astype(np.float32) / 8.0 - 1.0)[:, None, :, :]
     return _split(images, digits.target, n_train, n_heldout, seed, classes)
+
+
+def load_local_split(dataset: dict) -> tuple[ImageSet, ImageSet]:
+    """An image folder or an arrays ``.npz`` (``local_images``), split at random with ``dataset.seed``."""
+    from .local_images import load_arrays, load_folder
+
+    paths = None
+    if dataset["name"] == "folder":
+        images, labels, paths, _ = load_folder(dataset["path"], dataset.get("channels"), dataset.get("image_size"))
+    else:
+        images, labels = load_arrays(dataset["path"])
+    return _split(scaled_uint8(images), labels, dataset["n_train"], dataset.get("n_heldout", 0), dataset.get("seed", 0), dataset.get("classes"), paths)
 
 
 def _read_cifar_batches(path: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -110,8 +135,8 @@ def check_cifar10_path(path) -> Path:
     return Path(path)
 
 
-def load_cifar2_split(path, n_train: int, n_heldout: int, seed: int, classes=(1, 7)):
-    """CIFAR-2 (by default automobile=1 and horse=7), class-balanced.
+def load_cifar2_split(path, n_train: int, n_heldout: int, seed: int, classes=CIFAR_CLASSES["cifar2"]):
+    """CIFAR-2 (by default automobile=1 and horse=7), or any classes of CIFAR-10, class-balanced.
 
     Training images come from the CIFAR-10 training batches (n_train/len(classes)
     per class, chosen with ``seed``); held-out images from the test batch.
@@ -133,7 +158,7 @@ def load_cifar2_split(path, n_train: int, n_heldout: int, seed: int, classes=(1,
 
 
 def load_dataset_split(dataset_config: dict) -> tuple[ImageSet, ImageSet]:
-    """Dispatch on ``dataset.name`` ("digits" or "cifar2")."""
+    """Dispatch on ``dataset.name`` ("digits", "cifar2", "cifar10", "folder" or "arrays")."""
     name = dataset_config["name"]
     n_train, n_heldout, seed = (
         dataset_config["n_train"],
@@ -142,6 +167,9 @@ def load_dataset_split(dataset_config: dict) -> tuple[ImageSet, ImageSet]:
     )
     if name == "digits":
         return load_digits_split(n_train, n_heldout, seed, dataset_config.get("classes"))
-    if name == "cifar2":
-        return load_cifar2_split(dataset_config.get("path"), n_train, n_heldout, seed, tuple(dataset_config.get("classes", (1, 7))))
-    raise ValueError(f"dataset.name: unknown dataset {name!r} (known: digits, cifar2)")
+    if name in CIFAR_CLASSES:
+        classes = tuple(dataset_config.get("classes") or CIFAR_CLASSES[name])
+        return load_cifar2_split(dataset_config.get("path"), n_train, n_heldout, seed, classes)
+    if name in ("folder", "arrays"):
+        return load_local_split(dataset_config)
+    raise ValueError(f"dataset.name: unknown dataset {name!r} (known: digits, cifar2, folder, arrays)")

@@ -197,7 +197,9 @@ def curvature_estimate(curvature: dict, config: dict, footprint) -> JobEstimate:
     peak = PROCESS_BASE_BYTES + scale * (2 * footprint.model_params * FLOAT32 + batch * footprint.training_bytes_per_draw) + factors
     data = config["dataset"]["n_train"] * curvature["draws_per_example"] * curvature["mc_samples"]
     passes = data * (2 if ekfac else 1)
-    return JobEstimate("fit_curvature", 1, peak, passes, "runtime.memory_gb")
+    # A batch holds whole examples' draws: below draws_per_example, batch_size
+    # no longer lowers the peak.
+    return JobEstimate("fit_curvature", 1, peak, passes, "the curvature's batch_size (or draws_per_example)")
 
 
 def feature_estimate(settings: dict, config: dict, footprint, budget_bytes: int, budget_setting: str) -> JobEstimate:

@@ -68,7 +68,9 @@ from workflow_api import run_workflow, with_changes
 if not workflow_api.SNAKEMAKE.exists():  # installed with --target: on PATH, not beside python
     workflow_api.SNAKEMAKE = Path(shutil.which("snakemake"))
 workdir = Path(sys.argv[1]); workdir.mkdir(parents=True)
-config = with_changes(rehearsal_config(workdir), {"runtime": {"threads_per_job": 4, "device": "cuda"}})
+# Four jobs share the GPU: the rehearsal's jobs are small, and one at a time
+# (about 30 s each, mostly start-up) it needs about 8 minutes.
+config = with_changes(rehearsal_config(workdir), {"runtime": {"threads_per_job": 4, "device": "cuda", "jobs_per_gpu": 4}})
 start = time.time()
 result = run_workflow(config, workdir, "all", "plan", "--cores", "8", "--resources", "gpu=4")
 print(f"exit {result.returncode} after {time.time() - start:.0f} s")

@@ -140,8 +140,7 @@ def test_malformed_arrays_are_named(tmp_path, arrays):
 # The smallest run that goes through every stage: two cheap methods.
 SMALL_RUN = {
     "methods": {"pixels": {"type": "pixel_similarity"}, "random": {"type": "random"}},
-    "removal.queries": [],
-    "report.grid_queries": [0, 4],
+    "removal": {"measurement": "loss", "queries": []},
 }
 
 

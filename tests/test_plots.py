@@ -209,3 +209,10 @@ def test_a_single_method_has_no_pairs_but_a_figure(tmp_path):
         )
         == ""
     )
+
+
+def test_sweep_figure_without_any_hyperparameter_says_so(tmp_path):
+    # Only similarity and random methods: no damping or lambda to sweep.
+    empty = pd.DataFrame(columns=["method", "measurement", "damping", "lds", "ci_low", "ci_high"])
+    plot_lds_vs_damping(empty, tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").stat().st_size > 0

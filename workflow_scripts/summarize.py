@@ -38,7 +38,7 @@ for (method, measurement, damping), group in sweep_per_query.groupby(["method", 
     sweep_rows.append(
         {"method": method, "measurement": measurement, "damping": damping, "lds": stats["mean"], "ci_low": stats["ci_low"], "ci_high": stats["ci_high"]}
     )
-sweep = pd.DataFrame(sweep_rows)
+sweep = pd.DataFrame(sweep_rows, columns=["method", "measurement", "damping", "lds", "ci_low", "ci_high"])
 
 save_parquet(outputs.summary, summary)
 save_parquet(outputs.paired, paired)

@@ -257,6 +257,12 @@ def plot_lds_vs_damping(frame: pd.DataFrame, path) -> None:
             ci_high; one row per (method, measurement, damping).
         path: output PNG path (parent folders are created).
     """
+    if frame.empty and set(DAMPING_COLUMNS) <= set(frame.columns):
+        # Only methods without a hyperparameter (similarity, random): say so.
+        fig = Figure(figsize=(6, 2))
+        fig.text(0.5, 0.5, "No method has a damping or lambda to sweep.", ha="center", va="center", fontsize=11)
+        _save(fig, path)
+        return
     _require_columns(frame, DAMPING_COLUMNS, "frame")
     if not (frame["damping"] > 0).all():
         raise ValueError("damping must be > 0 for a logarithmic axis")

@@ -114,7 +114,8 @@ def job_training_features(job, member: int, settings: dict, unet, scheduler, man
     projector = feature_projector(sum(p.numel() for p in attributed_parameters(unet)), settings)
     if paths:
         path = Path(paths[member])
-        features = load_training_features(path, path.with_suffix(".json"), model_manifest=manifest, settings=settings, device=job.device)
+        device = job.device if job.device is not None else "cpu"
+        features = load_training_features(path, path.with_suffix(".json"), model_manifest=manifest, settings=settings, device=device)
     else:
         features = features_of(unet, scheduler, job.train, settings, batch_examples=batch_examples, draws_per_pass=job.draws_per_pass)
     return features, projector

@@ -16,7 +16,7 @@ from ldsbench.measurement_types import measurement_gradient_settings
 from ldsbench.curvature_keys import curvature_fits, curvature_key
 from ldsbench.device_slots import discover_devices
 from ldsbench.feature_keys import FEATURE_KEY_PATTERN, feature_key, full_model_name
-from ldsbench.methods import default_value, module_closure, needs, scorer_modules, training_feature_sets
+from ldsbench.methods import default_value, feature_sets, module_closure, needs, scorer_modules, training_feature_sets
 from ldsbench.plan import cached_footprint, job_budget, method_passes, over_budget, rule_estimates
 from ldsbench.protection import existing_model_changes, retraining_report
 from ldsbench.removal import ALL_DATA, RANDOM_CONTROL
@@ -57,7 +57,7 @@ GRID_MEASUREMENT = config["report"]["grid_measurement"]
 CURVATURES = curvature_fits(config["methods"])
 # Projected training features are shared the same way by every method that
 # reads the same set (TRAK, D-TRAK, ensemble members, Journey-TRAK).
-FEATURE_SETS = {feature_key(s): s for method in config["methods"].values() for s in training_feature_sets(method)}
+FEATURE_SETS = feature_sets(config["methods"])
 
 # Memory: every GPU-capable rule declares its estimated peak (mem_mb), from
 # the same formulas the jobs use to size their chunks (ldsbench.plan,

@@ -40,7 +40,7 @@ from .memory import (
     projection_cache_bytes,
     tracin_bytes,
 )
-from .methods import method_type, needs, training_feature_sets
+from .methods import feature_sets, method_type, needs, training_feature_sets
 
 FORWARD = 1 / 3  # a forward pass, in forward+backward passes
 # Adam's two moments, the EMA copy, the weights and their gradients.
@@ -265,7 +265,7 @@ def rule_estimates(config: dict, footprint, budget_bytes: int, budget_setting: s
     for key, fit in curvature_fits(methods).items():
         estimate = curvature_estimate(fit, config, footprint)
         rows.append(JobEstimate(f"fit_curvature[{key}]", 1, estimate.peak_bytes, estimate.passes, estimate.setting))
-    for key, settings in {feature_key(s): s for method in methods.values() for s in training_feature_sets(method)}.items():
+    for key, settings in feature_sets(methods).items():
         estimate = feature_estimate(settings, config, footprint, budget_bytes, budget_setting)
         rows.append(replace(estimate, rule=f"project_training_features[{key}]"))
     for name, method in methods.items():

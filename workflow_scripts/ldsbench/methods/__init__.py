@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..feature_keys import projected_feature_sets
+from ..feature_keys import feature_key, projected_feature_sets
 from ..measurement_types import NOT_A_QUALITY_MEASURE, orientation_of
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -207,6 +207,11 @@ def training_feature_sets(method: dict) -> list[dict]:
     job of config entry ``method`` reads, one per model; [] for none."""
     declared = method_type(method["type"]).training_features
     return [] if declared is None else declared(method)
+
+
+def feature_sets(methods: dict) -> dict[str, dict]:
+    """{file key: settings} of every projected feature set the configured methods read."""
+    return {feature_key(s): s for method in methods.values() for s in training_feature_sets(method)}
 
 
 def default_value(method: dict) -> float | None:

@@ -39,6 +39,20 @@ PACKAGE = Path(workflow.basedir) / "workflow_scripts" / "ldsbench"
 STEPS = "../workflow_scripts"
 CONDA_ENV = "../envs/ldsbench.yaml"
 
+# Latent diffusion (model.vae): prepare_data writes the images to
+# data/pixels/ and encode_latents writes their latents to data/, which every
+# later rule reads as its data. Figures and the removal branch's image
+# distances use images: the training images, and the queries decoded
+# (generated) or as they were (held-out), in QUERY_IMAGES.
+VAE = config["model"].get("vae")
+LATENT = VAE is not None
+PIXELS = f"{R}/data/pixels" if LATENT else f"{R}/data"
+QUERY_IMAGES = f"{R}/queries/images.npz" if LATENT else f"{R}/queries/queries.npz"
+# What training and its provenance see of the model: the VAE's settings
+# decide the data (and its hash), not the UNet.
+# (In canonical key order, as config["model"] is without a VAE.)
+UNET_MODEL = {key: value for key, value in config["model"].items() if key != "vae"}
+
 # Each training rule sees only the settings that affect it, so that changing
 # subset_steps does not retrain the full model (and everything after it).
 FULL_TRAINING = {k: v for k, v in config["training"].items() if k != "subset_steps"}
@@ -141,6 +155,19 @@ def removal_scores(wildcards):
     return {"scores": f"{base}.npy", "manifest": f"{base}.json"}
 
 
+def vae_weights_file():
+    """The VAE's weight file (config validation has checked that it exists)."""
+    from ldsbench.latents import weights_file
+
+    return weights_file(VAE["path"])
+
+
+def removal_images(wildcards):
+    """With latents, the decoded queries and the VAE, for the image distance
+    of a regenerated query (computed between images, not latents)."""
+    return {"images": QUERY_IMAGES, "vae_weights": str(vae_weights_file())} if LATENT else {}
+
+
 def reference_model(wildcards):
     return f"{R}/models/{full_model_name(int(wildcards.seed))}"
 
@@ -185,6 +212,8 @@ RESCORE_INPUTS = [f"{R}/data/train.npz", f"{R}/subsets.parquet", f"{R}/models/fu
 RESCORE_INPUTS += [f"{R}/ground_truth/{m}.parquet" for m in MEASUREMENTS]
 if any(needs(m, "trajectory") for m in config["methods"].values()):
     RESCORE_INPUTS.append(f"{R}/models/full_trajectory")
+if LATENT:
+    RESCORE_INPUTS += [f"{PIXELS}/train.npz", QUERY_IMAGES]
 if RESCORE and not all(os.path.exists(path) for path in RESCORE_INPUTS):
     missing = [path for path in RESCORE_INPUTS if not os.path.exists(path)]
     raise WorkflowError(f"`snakemake rescore` scores the models and ground truth on disk, but {', '.join(missing)} " "do not exist yet; run `snakemake` first.")

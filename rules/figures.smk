@@ -4,8 +4,9 @@
 
 rule plot_attribution_grid:
     input:
-        train=f"{R}/data/train.npz",
-        queries=f"{R}/queries/queries.npz",
+        # Images, also in latent mode (common.smk, PIXELS and QUERY_IMAGES).
+        train=f"{PIXELS}/train.npz",
+        queries=QUERY_IMAGES,
         scores=[f"{R}/scores/{method}/{GRID_MEASUREMENT}.npy" for method in METHODS],
     output:
         report(f"{R}/attribution_grid.png", caption="../report/attribution_grid.rst", category="Attributions"),

@@ -50,6 +50,7 @@ use rule train_full_model as train_removal_model with:
 # query is regenerated.
 rule measure_removal_model:
     input:
+        unpack(removal_images),
         model=f"{R}/removal/models/{{ranker}}/query_{{query}}/fraction_{{fraction}}/seed_{{seed}}",
         queries=f"{R}/queries/queries.npz",
     output:
@@ -79,6 +80,7 @@ rule measure_removal_model:
 # The all-data reference of each removal seed, measured the same way.
 use rule measure_removal_model as measure_removal_reference with:
     input:
+        unpack(removal_images),
         model=reference_model,
         queries=f"{R}/queries/queries.npz",
     output:

@@ -23,7 +23,7 @@ rule train_full_model:
         mem_mb=job_mem_mb("train_full_model"),
     params:
         kind="full",
-        model=config["model"],
+        model=UNET_MODEL,
         training=FULL_TRAINING,
         resume=f"{R}/resume/full",
         device=config["runtime"]["device"],
@@ -94,7 +94,7 @@ rule trace_full_training:
         gpu=GPUS_PER_JOB,
         mem_mb=job_mem_mb("trace_full_training"),
     params:
-        model=config["model"],
+        model=UNET_MODEL,
         training=FULL_TRAINING,
         resume=f"{R}/resume/full_trajectory",
         device=config["runtime"]["device"],

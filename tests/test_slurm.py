@@ -45,6 +45,8 @@ GPU_RULES = {
     "train_full_model_seed",
     "measure_removal_model",
     "measure_removal_reference",
+    "encode_latents",
+    "decode_queries",
 }
 
 

@@ -38,9 +38,18 @@ except RuntimeError as error:
 image_l2 = {}
 regenerate = [int(q) for q in params.regenerate if kinds[int(q)] == "generated"]
 if regenerate:
-    images = ddpm_resample_rows(unet, scheduler, regenerate, sampling["generated"], sampling["sampling_steps"], sampling["seed"])
-    for query, image in zip(regenerate, images.numpy()):
-        image_l2[query] = float(np.linalg.norm(image - query_images[query]))
+    images = ddpm_resample_rows(unet, scheduler, regenerate, sampling["generated"], sampling["sampling_steps"], sampling["seed"]).numpy()
+    originals = query_images
+    if "images" in snakemake.input:
+        # Latent diffusion: the distance is between decoded images.
+        from pathlib import Path
+
+        from ldsbench.latents import decode_latents, load_vae
+
+        vae = load_vae(Path(snakemake.input.vae_weights).parent, device)
+        images, originals = decode_latents(vae, images, len(images)), np.load(snakemake.input.images)["images"]
+    for query, image in zip(regenerate, images):
+        image_l2[query] = float(np.linalg.norm(image - originals[query]))
         log.info("query %s regenerated: L2 distance %.4f to the original", query, image_l2[query])
 
 frame = pd.DataFrame(

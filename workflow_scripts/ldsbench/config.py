@@ -246,6 +246,25 @@ def _method_errors(config: dict) -> list[str]:
     return errors
 
 
+# Channels and side of the built-in datasets' images.
+BUILTIN_IMAGE_SHAPES = {"digits": (1, 8), "cifar2": (3, 32), "cifar10": (3, 32)}
+
+
+def _latent_errors(config: dict) -> list[str]:
+    """With ``model.vae``: the VAE folder, and a UNet, scheduler and
+    measurements that fit its latents (``latents``)."""
+    model = config["model"]
+    if model.get("vae") is None:
+        return []
+    from .latents import image_shape_errors, vae_errors
+
+    errors = vae_errors(model["vae"], model["unet"], model["scheduler"], config["measurements"], config["training"])
+    name = config["dataset"]["name"]
+    if name in BUILTIN_IMAGE_SHAPES:
+        errors += image_shape_errors(model["vae"], model["unet"], *BUILTIN_IMAGE_SHAPES[name], f"{name} images")
+    return errors
+
+
 def _semantic_errors(config: dict) -> list[str]:
     """Checks the schema cannot express."""
     errors = []
@@ -281,7 +300,8 @@ def _semantic_errors(config: dict) -> list[str]:
         if config["dataset"].get("path") is None:
             errors.append(f'dataset.path: required for dataset.name {config["dataset"]["name"]} (README, "Your own data")')
         else:
-            errors += source_errors(config["dataset"], config["model"]["unet"])
+            errors += source_errors(config["dataset"], unet, config["model"].get("vae"))
+    errors += _latent_errors(config)
     errors += _measurement_errors(config)
     errors += _training_errors(config)
     errors += _tuning_errors(config)

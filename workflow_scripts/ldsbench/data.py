@@ -1,7 +1,8 @@
 """Training and held-out image sets.
 
 A dataset file is an ``.npz`` with ``images`` float32 [N, C, H, W] scaled to
-[-1, 1], ``labels`` int64 [N] and ``source_index`` int64 [N] (the row in the
+[-1, 1] (in latent mode, the images of an 8-bit local source are kept as
+uint8 [N, C, H, W] grey levels, ``to_unit_range`` scales them), ``labels`` int64 [N] and ``source_index`` int64 [N] (the row in the
 original source, for provenance), and for an image folder ``source_path``
 [N] (each row's file, relative to the folder). Train index ``i`` is row
 ``i`` of the file. Local sources (folders and arrays) are read by
@@ -27,7 +28,7 @@ CIFAR_CLASSES = {"cifar2": (1, 7), "cifar10": tuple(range(10))}
 
 @dataclass
 class ImageSet:
-    images: np.ndarray  # float32 [N, C, H, W] in [-1, 1]
+    images: np.ndarray  # float32 [N, C, H, W] in [-1, 1], or uint8 levels (module docstring)
     labels: np.ndarray  # int64 [N]
     source_index: np.ndarray  # int64 [N]
     source_path: np.ndarray | None = None  # str [N], files of an image folder
@@ -45,11 +46,15 @@ def save_image_set(path, image_set: ImageSet) -> None:
         with open(tmp, "wb") as handle:
             np.savez(
                 handle,
-                images=image_set.images.astype(np.float32),
+                images=_stored(image_set.images),
                 labels=image_set.labels.astype(np.int64),
                 source_index=image_set.source_index.astype(np.int64),
                 **({} if image_set.source_path is None else {"source_path": np.asarray(image_set.source_path, dtype=str)}),
             )
+
+
+def _stored(images: np.ndarray) -> np.ndarray:
+    return images if images.dtype == np.uint8 else images.astype(np.float32)
 
 
 def load_image_set(path) -> ImageSet:
@@ -59,7 +64,7 @@ def load_image_set(path) -> ImageSet:
 
 def image_set_hash(image_set: ImageSet) -> str:
     """sha256 of the pixel values and labels, identifying a training set."""
-    return array_sha256(image_set.images.astype(np.float32), image_set.labels.astype(np.int64))
+    return array_sha256(_stored(image_set.images), image_set.labels.astype(np.int64))
 
 
 def _split(images, labels, n_train, n_heldout, seed, classes, paths=None) -> tuple[ImageSet, ImageSet]:
@@ -76,7 +81,12 @@ def _split(images, labels, n_train, n_heldout, seed, classes, paths=None) -> tup
 
 def scaled_uint8(images: np.ndarray) -> np.ndarray:
     """uint8 [N, H, W, C] -> float32 [N, C, H, W] in [-1, 1] (v / 127.5 - 1)."""
-    return (images.astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2).copy()
+    return to_unit_range(images).transpose(0, 3, 1, 2).copy()
+
+
+def to_unit_range(images: np.ndarray) -> np.ndarray:
+    """8-bit levels v -> float32 v / 127.5 - 1; float images are returned as they are."""
+    return images.astype(np.float32) / 127.5 - 1.0 if images.dtype == np.uint8 else images
 
 
 def load_digits_split(n_train: int, n_heldout: int, seed: int, classes=None):
@@ -91,8 +101,10 @@ def load_digits_split(n_train: int, n_heldout: int, seed: int, classes=None):
     return _split(images, digits.target, n_train, n_heldout, seed, classes)
 
 
-def load_local_split(dataset: dict) -> tuple[ImageSet, ImageSet]:
-    """An image folder or an arrays ``.npz`` (``local_images``), split at random with ``dataset.seed``."""
+def load_local_split(dataset: dict, keep_uint8: bool = False) -> tuple[ImageSet, ImageSet]:
+    """An image folder or an arrays ``.npz`` (``local_images``), split at random
+    with ``dataset.seed``; with ``keep_uint8`` the images stay 8-bit levels
+    [N, C, H, W] (a quarter of float32's memory: latent mode's pixel files)."""
     from .local_images import load_arrays, load_folder
 
     paths = None
@@ -100,7 +112,11 @@ def load_local_split(dataset: dict) -> tuple[ImageSet, ImageSet]:
         images, labels, paths, _ = load_folder(dataset["path"], dataset.get("channels"), dataset.get("image_size"))
     else:
         images, labels = load_arrays(dataset["path"])
-    return _split(scaled_uint8(images), labels, dataset["n_train"], dataset.get("n_heldout", 0), dataset.get("seed", 0), dataset.get("classes"), paths)
+    # Split the 8-bit images, then convert only the rows kept.
+    splits = _split(images, labels, dataset["n_train"], dataset.get("n_heldout", 0), dataset.get("seed", 0), dataset.get("classes"), paths)
+    for split in splits:
+        split.images = np.ascontiguousarray(split.images.transpose(0, 3, 1, 2)) if keep_uint8 else scaled_uint8(split.images)
+    return splits
 
 
 def _read_cifar_batches(path: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -157,8 +173,9 @@ def load_cifar2_split(path, n_train: int, n_heldout: int, seed: int, classes=CIF
     return train, heldout
 
 
-def load_dataset_split(dataset_config: dict) -> tuple[ImageSet, ImageSet]:
-    """Dispatch on ``dataset.name`` ("digits", "cifar2", "cifar10", "folder" or "arrays")."""
+def load_dataset_split(dataset_config: dict, keep_uint8: bool = False) -> tuple[ImageSet, ImageSet]:
+    """Dispatch on ``dataset.name`` ("digits", "cifar2", "cifar10", "folder" or "arrays");
+    ``keep_uint8``: see ``load_local_split`` (the built-in datasets are small and stay float32)."""
     name = dataset_config["name"]
     n_train, n_heldout, seed = (
         dataset_config["n_train"],
@@ -171,5 +188,5 @@ def load_dataset_split(dataset_config: dict) -> tuple[ImageSet, ImageSet]:
         classes = tuple(dataset_config.get("classes") or CIFAR_CLASSES[name])
         return load_cifar2_split(dataset_config.get("path"), n_train, n_heldout, seed, classes)
     if name in ("folder", "arrays"):
-        return load_local_split(dataset_config)
+        return load_local_split(dataset_config, keep_uint8)
     raise ValueError(f"dataset.name: unknown dataset {name!r} (known: digits, cifar2, folder, arrays)")

@@ -140,3 +140,42 @@ def cached_model_footprint(unet_config: dict, cache_dir) -> ModelFootprint:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps({"format": _FORMAT, "footprint": asdict(footprint)}, indent=1))
     return footprint
+
+
+@dataclass(frozen=True)
+class VaeFootprint:
+    """params: the VAE's parameters; encode_bytes_per_image /
+    decode_bytes_per_image: activation bytes that one more image in a batch
+    adds (float32, no grad), measured as the UNet's are."""
+
+    params: int
+    encode_bytes_per_image: int
+    decode_bytes_per_image: int
+
+
+def vae_footprint(vae_config: dict, latent_side: int) -> VaeFootprint:
+    """The footprint of the ``AutoencoderKL`` that ``vae_config`` (its
+    ``config.json``) describes, built on the meta device, on images whose
+    latents are ``latent_side`` x ``latent_side``."""
+    from diffusers import AutoencoderKL
+
+    config = {key: value for key, value in vae_config.items() if not key.startswith("_")}
+    with torch.device("meta"):
+        vae = AutoencoderKL.from_config(config)
+    side = latent_side * 2 ** (len(vae.config.block_out_channels) - 1)
+
+    def peak(batch: int, decode: bool) -> int:
+        mode = _LiveBytes()
+        with torch.no_grad(), mode:
+            if decode:
+                out = vae.decode(torch.zeros(batch, vae.config.latent_channels, latent_side, latent_side, device="meta")).sample
+            else:
+                out = vae.encode(torch.zeros(batch, vae.config.in_channels, side, side, device="meta")).latent_dist.mean
+            del out
+        return mode.peak
+
+    return VaeFootprint(
+        params=sum(p.numel() for p in vae.parameters()),
+        encode_bytes_per_image=max(1, (peak(4, False) - peak(2, False)) // 2),
+        decode_bytes_per_image=max(1, (peak(4, True) - peak(2, True)) // 2),
+    )

@@ -9,7 +9,8 @@ from matplotlib.figure import Figure
 
 
 def to_display(image: np.ndarray) -> np.ndarray:
-    """[C, H, W] in [-1, 1] -> [H, W] (grey) or [H, W, 3] in [0, 1]."""
+    """[C, H, W] in [-1, 1] (or uint8 levels) -> [H, W] (grey) or [H, W, 3] in [0, 1]."""
+    image = image / 127.5 - 1.0 if image.dtype == np.uint8 else image
     image = np.clip((np.asarray(image, dtype=np.float64) + 1.0) / 2.0, 0.0, 1.0)
     return image[0] if image.shape[0] == 1 else np.transpose(image[:3], (1, 2, 0))
 

@@ -189,9 +189,10 @@ def load_arrays(path) -> tuple[np.ndarray, np.ndarray]:
     return (images[..., None] if images.ndim == 3 else images), labels
 
 
-def source_errors(dataset: dict, unet: dict) -> list[str]:
+def source_errors(dataset: dict, unet: dict, vae: dict | None = None) -> list[str]:
     """Config errors of a local source, read from its headers: missing or
-    malformed, too few images, or images that do not fit the model."""
+    malformed, too few images, or images that do not fit the model (the
+    UNet's input, or with ``vae`` the VAE's)."""
     try:
         info = describe_folder(dataset["path"]) if dataset["name"] == "folder" else describe_arrays(dataset["path"])
     except DatasetError as error:
@@ -206,12 +207,16 @@ def source_errors(dataset: dict, unet: dict) -> list[str]:
     expected_channels = dataset.get("channels") or channels
     if dataset.get("channels") not in (None, channels):
         errors.append(f"dataset.channels: {dataset['channels']}, but image 0 under {dataset['path']!r} is {channels}-channel")
-    if unet["in_channels"] != expected_channels or unet["out_channels"] != expected_channels:
-        errors.append(f"model.unet.in_channels and out_channels must be the images' {expected_channels} channels")
     size = dataset.get("image_size") or (height if height == width else None)
     if size is None:
         errors.append(f"dataset.image_size: required, image 0 is {width}x{height}, not square (it sets the resize and centre crop)")
-    elif unet["sample_size"] != size:
+    if vae is not None:
+        from .latents import image_shape_errors
+
+        return errors + image_shape_errors(vae, unet, expected_channels, size, f"the images under {dataset['path']!r}")
+    if unet["in_channels"] != expected_channels or unet["out_channels"] != expected_channels:
+        errors.append(f"model.unet.in_channels and out_channels must be the images' {expected_channels} channels")
+    if size is not None and unet["sample_size"] != size:
         errors.append(
             f"model.unet.sample_size: {unet['sample_size']}, but the images are {size}x{size}"
             + ("" if dataset.get("image_size") else " (set dataset.image_size to resize)")

@@ -15,6 +15,7 @@ timestep) through the UNet; a forward pass alone counts a third of it.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, replace
@@ -272,7 +273,31 @@ def rule_estimates(config: dict, footprint, budget_bytes: int, budget_setting: s
         estimate = scoring_estimate(method, config, footprint, budget_bytes, budget_setting)
         # One scoring job per method scores every measurement.
         rows.append(JobEstimate(f"score_method[{name}]", 1, estimate.peak_bytes, estimate.passes, estimate.setting))
+    if config["model"].get("vae") is not None:
+        rows += latent_estimates(config)
     return rows
+
+
+def latent_estimates(config: dict) -> list[JobEstimate]:
+    """Encoding the training and held-out images, and decoding the generated
+    queries, with the VAE (``model.vae.batch_size`` images per pass)."""
+    from .latents import vae_config
+
+    vae, queries = config["model"]["vae"], config["queries"]
+    sizes = _vae_sizes(json.dumps(vae_config(vae["path"]), sort_keys=True), config["model"]["unet"]["sample_size"])
+    batch, base = vae["batch_size"], PROCESS_BASE_BYTES + sizes.params * FLOAT32
+    images = config["dataset"]["n_train"] + config["dataset"].get("n_heldout", 0)
+    return [
+        JobEstimate("encode_latents", 1, base + batch * sizes.encode_bytes_per_image, images, "model.vae.batch_size"),
+        JobEstimate("decode_queries", 1, base + batch * sizes.decode_bytes_per_image, queries["generated"], "model.vae.batch_size"),
+    ]
+
+
+@functools.lru_cache(maxsize=4)
+def _vae_sizes(config_json: str, latent_side: int):
+    from .footprint import vae_footprint
+
+    return vae_footprint(json.loads(config_json), latent_side)
 
 
 def plan_table(rows: list[JobEstimate], draws_per_second: float | None):

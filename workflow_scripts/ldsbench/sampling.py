@@ -19,6 +19,12 @@ def _prepare(unet, scheduler, num_inference_steps: int):
     return scheduler, shape, next(unet.parameters()).device
 
 
+def _to_data_range(sample: torch.Tensor, scheduler) -> torch.Tensor:
+    """Pixel models (``clip_sample``) have samples clipped to the images'
+    [-1, 1]; latents are not confined to a range and are returned as sampled."""
+    return sample.clamp(-1, 1) if scheduler.config.clip_sample else sample
+
+
 def _sample_batch(unet, scheduler, count: int, shape: tuple, device, generator, rows=None, record=None) -> torch.Tensor:
     """One batch of ancestral sampling from ``generator``: [count, C, H, W],
     unclamped. With ``rows`` the UNet sees only those rows; the others follow
@@ -40,7 +46,8 @@ def _sample_batch(unet, scheduler, count: int, shape: tuple, device, generator, 
 
 @torch.no_grad()
 def ddpm_sample(unet, scheduler, n_samples: int, num_inference_steps: int, seed: int, batch_size: int = 256) -> torch.Tensor:
-    """Ancestral sampling with ``scheduler.step``: [n_samples, C, H, W] in [-1, 1].
+    """Ancestral sampling with ``scheduler.step``: [n_samples, C, H, W], in
+    [-1, 1] where the scheduler clips (``_to_data_range``).
 
     Sample s uses the initial and per-step noise of its own batch's generator,
     seeded by (seed, batch index), so the same seed and batch size regenerate
@@ -50,7 +57,8 @@ def ddpm_sample(unet, scheduler, n_samples: int, num_inference_steps: int, seed:
     batches = []
     for index, first in enumerate(range(0, n_samples, batch_size)):
         generator = torch.Generator().manual_seed(seed * 100_003 + index)
-        batches.append(_sample_batch(unet, scheduler, min(batch_size, n_samples - first), shape, device, generator).clamp(-1, 1).cpu())
+        sample = _sample_batch(unet, scheduler, min(batch_size, n_samples - first), shape, device, generator)
+        batches.append(_to_data_range(sample, scheduler).cpu())
     return torch.cat(batches)
 
 
@@ -76,7 +84,7 @@ def ddpm_resample_rows(unet, scheduler, rows, n_samples: int, num_inference_step
         generator = torch.Generator().manual_seed(seed * 100_003 + index)
         sample = _sample_batch(unet, scheduler, min(batch_size, n_samples - first), shape, device, generator, local)
         for r in local:
-            out[first + r] = sample[r].clamp(-1, 1).cpu()
+            out[first + r] = _to_data_range(sample[r], scheduler).cpu()
     return torch.stack([out[r] for r in rows])
 
 

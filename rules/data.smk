@@ -8,12 +8,11 @@ rule prepare_data:
         f"{R}/benchmarks/prepare_data.tsv"
     conda:
         CONDA_ENV
-    # `latent` only in latent mode, so that pixel runs keep their params.
     params:
-        **({"latent": True} if LATENT else {}),
         dataset=config["dataset"],
     script:
-        f"{STEPS}/prepare_data.py"
+        # Latent mode writes the images for the VAE (data/pixels/).
+        f"{STEPS}/prepare_images.py" if LATENT else f"{STEPS}/prepare_data.py"
 
 
 if LATENT:

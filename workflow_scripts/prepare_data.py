@@ -4,8 +4,7 @@ from ldsbench.data import image_set_hash, load_dataset_split, save_image_set
 from ldsbench.jobs import start_job
 
 log = start_job(snakemake)
-# Latent mode keeps an 8-bit source's images as uint8: they are only encoded and shown.
-train, heldout = load_dataset_split(snakemake.params.dataset, keep_uint8=snakemake.params.get("latent", False))
+train, heldout = load_dataset_split(snakemake.params.dataset)
 save_image_set(snakemake.output.train, train)
 save_image_set(snakemake.output.heldout, heldout)
 log.info("train %s images %s (sha256 %s), heldout %s", len(train), train.images.shape[1:], image_set_hash(train), len(heldout))

@@ -1,0 +1,11 @@
+"""Latent mode: write the training and held-out images that encode_latents
+encodes (an 8-bit source's images stay uint8; train index = row number)."""
+
+from ldsbench.data import image_set_hash, load_dataset_split, save_image_set
+from ldsbench.jobs import start_job
+
+log = start_job(snakemake)
+train, heldout = load_dataset_split(snakemake.params.dataset, keep_uint8=True)
+save_image_set(snakemake.output.train, train)
+save_image_set(snakemake.output.heldout, heldout)
+log.info("train %s images %s %s (sha256 %s), heldout %s", len(train), train.images.shape[1:], train.images.dtype, image_set_hash(train), len(heldout))

@@ -1,7 +1,7 @@
 rule prepare_data:
     output:
-        train=f"{PIXELS}/train.npz",
-        heldout=f"{PIXELS}/heldout.npz",
+        train=f"{R}/data/train.npz",
+        heldout=f"{R}/data/heldout.npz",
     log:
         f"{R}/logs/prepare_data.log",
     benchmark:
@@ -11,14 +11,31 @@ rule prepare_data:
     params:
         dataset=config["dataset"],
     script:
-        # Latent mode writes the images for the VAE (data/pixels/).
-        f"{STEPS}/prepare_images.py" if LATENT else f"{STEPS}/prepare_data.py"
+        f"{STEPS}/prepare_data.py"
 
 
 if LATENT:
 
-    # The training and held-out images' latents under the VAE, stored as the
-    # data every later rule reads (ldsbench.latents).
+    # Latent mode: the images, for the VAE (8-bit sources stay uint8), and
+    # their latents, which become the data every later rule reads (the
+    # latents' rule wins over prepare_data for data/train.npz).
+    rule prepare_images:
+        output:
+            train=f"{PIXELS}/train.npz",
+            heldout=f"{PIXELS}/heldout.npz",
+        log:
+            f"{R}/logs/prepare_images.log",
+        benchmark:
+            f"{R}/benchmarks/prepare_images.tsv"
+        conda:
+            CONDA_ENV
+        params:
+            dataset=config["dataset"],
+        script:
+            f"{STEPS}/prepare_images.py"
+
+    ruleorder: encode_latents > prepare_data
+
     rule encode_latents:
         input:
             train=f"{PIXELS}/train.npz",

@@ -24,14 +24,13 @@ file's name, so they run before any job.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 SPLIT_STREAMS = {"train": 0, "heldout": 1}
-# Bytes per parameter of a float32 VAE, for the plan.
-FLOAT32 = 4
 
 
 class VaeError(ValueError):
@@ -179,3 +178,45 @@ def decode_latents(vae, latents: np.ndarray, batch_size: int) -> np.ndarray:
             batch = torch.from_numpy(np.ascontiguousarray(latents[first : first + batch_size])).to(device)
             out.append(vae.decode(batch / scale + shift).sample.clamp(-1, 1).float().cpu().numpy())
     return np.concatenate(out)
+
+
+@dataclass(frozen=True)
+class VaeFootprint:
+    """params: the VAE's parameters; encode_bytes_per_image /
+    decode_bytes_per_image: activation bytes that one more image in a batch
+    adds (float32, no grad), measured as the UNet's are."""
+
+    params: int
+    encode_bytes_per_image: int
+    decode_bytes_per_image: int
+
+
+def vae_footprint(vae_config: dict, latent_side: int) -> VaeFootprint:
+    """The footprint of the ``AutoencoderKL`` that ``vae_config`` (its
+    ``config.json``) describes, built on the meta device, on images whose
+    latents are ``latent_side`` x ``latent_side``."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from .footprint import _LiveBytes
+
+    config = {key: value for key, value in vae_config.items() if not key.startswith("_")}
+    with torch.device("meta"):
+        vae = AutoencoderKL.from_config(config)
+    side = latent_side * 2 ** (len(vae.config.block_out_channels) - 1)
+
+    def peak(batch: int, decode: bool) -> int:
+        mode = _LiveBytes()
+        with torch.no_grad(), mode:
+            if decode:
+                out = vae.decode(torch.zeros(batch, vae.config.latent_channels, latent_side, latent_side, device="meta")).sample
+            else:
+                out = vae.encode(torch.zeros(batch, vae.config.in_channels, side, side, device="meta")).latent_dist.mean
+            del out
+        return mode.peak
+
+    return VaeFootprint(
+        params=sum(p.numel() for p in vae.parameters()),
+        encode_bytes_per_image=max(1, (peak(4, False) - peak(2, False)) // 2),
+        decode_bytes_per_image=max(1, (peak(4, True) - peak(2, True)) // 2),
+    )

@@ -295,7 +295,7 @@ def latent_estimates(config: dict) -> list[JobEstimate]:
 
 @functools.lru_cache(maxsize=4)
 def _vae_sizes(config_json: str, latent_side: int):
-    from .footprint import vae_footprint
+    from .latents import vae_footprint
 
     return vae_footprint(json.loads(config_json), latent_side)
 

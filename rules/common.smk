@@ -39,7 +39,7 @@ PACKAGE = Path(workflow.basedir) / "workflow_scripts" / "ldsbench"
 STEPS = "../workflow_scripts"
 CONDA_ENV = "../envs/ldsbench.yaml"
 
-# Latent diffusion (model.vae): prepare_data writes the images to
+# Latent diffusion (model.vae): prepare_images writes the images to
 # data/pixels/ and encode_latents writes their latents to data/, which every
 # later rule reads as its data. Figures and the removal branch's image
 # distances use images: the training images, and the queries decoded
@@ -49,8 +49,8 @@ LATENT = VAE is not None
 PIXELS = f"{R}/data/pixels" if LATENT else f"{R}/data"
 QUERY_IMAGES = f"{R}/queries/images.npz" if LATENT else f"{R}/queries/queries.npz"
 # What training and its provenance see of the model: the VAE's settings
-# decide the data (and its hash), not the UNet.
-# (In canonical key order, as config["model"] is without a VAE.)
+# decide the data (and its hash), not the UNet. Same key order as
+# config["model"], so that pixel runs keep their params.
 UNET_MODEL = {key: value for key, value in config["model"].items() if key != "vae"}
 
 # Each training rule sees only the settings that affect it, so that changing

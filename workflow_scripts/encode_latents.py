@@ -3,14 +3,15 @@
 from ldsbench.data import ImageSet, image_set_hash, load_image_set, save_image_set
 from ldsbench.io import save_json
 from ldsbench.jobs import select_device, start_job
-from ldsbench.latents import encode_images, load_vae, weights_sha256
+from ldsbench.latents import encode_images, load_vae, scale_and_shift, weights_sha256
 
 log = start_job(snakemake)
 settings = snakemake.params.vae
 device = select_device(snakemake.params.device)
 vae = load_vae(settings["path"], device)
 provenance = {"vae_path": settings["path"], "vae_weights_sha256": weights_sha256(settings["path"]), "latents": settings["latents"]}
-provenance.update(seed=settings["seed"], scaling_factor=float(vae.config.scaling_factor), shift_factor=float(getattr(vae.config, "shift_factor", None) or 0.0))
+scale, shift = scale_and_shift(vae)
+provenance.update(seed=settings["seed"], scaling_factor=scale, shift_factor=shift)
 for split in ("train", "heldout"):
     images = load_image_set(snakemake.input[split])
     latents = encode_images(vae, images.images, settings["latents"], settings["seed"], split, settings["batch_size"])

@@ -1,9 +1,9 @@
 """Training and held-out image sets.
 
 A dataset file is an ``.npz`` with ``images`` float32 [N, C, H, W] scaled to
-[-1, 1] (in latent mode, the images of an 8-bit local source are kept as
-uint8 [N, C, H, W] grey levels, ``to_unit_range`` scales them), ``labels`` int64 [N] and ``source_index`` int64 [N] (the row in the
-original source, for provenance), and for an image folder ``source_path``
+[-1, 1] (latent mode keeps an 8-bit local source's images as uint8 grey
+levels; ``to_unit_range`` scales them), ``labels`` int64 [N] and
+``source_index`` int64 [N] (the row in the original source, for provenance), and for an image folder ``source_path``
 [N] (each row's file, relative to the folder). Train index ``i`` is row
 ``i`` of the file. Local sources (folders and arrays) are read by
 ``local_images``.

@@ -129,7 +129,8 @@ def load_vae(path, device="cpu"):
     return AutoencoderKL.from_pretrained(path).to(device).eval()
 
 
-def _scale_shift(vae) -> tuple[float, float]:
+def scale_and_shift(vae) -> tuple[float, float]:
+    """(scaling_factor, shift_factor) of a loaded VAE; shift 0 when it has none."""
     return float(vae.config.scaling_factor), float(getattr(vae.config, "shift_factor", None) or 0.0)
 
 
@@ -146,8 +147,11 @@ def encode_images(vae, images: np.ndarray, latents: str, seed: int, split: str, 
 
     from .data import to_unit_range
 
+    if latents not in ("mean", "sample"):
+        raise ValueError(f"model.vae.latents: {latents!r} is not mean or sample")
+
     device = next(vae.parameters()).device
-    scale, shift = _scale_shift(vae)
+    scale, shift = scale_and_shift(vae)
     out = []
     with torch.no_grad():
         for first in range(0, len(images), batch_size):
@@ -157,8 +161,6 @@ def encode_images(vae, images: np.ndarray, latents: str, seed: int, split: str, 
             if latents == "sample":
                 eps = np.stack([row_noise(seed, split, first + i, value.shape[1:]) for i in range(len(batch))])
                 value = value + posterior.std * torch.from_numpy(eps).to(device)
-            elif latents != "mean":
-                raise ValueError(f"model.vae.latents: {latents!r} is not mean or sample")
             out.append(((value - shift) * scale).float().cpu().numpy())
     if not out:
         side = images.shape[-1] // downsampling_factor(vae.config)
@@ -171,7 +173,7 @@ def decode_latents(vae, latents: np.ndarray, batch_size: int) -> np.ndarray:
     import torch
 
     device = next(vae.parameters()).device
-    scale, shift = _scale_shift(vae)
+    scale, shift = scale_and_shift(vae)
     out = []
     with torch.no_grad():
         for first in range(0, len(latents), batch_size):

@@ -37,6 +37,7 @@ rule compare_methods:
     output:
         summary=f"{R}/comparison/{{measurement}}.parquet",
         paired=f"{R}/comparison/{{measurement}}.paired.parquet",
+        per_query=f"{R}/comparison/{{measurement}}.per_query.parquet",
     log:
         f"{R}/logs/comparison/{{measurement}}.log",
     benchmark:
@@ -60,6 +61,7 @@ rule summarize:
     input:
         comparisons=[f"{R}/comparison/{name}.parquet" for name in MEASURED],
         paired=[f"{R}/comparison/{name}.paired.parquet" for name in MEASURED],
+        tuned_per_query=[f"{R}/comparison/{name}.per_query.parquet" for name in MEASURED],
         lds=[f"{R}/lds/{m}/{s}.parquet" for m in METHODS for s in MEASURED],
         sweeps=[f"{R}/lds/{m}/{s}.sweep.parquet" for m in METHODS for s in MEASURED],
         # Measured wall times of each method's scoring and feature jobs: the summary's cost columns.

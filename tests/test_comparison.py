@@ -165,3 +165,25 @@ def test_one_variant_has_no_pairs():
     boot = two_way_bootstrap({"only": rng.normal(size=(6, 4))}, rng.normal(size=(2, 6, 4)), ALL, 20, seed=0)
     frame = paired_differences(boot, ["only"], "all", 0.95)
     assert frame.empty and {"difference", "p_holm", "significant"} <= set(frame.columns)
+
+
+def test_cross_fitted_ceiling_and_followers():
+    from ldsbench.comparison import CROSS_FIT, Grid
+    from ldsbench.tuning import Folds
+
+    rng = np.random.default_rng(8)
+    truth = rng.normal(size=(3, 14, 9)) + rng.normal(size=(1, 14, 9))
+    mean = truth.mean(axis=0)
+    folds = Folds.of(9, 14, {"folds": 2, "seed": 2})
+    # Value 1 is the truth itself, so every cell chooses it; the follower is
+    # then read at value 1 too.
+    predictions = np.stack([rng.normal(size=mean.shape), mean])
+    follower = np.stack([mean, -mean])
+    grid = Grid(np.array([1e-8, 1e-4]), predictions, followers={"control": follower})
+    boot = two_way_bootstrap({}, truth, {"all": Split()}, 30, seed=0, grids={"m": grid}, folds=folds)
+    assert (boot.chosen["m"] == 1).all()
+    assert boot.point["m", CROSS_FIT] == pytest.approx(1.0) and boot.point["control", CROSS_FIT] == pytest.approx(-1.0)
+    ceilings = [retraining_ceiling(seed_agreement_per_query(truth[:, folds.subsets == b]), 3, int((folds.subsets == b).sum())) for b in range(2)]
+    assert boot.point[CEILING, CROSS_FIT] == pytest.approx(np.mean(ceilings))
+    with pytest.raises(ValueError, match="need the folds"):
+        two_way_bootstrap({}, truth, {"all": Split()}, 10, 0, grids={"m": grid})

@@ -15,17 +15,17 @@ METHODS = ["TRAK", "D-TRAK | ekfac", "retraining ceiling"]
 
 def _row(method, measurement, lds, **extra):
     """A summary row as compare_methods writes it; every estimate has an interval."""
-    row = dict(method=method, measurement=measurement, orientation="lower_is_better", n_queries=64, n_test=32, n_subsets=100, n_seeds=3)
+    row = dict(method=method, measurement=measurement, orientation="lower_is_better", n_queries=64, n_subsets=100, folds=2, n_seeds=3)
     for prefix, value in [
         ("lds", lds),
         ("lds_over_ceiling", lds / 0.8),
         ("query_agnostic_lds", lds / 2),
-        ("test_default_lds", lds),
-        ("test_tuned_lds", lds + 0.01),
+        ("default_lds", lds - 0.01),
+        ("all_subsets_lds", lds),
     ]:
         low, high = ("ci_low", "ci_high") if prefix == "lds" else (f"{prefix}_ci_low", f"{prefix}_ci_high")
         row.update({prefix: value, low: value - 0.03, high: value + 0.05})
-    row.update(tuned_damping=1e-3, tuning_lds=lds)
+    row.update(tuned_value=1e-3, tuned_values="0.001 0.001 0.01 0.001")
     row.update(extra)
     return row
 
@@ -56,8 +56,8 @@ def _paired(summary):
                         p_holm=0.03,
                         significant=abs(d) > 0.3,
                         measurement=measurement,
-                        values="default",
-                        split="all",
+                        values="tuned",
+                        split="cross_fit",
                     )
                 )
     return pd.DataFrame(rows)
@@ -173,12 +173,12 @@ def test_paired_differences_plot_and_table(tmp_path):
     summary = _summary()
     paired = _paired(summary)
     path = tmp_path / "paired.png"
-    plot_paired_differences(paired, path)
+    plot_paired_differences(paired, path, values="tuned by cross-fitting")
     _assert_png(path)
     text = paired_markdown(summary, paired, 0.95)
     # Against the best method of each measurement, with its sign: TRAK is
     # 0.4 below the ceiling row here, a significant difference.
-    assert "against the best untuned method, retraining ceiling" in text
+    assert "against the best method, retraining ceiling (tuned by cross-fitting" in text
     assert "| TRAK | -0.400 [-0.500, -0.300] * | 0.03 |" in text
     assert "| D-TRAK \\| ekfac | -0.200 [-0.300, -0.100] | 0.03 |" in text
 

@@ -118,8 +118,11 @@ def test_methods_with_the_same_training_side_share_one_feature_key():
     config = validate_config(default_config())
     methods = config["methods"]
     keys = {name: [feature_key(s) for s in training_feature_sets(m)] for name, m in methods.items()}
-    # TRAK, the ensemble's first member and Journey-TRAK: the full model's projected loss gradients.
-    assert keys["trak"][0] == keys["trak_ensemble"][0] == keys["journey_trak"][0]
+    # TRAK and the ensemble's first member: the full model's projected loss
+    # gradients; Journey-TRAK's are the same but at its authors' independent draws.
+    assert keys["trak"][0] == keys["trak_ensemble"][0] != keys["journey_trak"][0]
+    journey_at_traks_layout = dict(methods["journey_trak"], gradient_draws=methods["trak"]["gradient_draws"])
+    assert feature_key(training_feature_sets(journey_at_traks_layout)[0]) == keys["trak"][0]
     assert keys["trak_ensemble"][1].startswith("full_seed_1-loss-") and keys["dtrak"][0].startswith("full-squared_norm-")
     assert keys["ekfac_influence"] == keys["das"] == keys["pixel_similarity"] == []
     # A method's own hyperparameter or query side is not part of the key; its training draws are.
@@ -134,7 +137,7 @@ def test_plan_counts_feature_jobs_once_and_each_method_its_features(tmp_path):
     footprint = cached_model_footprint(config["model"]["unet"], tmp_path)
     rows = {row.rule: row for row in rule_estimates(config, footprint, 2**34, "runtime.memory_gb")}
     feature_rows = [rule for rule in rows if rule.startswith("project_training_features[")]
-    assert len(feature_rows) == 3
+    assert len(feature_rows) == 4
     n_train, draws = config["dataset"]["n_train"], config["methods"]["trak"]["train_draws"]
     assert all(rows[rule].passes == n_train * draws for rule in feature_rows)
     n_queries = config["queries"]["generated"] + config["queries"]["heldout"]

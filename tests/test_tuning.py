@@ -1,23 +1,33 @@
-"""Damping chosen on the tuning queries, reported on the test queries."""
+"""Damping chosen by cross-fitting: folds of queries and subsets, each cell
+read at the value chosen on the other folds."""
 
 import numpy as np
 import pytest
 
-from ldsbench.tuning import TuningSplit, choose_on_tuning_split, choose_tuned_value, tuning_split
+from ldsbench.comparison import Grid, Split, two_way_bootstrap
+from ldsbench.lds import spearman_per_query
+from ldsbench.tuning import Folds, choose_tuned_value, consensus_value, fold_labels
 
 
-def test_split_is_reproducible_and_disjoint():
-    mask = tuning_split(10, 0.5, seed=3)
-    assert mask.sum() == 5 and mask.tolist() == tuning_split(10, 0.5, seed=3).tolist()
-    assert mask.tolist() != tuning_split(10, 0.5, seed=4).tolist()
-    with pytest.raises(ValueError, match="both need at least 1"):
-        tuning_split(3, 0.1, seed=0)
+def test_folds_are_reproducible_balanced_and_checked():
+    labels = fold_labels(10, 3, seed=3)
+    assert sorted(np.bincount(labels).tolist()) == [3, 3, 4] and labels.tolist() == fold_labels(10, 3, seed=3).tolist()
+    assert labels.tolist() != fold_labels(10, 3, seed=4).tolist()
+    with pytest.raises(ValueError, match="leave 1 in the smallest fold; each needs at least 2"):
+        fold_labels(5, 3, seed=0, items="subsets", minimum=2)
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        fold_labels(5, 1, seed=0)
+    folds = Folds.of(10, 16, {"folds": 2, "seed": 3})
+    assert folds.n_folds == 2 and np.bincount(folds.subsets).tolist() == [8, 8] and np.bincount(folds.queries).tolist() == [5, 5]
+    # The query folds do not depend on M.
+    assert folds.queries.tolist() == Folds.of(10, 30, {"folds": 2, "seed": 3}).queries.tolist()
+    assert folds.cells() == [(0, 0), (0, 1), (1, 0), (1, 1)]
 
 
-def _choose(table, tuning):
+def _choose(table, tuning, weights=None):
     """table: {value: [lds of query 0..Q-1]}, the default first."""
     values = np.array(list(table), dtype=float)
-    return choose_tuned_value(values, np.array(list(table.values()), dtype=float), np.asarray(tuning))
+    return choose_tuned_value(values, np.array(list(table.values()), dtype=float), np.asarray(tuning), weights)
 
 
 def test_tuned_value_is_chosen_on_tuning_queries_only():
@@ -26,6 +36,9 @@ def test_tuned_value_is_chosen_on_tuning_queries_only():
     # the test split must not leak into the choice.
     index, score = _choose({1e-8: [0.1, 0.1, 0.2, 0.2], 1e-4: [0.5, 0.5, 0.3, 0.3], 1e-2: [0.0, 0.0, 0.9, 0.9]}, tuning)
     assert index == 1 and score == pytest.approx(0.5)
+    # Query weights (a bootstrap's multiplicities) weigh the means.
+    index, score = _choose({1e-8: [0.9, 0.0, 0.0, 0.0], 1e-4: [0.0, 0.5, 0.0, 0.0]}, tuning, weights=np.array([1.0, 3.0, 1.0, 1.0]))
+    assert index == 1 and score == pytest.approx(0.375)
 
 
 def test_ties_go_to_more_damping_and_methods_without_a_grid_keep_their_default():
@@ -47,25 +60,93 @@ def test_nan_queries_are_left_out_and_shapes_checked():
         choose_tuned_value(np.array([1e-8]), np.zeros((2, 4)), tuning)
 
 
-def test_tuning_split_holds_out_subsets_as_well_as_queries():
-    settings = {"fraction": 0.5, "subset_fraction": 0.5, "seed": 3}
-    split = TuningSplit.of(10, 16, settings)
-    assert split.subsets.sum() == 8 and split.queries.sum() == 5
-    # The query split does not depend on M; the subset split is reproducible.
-    assert split.queries.tolist() == tuning_split(10, 0.5, seed=3).tolist() == TuningSplit.of(10, 30, settings).queries.tolist()
-    assert split.subsets.tolist() == TuningSplit.of(10, 16, settings).subsets.tolist()
-    with pytest.raises(ValueError, match="3 subsets leaves 2 tuning and 1 test subsets; both need at least 2"):
-        TuningSplit.of(10, 3, settings)
+def test_consensus_value_is_the_most_chosen_ties_to_the_larger():
+    assert consensus_value(np.array([[1.0, 10.0], [10.0, 1.0]])) == 10.0
+    assert consensus_value(np.array([[1.0, 1.0], [10.0, 1.0]])) == 1.0
+    assert np.isnan(consensus_value(np.full((2, 2), np.nan)))
 
 
-def test_tuned_value_never_sees_the_test_subsets():
-    # Value 0 predicts the truth on the tuning subsets and value 1 on the test
-    # subsets; every query tunes. Choosing over all subsets would be a coin
-    # toss weighted by the test subsets (more of them); the choice must be 0.
-    rng = np.random.default_rng(0)
-    truth = rng.normal(size=(12, 4))
-    split = TuningSplit(queries=np.array([True, True, True, False]), subsets=np.arange(12) < 4)
-    on_tuning, on_test = rng.normal(size=(12, 4)), rng.normal(size=(12, 4))
-    on_tuning[split.subsets], on_test[~split.subsets] = truth[split.subsets], truth[~split.subsets]
-    index, score = choose_on_tuning_split(np.array([1e-4, 1e-2]), np.stack([on_tuning, on_test]), truth, split)
-    assert index == 0 and score == pytest.approx(1.0)
+def _cross_fit_by_hand(values, predictions, truth, folds):
+    """The protocol written out cell by cell with plain Spearman correlations."""
+    n_folds = folds.n_folds
+    per_fold = np.full((n_folds, truth.shape[1]), np.nan)
+    chosen = np.zeros((n_folds, n_folds), dtype=int)
+    for a, b in folds.cells():
+        rest, fold = folds.subsets != b, folds.subsets == b
+        tuning = np.stack([spearman_per_query(p[rest], truth[rest]) for p in predictions])
+        chosen[a, b] = choose_tuned_value(values, tuning, folds.queries != a)[0]
+        rows = folds.queries == a
+        per_fold[b, rows] = spearman_per_query(predictions[chosen[a, b]][fold], truth[fold])[rows]
+    return np.nanmean(per_fold, axis=0), chosen
+
+
+def test_cross_fitted_point_estimate_is_the_protocol_cell_by_cell():
+    rng = np.random.default_rng(4)
+    n_subsets, n_queries = 18, 10
+    truth = rng.normal(size=(2, n_subsets, n_queries))
+    mean = truth.mean(axis=0)
+    values = np.array([1e-8, 1e-4, 1e-2])
+    predictions = np.stack([mean + s * rng.normal(size=mean.shape) for s in (3.0, 1.0, 2.0)])
+    folds = Folds.of(n_queries, n_subsets, {"folds": 3, "seed": 1})
+    boot = two_way_bootstrap({}, truth, {"all": Split()}, 20, seed=0, grids={"m": Grid(values, predictions)}, folds=folds)
+    per_query, chosen = _cross_fit_by_hand(values, predictions, mean, folds)
+    np.testing.assert_array_equal(boot.chosen["m"], chosen)
+    np.testing.assert_allclose(boot.per_query["m"], per_query, atol=1e-12)
+    assert boot.point["m", "cross_fit"] == pytest.approx(per_query.mean())
+
+
+def test_every_subset_counts_for_the_reported_number():
+    # Under a single tuning/test split, the tuning subsets never enter the
+    # reported LDS; cross-fitted, moving any subset's ground truth moves it.
+    rng = np.random.default_rng(5)
+    truth = rng.normal(size=(2, 12, 8))
+    predictions = truth.mean(axis=0)[None] + rng.normal(size=(2, 12, 8))
+    folds = Folds.of(8, 12, {"folds": 2, "seed": 0})
+    grids = {"m": Grid(np.array([1.0, 2.0]), predictions)}
+    base = two_way_bootstrap({}, truth, {"all": Split()}, 10, 0, grids=grids, folds=folds).point["m", "cross_fit"]
+    for subset in range(12):
+        changed = truth.copy()
+        changed[:, subset] = changed[:, subset] * -3.0 + 1.0
+        assert two_way_bootstrap({}, changed, {"all": Split()}, 10, 0, grids=grids, folds=folds).point["m", "cross_fit"] != base
+
+
+def test_cross_fitting_is_not_fooled_by_a_grid_of_noise():
+    # Twenty values that are all pure noise (true LDS 0 each): the best of
+    # them on the reported data looks good, the cross-fitted value does not.
+    rng = np.random.default_rng(6)
+    in_sample, cross_fitted = [], []
+    for _ in range(30):
+        truth = rng.normal(size=(2, 16, 24)) + rng.normal(size=(1, 16, 24))
+        noise = rng.normal(size=(20, 16, 24))
+        in_sample.append(max(np.nanmean(spearman_per_query(p, truth.mean(axis=0))) for p in noise))
+        folds = Folds.of(24, 16, {"folds": 2, "seed": 0})
+        boot = two_way_bootstrap({}, truth, {"all": Split()}, 10, 0, grids={"noise": Grid(np.arange(20.0), noise)}, folds=folds)
+        cross_fitted.append(boot.point["noise", "cross_fit"])
+    assert np.mean(in_sample) > 0.08
+    # The mean over 30 benchmarks of a quantity with expectation 0.
+    assert abs(np.mean(cross_fitted)) < 0.04
+
+
+def test_cross_fitted_interval_covers_the_known_answer():
+    # One good value among noise: a predictor with Pearson correlation r to
+    # the subset effect mu. With a noiseless ground truth its expected LDS
+    # over the folds' 10 subsets is Moran's expected Spearman of r, the known
+    # answer the interval should cover in most benchmarks.
+    from ldsbench.lds import expected_spearman
+
+    rng = np.random.default_rng(7)
+    r, n_subsets, n_queries = 0.8, 20, 30
+    answer = expected_spearman(r, n_subsets // 2)
+    covered, estimates = 0, []
+    for trial in range(25):
+        mu = rng.normal(size=(n_subsets, n_queries))
+        truth = np.stack([mu, mu])
+        good = r * mu + np.sqrt(1 - r**2) * rng.normal(size=mu.shape)
+        grid = Grid(np.arange(4.0), np.stack([good, *rng.normal(size=(3, n_subsets, n_queries))]))
+        folds = Folds.of(n_queries, n_subsets, {"folds": 2, "seed": trial})
+        boot = two_way_bootstrap({}, truth, {"all": Split()}, 200, trial, grids={"m": grid}, folds=folds)
+        low, high = boot.interval(("m", "cross_fit"), 0.95)
+        covered += low <= answer <= high
+        estimates.append(boot.point["m", "cross_fit"])
+    assert abs(np.mean(estimates) - answer) < 0.03
+    assert covered / 25 >= 0.8

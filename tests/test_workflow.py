@@ -36,8 +36,9 @@ def test_full_size_dry_run_schedules_every_retraining(tmp_path):
     assert _count(files, r"results/models/full$") == 1
     assert _count(files, r"results/measurements/loss/subset_\d+_seed_\d+\.parquet$") == 500
     assert _count(files, r"results/curvature/.*\.pt$") == 1, "K-FAC and EK-FAC share one fit"
-    # TRAK, the ensemble's first member and Journey-TRAK share one feature file; D-TRAK and the second member have their own.
-    assert _count(files, r"results/features/.*\.npy$") == 3
+    # TRAK and the ensemble's first member share one feature file; D-TRAK, the second member and
+    # Journey-TRAK (its authors' independent draws) have their own.
+    assert _count(files, r"results/features/.*\.npy$") == 4
     assert _count(files, r"results/scores/[^/]+/loss\.npy$") == len(config["methods"])
     assert _count(files, r"results/comparison/loss\.parquet$") == 1, "one comparison of every method per measurement"
 
@@ -60,28 +61,20 @@ def test_tiny_run_writes_documented_outputs(tiny_run):
     for name in SUMMARY_FILES + REMOVAL_FILES:
         assert (results / name).stat().st_size > 0, name
     summary = pd.read_parquet(results / "lds_summary.parquet")
-    assert list(summary.columns[:10]) == [
-        "method",
-        "measurement",
-        "orientation",
-        "n_subsets",
-        "n_seeds",
-        "n_test",
-        "n_test_subsets",
-        "lds",
-        "ci_low",
-        "ci_high",
-    ]
-    assert {"tuned_damping", "test_default_lds", "test_tuned_lds", "n_test", "lds_over_ceiling", "query_agnostic_lds"} <= set(summary.columns)
-    # The tuning and test splits share no subset: with M = 4, two of each.
-    assert summary["n_test_subsets"].eq(config["benchmark"]["subsets"] // 2).all()
+    assert list(summary.columns[:9]) == ["method", "measurement", "orientation", "n_subsets", "n_seeds", "folds", "lds", "ci_low", "ci_high"]
+    expected = {"lds_over_ceiling", "query_agnostic_lds", "tuned_value", "tuned_values", "default_lds", "all_subsets_lds", "all_subsets_over_ceiling"}
+    assert expected <= set(summary.columns)
+    # Cross-fitted over 2 folds of queries and of subsets: each of the 2 x 2 cells chose a value.
+    assert summary["folds"].eq(2).all()
     # Cost: gradient methods report passes; measured scoring times are in the
     # Markdown table only (the results files stay bitwise reproducible).
     methods = summary[summary["method"] != "retraining_ceiling"].set_index(["method", "measurement"])
     assert methods.loc["ekfac_influence", "gradient_passes"].gt(0).all() and methods.loc["random", "gradient_passes"].eq(0).all()
     assert "scoring_seconds" not in summary.columns and "| scoring s |" in (results / "lds_summary.md").read_text()
     trak = summary[summary["method"] == "trak"].iloc[0]
-    assert trak["tuned_damping"] in [config["methods"]["trak"]["lambda"], *config["methods"]["trak"]["lambda_grid"]]
+    grid = [config["methods"]["trak"]["lambda"], *config["methods"]["trak"]["lambda_grid"]]
+    assert trak["tuned_value"] in grid and len(trak["tuned_values"].split()) == 4
+    assert all(any(np.isclose(float(v), g, rtol=1e-2) for g in grid) for v in trak["tuned_values"].split())
     assert dict(zip(summary["measurement"], summary["orientation"])) == {"loss": "lower_is_better", "elbo": "higher_is_better"}
     assert set(summary["method"]) == set(config["methods"]) | {"retraining_ceiling"}
     # Percentile intervals need not contain their point estimate; they must be ordered.
@@ -103,7 +96,8 @@ def test_tiny_run_writes_documented_outputs(tiny_run):
         checksums = json.loads((results / "scores" / method / "loss.json").read_text())
         assert set(checksums["files"]) == {"scores", "sweep"} and "queries_sha256" in checksums["provenance"]
     per_query = pd.read_parquet(results / "lds_per_query.parquet")
-    assert list(per_query.columns) == ["method", "measurement", "query", "lds"]
+    assert list(per_query.columns) == ["method", "measurement", "query", "lds", "values"]
+    assert set(per_query["values"]) == {"tuned", "default"} and len(per_query) == 2 * len(config["methods"]) * 2 * n_queries
     assert not list((results / "resume").rglob("checkpoint.pt")), "finished trainings leave no resume state"
     for log in ["prepare_data.log", "train/full.log", "summarize.log"]:
         assert (results / "logs" / log).stat().st_size > 0, log
@@ -193,6 +187,7 @@ def test_changing_one_method_reruns_only_that_method(tiny_run):
             # The comparison pairs every method, so it reruns with any of them.
             f"comparison/{m}.parquet",
             f"comparison/{m}.paired.parquet",
+            f"comparison/{m}.per_query.parquet",
         )
     }
     assert expected <= set(files)
@@ -204,7 +199,7 @@ def test_changing_one_method_reruns_only_that_method(tiny_run):
 def test_changing_training_draws_recomputes_only_that_methods_features(tiny_run):
     config, workdir = tiny_run
     files = dry_run(with_changes(config, {"methods.trak.train_draws": 4}), workdir)
-    # New files for both ensemble members; Journey-TRAK keeps the file it shared with TRAK.
+    # New files for both ensemble members; Journey-TRAK keeps its own file.
     features = [path for path in files if re.search(r"results/features/.*\.npy$", path)]
     assert sorted(path.split("/")[-1].split("-")[0] for path in features) == ["full", "full_seed_1"]
     assert {path.split("/")[2] for path in files if path.startswith("results/scores/")} == {"trak"}

@@ -1,16 +1,16 @@
-"""Every method on one measurement: tuned values, two-way bootstrap intervals,
-the retraining ceiling, noise-normalised LDS, the query-agnostic control and
-paired differences."""
+"""Every method on one measurement: the cross-fitted tuned LDS (the headline),
+the untuned default, two-way bootstrap intervals, the retraining ceiling,
+noise-normalised LDS, the query-agnostic control and paired differences."""
 
 import numpy as np
 import pandas as pd
 
-from ldsbench.comparison import CEILING, Split, paired_differences, query_agnostic_predictions, two_way_bootstrap
+from ldsbench.comparison import CEILING, CROSS_FIT, Grid, Split, paired_differences, query_agnostic_predictions, two_way_bootstrap
 from ldsbench.io import save_parquet
 from ldsbench.jobs import start_job
 from ldsbench.lds import ground_truth_array, spearman_per_query
 from ldsbench.tables import interval_columns
-from ldsbench.tuning import TuningSplit, choose_on_tuning_split
+from ldsbench.tuning import Folds, consensus_value
 
 log = start_job(snakemake)
 params, measurement = snakemake.params, snakemake.wildcards.measurement
@@ -20,26 +20,25 @@ truth_frame = pd.read_parquet(snakemake.input.ground_truth)
 n_queries = truth_frame["query"].nunique()
 truth_per_seed = ground_truth_array(truth_frame, params.n_subsets, n_seeds, n_queries)
 truth = truth_per_seed.mean(axis=0)
-split = TuningSplit.of(n_queries, params.n_subsets, params.tuning)
+folds = Folds.of(n_queries, params.n_subsets, params.tuning)
 
-# Variants are (method, kind): the untuned default, the value tuned on the
-# tuning queries over the tuning subsets, and the default's query-agnostic
-# control.
-variants, chosen = {}, {}
+# Variants on all queries and subsets: the untuned default and its
+# query-agnostic control. Grids, cross-fitted over the folds: the method
+# tuned over its values (with its control read at the chosen values) and
+# its default alone.
+variants, grids, stored = {}, {}, {}
 for method, path in zip(params.methods, snakemake.input.predictions, strict=True):
-    stored = np.load(path)
-    values, predictions = stored["values"], stored["predictions"]
-    index, tuning_lds = choose_on_tuning_split(values, predictions, truth, split)
-    defined = int(np.isfinite(spearman_per_query(predictions[0], truth)).sum())
-    chosen[method] = {"tuned_damping": float(values[index]), "tuning_lds": tuning_lds, "n_queries": defined}
+    archive = np.load(path)
+    values, predictions = archive["values"], archive["predictions"]
+    controls = np.stack([query_agnostic_predictions(p) for p in predictions])
     variants[method, "default"] = predictions[0]
-    variants[method, "tuned"] = predictions[index]
-    variants[method, "query_agnostic"] = query_agnostic_predictions(predictions[0])
+    variants[method, "query_agnostic"] = controls[0]
+    grids[method, "tuned"] = Grid(values, predictions, followers={(method, "tuned_control"): controls})
+    grids[method, "default"] = Grid(values[:1], predictions[:1])
+    defined = int(np.isfinite(spearman_per_query(predictions[0], truth)).sum())
+    stored[method] = (values, defined)
 
-# "all": the untuned numbers on every query and subset; "test": the queries
-# and subsets that tuning did not see.
-splits = {"all": Split(), "test": Split(queries=~split.queries, subsets=~split.subsets)}
-boot = two_way_bootstrap(variants, truth_per_seed, splits, params.statistics["resamples"], params.statistics["seed"])
+boot = two_way_bootstrap(variants, truth_per_seed, {"all": Split()}, params.statistics["resamples"], params.statistics["seed"], grids=grids, folds=folds)
 
 
 def estimate(key, prefix):
@@ -54,27 +53,25 @@ def normalised(key, split, prefix):
     return {prefix: point, f"{prefix}_ci_low": low, f"{prefix}_ci_high": high}
 
 
-common = {
-    "measurement": measurement,
-    "orientation": params.orientation,
-    "n_subsets": params.n_subsets,
-    "n_seeds": n_seeds,
-    "n_test": int((~split.queries).sum()),
-    "n_test_subsets": int((~split.subsets).sum()),
-}
+common = {"measurement": measurement, "orientation": params.orientation, "n_subsets": params.n_subsets, "n_seeds": n_seeds, "folds": folds.n_folds}
 rows = []
 for method in params.methods:
+    values, defined = stored[method]
+    chosen = values[boot.chosen[method, "tuned"]]
     rows.append(
         {
             "method": method,
             **common,
-            **estimate(((method, "default"), "all"), "lds"),
-            **normalised(((method, "default"), "all"), "all", "lds_over_ceiling"),
-            **estimate(((method, "query_agnostic"), "all"), "query_agnostic_lds"),
-            **chosen[method],
-            **estimate(((method, "default"), "test"), "test_default_lds"),
-            **estimate(((method, "tuned"), "test"), "test_tuned_lds"),
-            **normalised(((method, "tuned"), "test"), "test", "test_tuned_over_ceiling"),
+            **estimate(((method, "tuned"), CROSS_FIT), "lds"),
+            **normalised(((method, "tuned"), CROSS_FIT), CROSS_FIT, "lds_over_ceiling"),
+            **estimate(((method, "tuned_control"), CROSS_FIT), "query_agnostic_lds"),
+            "tuned_value": consensus_value(chosen),
+            "tuned_values": " ".join(f"{v:.3g}" for v in chosen.ravel()),
+            **estimate(((method, "default"), CROSS_FIT), "default_lds"),
+            **estimate(((method, "default"), "all"), "all_subsets_lds"),
+            **normalised(((method, "default"), "all"), "all", "all_subsets_over_ceiling"),
+            **estimate(((method, "query_agnostic"), "all"), "all_subsets_query_agnostic_lds"),
+            "n_queries": defined,
         }
     )
 if n_seeds >= 2:
@@ -82,23 +79,33 @@ if n_seeds >= 2:
         {
             "method": CEILING,
             **common,
-            **estimate((CEILING, "all"), "lds"),
-            **estimate((CEILING, "test"), "test_default_lds"),
-            **estimate((CEILING, "test"), "test_tuned_lds"),
+            **estimate((CEILING, CROSS_FIT), "lds"),
+            **estimate((CEILING, CROSS_FIT), "default_lds"),
+            **estimate((CEILING, "all"), "all_subsets_lds"),
             "n_queries": n_queries,
         }
     )
 summary = pd.DataFrame(rows)
 save_parquet(snakemake.output.summary, summary)
 
-# Paired differences: the untuned defaults on all queries, and the tuned
-# values on the test queries (tuning used the other split).
+# Paired differences: the tuned values cross-fitted (the headline), and the
+# untuned defaults on all queries and subsets.
 paired = []
-for kind, split in [("default", "all"), ("tuned", "test")]:
+for kind, split in [("tuned", CROSS_FIT), ("default", "all")]:
     frame = paired_differences(boot, [(method, kind) for method in params.methods], split, level)
     frame.insert(0, "method_b", [b[0] for b in frame.pop("b")])
     frame.insert(0, "method_a", [a[0] for a in frame.pop("a")])
     paired.append(frame.assign(measurement=measurement, values=kind, split=split))
 paired = pd.concat(paired, ignore_index=True)
 save_parquet(snakemake.output.paired, paired)
-log.info("%s: %d draws over subsets and queries\n%s", measurement, params.statistics["resamples"], summary.to_string())
+
+# The per-query values behind the headline.
+per_query = pd.DataFrame(
+    [
+        {"method": method, "measurement": measurement, "query": q, "lds": value}
+        for method in params.methods
+        for q, value in enumerate(boot.per_query[method, "tuned"])
+    ]
+)
+save_parquet(snakemake.output.per_query, per_query)
+log.info("%s: %d draws over subsets and queries, %d folds\n%s", measurement, params.statistics["resamples"], folds.n_folds, summary.to_string())

@@ -1,6 +1,7 @@
 """Comparing methods: intervals and paired differences from a two-way
-bootstrap over queries and subsets, the retraining ceiling, the
-noise-normalised LDS and the query-agnostic control.
+bootstrap over queries and subsets, the cross-fitted tuned LDS
+(``tuning``), the retraining ceiling, the noise-normalised LDS and the
+query-agnostic control.
 
 Every per-query LDS is a Spearman correlation over the same M subsets, so a
 method's per-query values are correlated through those subsets; resampling
@@ -11,12 +12,14 @@ Each bootstrap draw here resamples both
   and seed, and
 * the queries, with replacement,
 
-each within its strata (the items that belong to the same splits, e.g. the
-tuning and the test items), so that a split's resampled items stay its own.
-It then recomputes every per-query LDS and the ceiling on each split's
-resampled subsets and averages over the split's resampled queries. Every
-variant sees the same draws, so the difference of two variants' draws is a
-paired difference.
+each within its strata (the items that belong to the same splits and the
+same cross-fitting folds), so that a split's or a fold's resampled items
+stay its own. It then recomputes every per-query LDS and the ceiling on each
+split's resampled subsets and averages over the split's resampled queries.
+A method tuned by cross-fitting (a :class:`Grid`) is tuned again in every
+draw, on the draw's resampled tuning folds, so the interval holds the
+variation of the choice too. Every variant sees the same draws, so the
+difference of two variants' draws is a paired difference.
 
 Shapes:
 
@@ -25,30 +28,38 @@ Shapes:
 * ``truth_per_seed`` ``[K, M, Q]``: the ground truth before the seed mean.
 * ``splits[name]`` a :class:`Split`: ``[Q]`` and ``[M]`` masks of the queries
   and subsets that split's estimates average over.
+* ``grids[name]`` a :class:`Grid`: ``[L, M, Q]`` group predictions of every
+  value of a method's grid, tuned by cross-fitting over ``folds``.
 
-Memory: one sort order per variant and seed, ``(variants + K + 1) x 4`` int64
-``[M, Q]`` arrays (paper scale, 36 variants x 100 x 1000: about 130 MB); the
-draws kept are ``[B]`` per (variant, split). Time: B x S x (variants + K)
-passes of a few ``[M, Q]`` gathers, S the number of distinct subset masks
-among the splits (no sorting per draw).
+Memory: one sort order per ranked array, ``V x 4`` int64 ``[M, Q]`` arrays
+with V = variants + K + 1 + (2 L per grid: its values and their controls);
+paper scale, 11 methods with grids of 9, 100 x 1000: about 650 MB. The draws
+kept are ``[B]`` per (variant, split). Time: B x S x V passes of a few
+``[M, Q]`` gathers, S the number of distinct subset masks (every split's,
+and every fold's with its complement; no sorting per draw).
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
 from .lds import retraining_ceiling, spearman_from_ranks
+from .tuning import Folds, choose_tuned_value
 
 __all__ = [
     "CEILING",
+    "CROSS_FIT",
     "Bootstrap",
+    "Grid",
     "Split",
     "two_way_bootstrap",
+    "cross_fitted",
     "interval",
     "query_agnostic_predictions",
     "holm_adjusted",
@@ -57,6 +68,8 @@ __all__ = [
 
 #: The variant name under which the bootstrap reports the retraining ceiling.
 CEILING = "retraining_ceiling"
+#: The split name of the cross-fitted estimates (``tuning``).
+CROSS_FIT = "cross_fit"
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,25 @@ class Split:
 
     queries: np.ndarray | None = None
     subsets: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A method's group predictions at every value of its grid, tuned by
+    cross-fitting in every draw (``tuning``).
+
+    Attributes:
+        values: ``[L]`` the damping or lambda of each row, the default first
+            (NaN for a method without one, L = 1).
+        predictions: ``[L, M, Q]``.
+        followers: ``{name: [L, M, Q]}`` variants read at the values this
+            grid's cells choose, not tuned themselves (the method's
+            query-agnostic control).
+    """
+
+    values: np.ndarray
+    predictions: np.ndarray
+    followers: dict = field(default_factory=dict)
 
 
 def _mask(mask, size: int, what: str, split: str) -> np.ndarray:
@@ -106,13 +138,20 @@ class Bootstrap:
 
     Attributes:
         point: ``{(variant, split): mean LDS over the split's queries}``; for
-            the variant :data:`CEILING`, the retraining ceiling.
+            the variant :data:`CEILING`, the retraining ceiling. A grid and
+            its followers are under the split :data:`CROSS_FIT`.
         draws: the same keys, ``[B]`` values over the bootstrap draws (NaN
             where a draw leaves the statistic undefined).
+        chosen: ``{grid: [F, F] int}`` the value index each cell (query fold
+            a, subset fold b) chose on the data.
+        per_query: ``{grid or follower: [Q]}`` cross-fitted per-query LDS on
+            the data.
     """
 
     point: dict
     draws: dict
+    chosen: dict = field(default_factory=dict)
+    per_query: dict = field(default_factory=dict)
 
     def interval(self, key, level: float) -> tuple[float, float]:
         return interval(self.draws[key], level)
@@ -189,32 +228,67 @@ def _weighted_nanmean(values: np.ndarray, weights: np.ndarray) -> float:
     return float(np.average(values[keep], weights=weights[keep])) if keep.any() else float("nan")
 
 
+def cross_fitted(test_lds, chosen: np.ndarray, query_folds: np.ndarray) -> np.ndarray:
+    """Per-query cross-fitted LDS: query q of fold a gets the mean over the
+    subset folds b of its LDS over b at the value cell (a, b) chose.
+
+    Args:
+        test_lds: ``test_lds(b, index)`` -> ``[Q]`` per-query LDS over the
+            subsets of fold b at value ``index``.
+        chosen: ``[F, F]`` value index of every cell (a, b).
+        query_folds: ``[Q]`` fold of every query.
+
+    Returns:
+        ``[Q]``; NaN where no subset fold gives the query an LDS.
+    """
+    n_folds = chosen.shape[0]
+    values = np.full((n_folds, query_folds.size), np.nan)
+    for a, b in itertools.product(range(n_folds), repeat=2):
+        rows = query_folds == a
+        values[b, rows] = test_lds(b, int(chosen[a, b]))[rows]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN queries stay NaN
+        return np.nanmean(values, axis=0)
+
+
 def two_way_bootstrap(
     predictions: dict,
     truth_per_seed: np.ndarray,
     splits: dict,
     n_resamples: int,
     seed: int,
+    grids: dict | None = None,
+    folds: Folds | None = None,
 ) -> Bootstrap:
-    """Mean LDS of every variant on every split, and the ceiling, on the data
-    and over ``n_resamples`` draws that resample subsets and queries.
+    """Mean LDS of every variant on every split, of every grid cross-fitted
+    over ``folds``, and the ceiling, on the data and over ``n_resamples``
+    draws that resample subsets and queries.
 
     A per-query LDS depends only on the subsets drawn, so each draw computes
     it once per query, variant and distinct subset mask, and the query
-    resample weights queries by how often they were drawn.
+    resample weights queries by how often they were drawn. A grid is tuned in
+    every draw: each cell (query fold a, subset fold b) chooses the value
+    with the highest weighted mean LDS over the queries outside a, each over
+    the resampled subsets outside b (``tuning.choose_tuned_value``), and is
+    read on the queries of a over the resampled subsets of b
+    (:func:`cross_fitted`). The cross-fitted ceiling is the mean over subset
+    folds b of the ceiling over b's subsets, so it is comparable with the
+    cross-fitted LDS (every correlation over M/F subsets).
 
     Args:
         predictions: ``{variant: [M, Q]}`` group predictions.
         truth_per_seed: ``[K, M, Q]``; the LDS uses its seed mean, the ceiling
             (reported when K >= 2) its seeds.
-        splits: ``{split: Split}``, e.g. ``{"all": Split(), "test":
-            Split(test_queries, test_subsets)}``.
+        splits: ``{split: Split}``, e.g. ``{"all": Split()}``.
         n_resamples: B, the number of draws.
         seed: seed of the numpy Generator, so the draws are reproducible.
+        grids: ``{name: Grid}`` tuned by cross-fitting (needs ``folds``).
+        folds: the :class:`tuning.Folds` of queries and subsets.
 
     Returns:
         A :class:`Bootstrap`.
     """
+    grids = grids or {}
     truth_per_seed = np.asarray(truth_per_seed, dtype=np.float64)
     if truth_per_seed.ndim != 3:
         raise ValueError(f"truth_per_seed must be [K, M, Q], got shape {truth_per_seed.shape}")
@@ -222,6 +296,14 @@ def two_way_bootstrap(
     for name, values in predictions.items():
         if np.shape(values) != (n_subsets, n_queries):
             raise ValueError(f"predictions of {name} have shape {np.shape(values)}, expected [M, Q] = [{n_subsets}, {n_queries}]")
+    for name, grid in grids.items():
+        for label, values in [(name, grid.predictions), *grid.followers.items()]:
+            if np.shape(values) != (len(grid.values), n_subsets, n_queries):
+                raise ValueError(f"predictions of {label} have shape {np.shape(values)}, expected [L, M, Q] = [{len(grid.values)}, {n_subsets}, {n_queries}]")
+    if grids and folds is None:
+        raise ValueError("cross-fitted grids need the folds of queries and subsets")
+    if folds is not None and (folds.queries.shape != (n_queries,) or folds.subsets.shape != (n_subsets,)):
+        raise ValueError(f"folds must be [Q] = [{n_queries}] and [M] = [{n_subsets}], got {folds.queries.shape} and {folds.subsets.shape}")
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
     queries = {name: _mask(split.queries, n_queries, "queries", name) for name, split in splits.items()}
@@ -230,13 +312,25 @@ def two_way_bootstrap(
     by_subsets = {}
     for name, mask in subsets.items():
         by_subsets.setdefault(mask.tobytes(), (mask, []))[1].append(name)
-    query_strata, subset_strata = _strata(list(queries.values())), _strata(list(subsets.values()))
+    query_masks, subset_masks = list(queries.values()), list(subsets.values())
+    if folds is not None:
+        query_masks += [folds.queries == a for a in range(folds.n_folds)]
+        subset_masks += [folds.subsets == b for b in range(folds.n_folds)]
+    query_strata, subset_strata = _strata(query_masks), _strata(subset_masks)
 
     truth = _ResampledRanks(truth_per_seed.mean(axis=0))
     variants = {name: _ResampledRanks(values) for name, values in predictions.items()}
     seeds = [_ResampledRanks(values) for values in truth_per_seed] if n_seeds >= 2 else []
+    ranked_grids = {
+        name: (grid, [_ResampledRanks(v) for v in grid.predictions], {f: [_ResampledRanks(v) for v in rows] for f, rows in grid.followers.items()})
+        for name, grid in grids.items()
+    }
 
-    def statistics(subset_counts, query_counts):
+    def ceiling(ranks, counts, query_weights, n_in_mask):
+        pairs = [spearman_from_ranks(ranks[a], ranks[b], counts) for a in range(n_seeds) for b in range(a + 1, n_seeds)]
+        return retraining_ceiling(np.mean(pairs, axis=0), n_seeds, n_in_mask, weights=query_weights)
+
+    def statistics(subset_counts, query_counts, details=None):
         out = {}
         for subset_mask, names in by_subsets.values():
             counts = subset_counts * subset_mask
@@ -247,14 +341,51 @@ def two_way_bootstrap(
                     out[variant, split] = _weighted_nanmean(lds[queries[split]], query_counts[queries[split]])
             if seeds:
                 ranks = [ranker.centred(counts) for ranker in seeds]
-                pairs = [spearman_from_ranks(ranks[a], ranks[b], counts) for a in range(n_seeds) for b in range(a + 1, n_seeds)]
-                agreement = np.mean(pairs, axis=0)
                 for split in names:
                     mask = queries[split]
-                    out[CEILING, split] = retraining_ceiling(agreement[mask], n_seeds, int(subset_mask.sum()), weights=query_counts[mask])
+                    out[CEILING, split] = ceiling(ranks, counts, query_counts * mask, int(subset_mask.sum()))
+        if folds is None:
+            return out
+        # Cross-fitting: every per-query LDS over one fold's subsets or over
+        # the others', computed at most once per draw, ranked array and
+        # subset mask (with 2 folds, one fold's complement is the other fold).
+        n_folds = folds.n_folds
+        fold_masks = [folds.subsets == b for b in range(n_folds)]
+        truth_ranks, computed = {}, {}
+
+        def lds_over(label, ranker, mask):
+            key = (label, mask.tobytes())
+            if key not in computed:
+                if mask.tobytes() not in truth_ranks:
+                    truth_ranks[mask.tobytes()] = truth.centred(subset_counts * mask)
+                counts = subset_counts * mask
+                computed[key] = spearman_from_ranks(ranker.centred(counts), truth_ranks[mask.tobytes()], counts)
+            return computed[key]
+
+        for name, (grid, rankers, follower_rankers) in ranked_grids.items():
+            chosen = np.zeros((n_folds, n_folds), dtype=np.int64)
+            if len(grid.values) > 1:
+                tuning = [np.stack([lds_over((name, i), r, ~fold_masks[b]) for i, r in enumerate(rankers)]) for b in range(n_folds)]
+                for a, b in itertools.product(range(n_folds), repeat=2):
+                    chosen[a, b] = choose_tuned_value(grid.values, tuning[b], folds.queries != a, query_counts)[0]
+            per_query = {}
+            for label, row_rankers in [(name, rankers), *follower_rankers.items()]:
+                per_query[label] = cross_fitted(lambda b, i, label=label, r=row_rankers: lds_over((label, i), r[i], fold_masks[b]), chosen, folds.queries)
+            for label, values in per_query.items():
+                out[label, CROSS_FIT] = _weighted_nanmean(values, query_counts)
+            if details is not None:
+                details["chosen"][name] = chosen
+                details["per_query"].update(per_query)
+        if seeds:
+            fold_ceilings = []
+            for mask in fold_masks:
+                counts = subset_counts * mask
+                fold_ceilings.append(ceiling([ranker.centred(counts) for ranker in seeds], counts, query_counts, int(mask.sum())))
+            out[CEILING, CROSS_FIT] = float(np.mean(fold_ceilings))
         return out
 
-    point = statistics(np.ones(n_subsets), np.ones(n_queries))
+    details = {"chosen": {}, "per_query": {}}
+    point = statistics(np.ones(n_subsets), np.ones(n_queries), details)
     draws = {key: np.empty(n_resamples) for key in point}
     rng = np.random.default_rng(seed)
     for b in range(n_resamples):
@@ -262,7 +393,7 @@ def two_way_bootstrap(
         query_counts = _resample(rng, query_strata, n_queries)
         for key, value in statistics(subset_counts, query_counts).items():
             draws[key][b] = value
-    return Bootstrap(point=point, draws=draws)
+    return Bootstrap(point=point, draws=draws, chosen=details["chosen"], per_query=details["per_query"])
 
 
 def query_agnostic_predictions(predictions: np.ndarray) -> np.ndarray:

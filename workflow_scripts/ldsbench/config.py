@@ -7,12 +7,14 @@ user can fix the file without reading a traceback.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from pathlib import Path
 
 import jsonschema
 import yaml
 
+from .builtin_facts import block_type_errors, size_errors, unet_input_errors
 from .measurement_types import MEASUREMENT_TYPES, NOT_A_QUALITY_MEASURE, measurement_type, orientation_of
 from .methods import METHOD_TYPES, method_type
 from .schema import SCHEMA_PATH
@@ -38,6 +40,13 @@ def load_schema(path=SCHEMA_PATH) -> dict:
         entry["allOf"] = [
             {"if": {"properties": {"type": {"const": name}}, "required": ["type"]}, "then": {"$ref": f"#/$defs/{name}_{suffix}"}} for name in types
         ]
+    # A method type's gradient layout defaults to its authors' (the registry's recipe).
+    for name, entry in METHOD_TYPES.items():
+        properties = schema["$defs"][f"{name}_method"]["properties"]
+        if "gradient_draws" in properties:
+            if entry.recipe is None or entry.recipe.gradient_draws is None:
+                raise ValueError(f"method type {name}: its schema block has gradient_draws, but its registry entry declares no authors' layout")
+            properties["gradient_draws"] = {**properties["gradient_draws"], "default": dict(entry.recipe.gradient_draws)}
     return schema
 
 
@@ -55,6 +64,23 @@ def _number_like_strings(node, path=()):
             yield from _number_like_strings(value, (*path, index))
     elif isinstance(node, str) and _NUMBER_LIKE.match(node):
         yield path, node
+
+
+def _non_finite_numbers(node, path=()):
+    """NaN and infinities (YAML's .nan, .inf, -.inf) anywhere, as (path, what):
+    the schema's minimum and maximum comparisons are all False for NaN. No
+    setting takes infinity for "unbounded" (none in the schema or the shipped
+    configs; a huge training.grad_clip is no clipping)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(key, float) and not math.isfinite(key):
+                yield (*path, key), f"the key {key!r}"
+            yield from _non_finite_numbers(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _non_finite_numbers(value, (*path, index))
+    elif isinstance(node, float) and not math.isfinite(node):
+        yield path, repr(node)
 
 
 def _fill_defaults(node, schema: dict, root: dict):
@@ -216,17 +242,16 @@ def _report_errors(config: dict) -> list[str]:
 
 
 def _tuning_errors(config: dict) -> list[str]:
-    from .tuning import MIN_SUBSETS_PER_SIDE, split_sizes
+    from .tuning import MIN_SUBSETS_PER_FOLD
 
-    tuning, errors = config["tuning"], []
+    folds, errors = config["tuning"]["folds"], []
     n_queries, n_subsets = _query_count(config), config["benchmark"]["subsets"]
-    if min(split_sizes(n_queries, tuning["fraction"])) < 1:
-        errors.append(f"tuning.fraction: {tuning['fraction']} of {n_queries} queries leaves no tuning or no test query")
-    tuned, tested = split_sizes(n_subsets, tuning["subset_fraction"])
-    if min(tuned, tested) < MIN_SUBSETS_PER_SIDE:
+    if n_queries < folds:
+        errors.append(f"tuning.folds: {folds} folds of {n_queries} queries leave a fold without a query (lower tuning.folds or add queries)")
+    if n_subsets // folds < MIN_SUBSETS_PER_FOLD:
         errors.append(
-            f"tuning.subset_fraction: {tuning['subset_fraction']} of benchmark.subsets = {n_subsets} leaves {tuned} tuning and {tested} test subsets;"
-            f" both need at least {MIN_SUBSETS_PER_SIDE} (raise benchmark.subsets or change the fraction)"
+            f"tuning.folds: {folds} folds of benchmark.subsets = {n_subsets} leave {n_subsets // folds} subsets in the smallest fold;"
+            f" each needs at least {MIN_SUBSETS_PER_FOLD} (raise benchmark.subsets or lower tuning.folds)"
         )
     return errors
 
@@ -265,6 +290,19 @@ def _latent_errors(config: dict) -> list[str]:
     return errors
 
 
+def _builtin_dataset_errors(config: dict) -> list[str]:
+    """digits, cifar2, cifar10: no more images than the dataset holds, and
+    without ``model.vae`` a UNet that takes its images (with one,
+    ``_latent_errors`` checks the VAE's fit)."""
+    name = config["dataset"]["name"]
+    if name not in BUILTIN_IMAGE_SHAPES:
+        return []
+    errors = size_errors(config["dataset"])
+    if config["model"].get("vae") is None:
+        errors += unet_input_errors(name, config["model"]["unet"], *BUILTIN_IMAGE_SHAPES[name])
+    return errors
+
+
 def _semantic_errors(config: dict) -> list[str]:
     """Checks the schema cannot express."""
     errors = []
@@ -275,6 +313,7 @@ def _semantic_errors(config: dict) -> list[str]:
     unet = config["model"]["unet"]
     if len(unet["down_block_types"]) != len(unet["block_out_channels"]) or len(unet["up_block_types"]) != len(unet["block_out_channels"]):
         errors.append("model.unet: down_block_types, up_block_types and block_out_channels must have the same length")
+    errors += block_type_errors(unet)
     groups = unet.get("norm_num_groups", 32)
     for channels in unet["block_out_channels"]:
         if channels % groups:
@@ -302,6 +341,7 @@ def _semantic_errors(config: dict) -> list[str]:
         else:
             errors += source_errors(config["dataset"], unet, config["model"].get("vae"))
     errors += _latent_errors(config)
+    errors += _builtin_dataset_errors(config)
     errors += _measurement_errors(config)
     errors += _training_errors(config)
     errors += _tuning_errors(config)
@@ -347,6 +387,7 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
         f"without a decimal point as text, write e.g. {float(value)!r} or {value.replace('e', '.0e', 1) if '.' not in value else value}"
         for path, value in _number_like_strings(config)
     ]
+    problems += [f"{_dotted(path)}: {what} is not a finite number" for path, what in _non_finite_numbers(config)]
     if not problems:
         validator = jsonschema.Draft202012Validator(schema)
         for error in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):

@@ -9,8 +9,8 @@ Carlo noise from differences between models.
 ``noise_draws`` gives plain uniform (t, eps) draws (curvature);
 ``design_draws`` adds stratified timesteps and antithetic noise
 (measurements); ``GradientDraws`` lays out the draws of an attribution
-gradient (uniform or stratified, optionally antithetic, optionally common to
-every example); ``likelihood_draws`` gives the dequantisation noise and trace
+gradient (uniform, stratified or evenly spaced timesteps, optionally
+antithetic, optionally common to every example and query); ``likelihood_draws`` gives the dequantisation noise and trace
 probes of the ODE log-likelihood.
 
 Attribution methods key the draws of a training example or query by its
@@ -90,6 +90,10 @@ class Design:
 
     strata: int = 1
     antithetic: bool = False
+    # Every stratum at its lower edge instead of a random offset in it:
+    # fixed, evenly spaced timesteps (a quadrature over t, not an unbiased
+    # estimate; the layout of D-TRAK's and DAS's code).
+    evenly_spaced: bool = False
 
     @property
     def replicate_size(self) -> int:
@@ -123,6 +127,8 @@ def design_draws(seed: int, item: int, start: int, count: int, shape: tuple, num
     parts = [_base_block(seed, item, b, shape) for b in range(first, last + 1)]
     offsets = torch.cat([p[0] for p in parts])[base - first * BLOCK]
     noise = torch.cat([p[1] for p in parts])[base - first * BLOCK]
+    if design.evenly_spaced:
+        offsets = torch.zeros_like(offsets)
     quantiles = ((base % design.strata).double() + offsets) / design.strata
     if probabilities is None:
         timesteps = torch.floor(quantiles * num_timesteps).long()
@@ -138,20 +144,31 @@ def design_draws(seed: int, item: int, start: int, count: int, shape: tuple, num
 
 COMMON_ITEM = 0  # the item key of draws shared by every example
 
+#: Timestep layouts of an attribution gradient (``GradientDraws.timesteps``).
+GRADIENT_TIMESTEPS = ("uniform", "stratified", "evenly_spaced")
+
 
 @dataclass(frozen=True)
 class GradientDraws:
     """The (t, eps) draws averaged in one attribution gradient (``gradients``).
 
-    ``count`` draws per example. ``timesteps``: "uniform" draws every t
-    independently from U{0..T-1}; "stratified" puts one draw in each of
-    ``count`` equal timestep strata (``count / 2`` with ``antithetic``, each
-    t then used with eps and -eps), so the average covers the whole noise
-    schedule in every estimate. Both are unbiased for E_{t, eps}. With
-    ``common`` every example (and every query) uses the same draws instead
-    of its own (keyed by ``COMMON_ITEM`` instead of its content): the Monte
-    Carlo error of different examples' gradients is then correlated, which
-    is what the authors of D-TRAK and DAS do with fixed timesteps and noise.
+    ``count`` draws per example, n = ``count`` timesteps (``count / 2`` with
+    ``antithetic``, each t then used with eps and -eps). ``timesteps``:
+
+    - "uniform": every t drawn independently from U{0..T-1};
+    - "stratified": one t in each of n equal timestep strata, at a random
+      offset in it, so the average covers the whole schedule in every
+      estimate; unbiased for E_{t, eps}, like "uniform";
+    - "evenly_spaced": the fixed timesteps t_j = floor(j T / n), j = 0..n-1,
+      for every example: ``range(0, T, T // n)`` of D-TRAK's and DAS's code
+      whenever n divides T. A quadrature over t, not an unbiased estimate.
+
+    With ``common`` every training example and every query uses the same
+    draws (keyed by ``COMMON_ITEM`` in one stream, :meth:`stream`, instead
+    of by its content in a stream of its side and output function): draw d is
+    the same (t, eps) on both sides and for every output function, as the
+    noise re-seeded per timestep in D-TRAK's and DAS's code. The Monte Carlo
+    error of different examples' gradients is then correlated.
     """
 
     count: int
@@ -160,8 +177,8 @@ class GradientDraws:
     common: bool = False
 
     def __post_init__(self):
-        if self.timesteps not in ("uniform", "stratified"):
-            raise ValueError(f"gradient draws: timesteps {self.timesteps!r} is not one of: uniform, stratified")
+        if self.timesteps not in GRADIENT_TIMESTEPS:
+            raise ValueError(f"gradient draws: timesteps {self.timesteps!r} is not one of: {', '.join(GRADIENT_TIMESTEPS)}")
         if self.count < 1 or (self.antithetic and self.count % 2):
             raise ValueError(f"gradient draws: count {self.count} must be positive{' and even with antithetic' if self.antithetic else ''}")
 
@@ -174,17 +191,24 @@ class GradientDraws:
         """The item whose draws an example with content key ``key`` uses."""
         return COMMON_ITEM if self.common else key
 
+    def stream(self, seed: int, *labels) -> int:
+        """The stream of the draws of a gradient with ``labels`` (its side and
+        output function, e.g. ``"train_gradient", "loss"``) under ``seed``:
+        with ``common`` one stream for every side and output function."""
+        return stream_seed(seed, "common_gradient_draws") if self.common else stream_seed(seed, *labels)
+
     def draws(self, stream: int, key: int, start: int, count: int, shape: tuple, num_timesteps: int, probabilities=None):
         """Draws ``start .. start+count-1`` of the example with content key
         ``key``: timesteps int64 [count], noise float32 [count, *shape].
-        ``probabilities`` [T]: an importance-sampling proposal for t."""
+        ``probabilities`` [T]: an importance-sampling proposal for t (the
+        evenly spaced timesteps are then its quantiles j / n)."""
         item = self.item(key)
         if self.timesteps == "uniform" and not self.antithetic:
             if probabilities is None:
                 return noise_draws(stream, item, start, count, shape, num_timesteps)
             return design_draws(stream, item, start, count, shape, num_timesteps, Design(), probabilities)
         strata = self.count // 2 if self.antithetic else self.count
-        design = Design(strata=strata if self.timesteps == "stratified" else 1, antithetic=self.antithetic)
+        design = Design(strata=1 if self.timesteps == "uniform" else strata, antithetic=self.antithetic, evenly_spaced=self.timesteps == "evenly_spaced")
         return design_draws(stream, item, start, count, shape, num_timesteps, design, probabilities)
 
 

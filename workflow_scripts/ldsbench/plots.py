@@ -79,13 +79,15 @@ def plot_lds_summary(summary: pd.DataFrame, path) -> None:
     labelled on every panel's y axis, the value printed next to each bar).
 
     Error bars are the (asymmetric) two-way bootstrap interval; a hollow
-    diamond marks the method's query-agnostic control where the summary has
-    it; a missing (method, measurement) pair or a NaN LDS is marked "n/a".
+    diamond marks the method's query-agnostic control and a hollow circle its
+    untuned default where the summary has them; a missing (method, measurement) pair or a NaN LDS is marked "n/a".
 
     Args:
         summary: columns method, measurement, lds, ci_low, ci_high,
-            n_queries, n_subsets, n_seeds, optionally query_agnostic_lds; one
-            row per (method, measurement).
+            n_queries, n_subsets, n_seeds, optionally query_agnostic_lds,
+            default_lds (a hollow circle: the untuned default) and folds (of
+            the cross-fitting that tuned ``lds``); one row per (method,
+            measurement).
         path: output PNG path (parent folders are created).
     """
     _require_columns(summary, SUMMARY_COLUMNS, "summary")
@@ -125,12 +127,14 @@ def plot_lds_summary(summary: pd.DataFrame, path) -> None:
                 )
             else:
                 ax.text(0.0, y[k], " n/a", va="center", ha="left", fontsize=8)
-        if "query_agnostic_lds" in rows:
-            control = rows["query_agnostic_lds"].to_numpy(dtype=float)
-            shown = np.isfinite(control)
-            ax.plot(control[shown], y[shown], "D", markerfacecolor="none", markeredgecolor="black", markersize=4, label="query-agnostic control")
-            if p == 0 and shown.any():
-                ax.legend(fontsize=7, loc="lower right")
+        for column, marker, label in (("query_agnostic_lds", "D", "query-agnostic control"), ("default_lds", "o", "untuned default")):
+            if column not in rows:
+                continue
+            marks = rows[column].to_numpy(dtype=float)
+            shown = np.isfinite(marks)
+            ax.plot(marks[shown], y[shown], marker, linestyle="none", markerfacecolor="none", markeredgecolor="black", markersize=4, label=label)
+        if p == 0 and ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="lower right")
         ax.axvline(0.0, color="black", linewidth=0.8)
         ax.set_yticks(y)
         ax.set_yticklabels([str(m) for m in methods] if p % n_cols == 0 else [], fontsize=9)
@@ -140,8 +144,10 @@ def plot_lds_summary(summary: pd.DataFrame, path) -> None:
         ax.set_xlabel("LDS (Spearman, mean over queries)", fontsize=9)
         ax.grid(axis="x", alpha=0.3)
         ax.set_axisbelow(True)
+    tuned = f", damping/lambda tuned by {_describe(summary['folds'])}-fold cross-fitting" if "folds" in summary else ""
     fig.suptitle(
-        f"Linear Datamodeling Score, M = {_describe(summary['n_subsets'])} subsets, K = {_describe(summary['n_seeds'])} seeds (95% CI, bootstrap over queries and subsets)",
+        f"Linear Datamodeling Score{tuned}, M = {_describe(summary['n_subsets'])} subsets, K = {_describe(summary['n_seeds'])} seeds"
+        " (95% CI, bootstrap over queries and subsets)",
         fontsize=11,
     )
     fig.tight_layout()
@@ -314,7 +320,7 @@ def plot_lds_vs_damping(frame: pd.DataFrame, path) -> None:
     _save(fig, path)
 
 
-def plot_paired_differences(paired: pd.DataFrame, path) -> None:
+def plot_paired_differences(paired: pd.DataFrame, path, values: str = "untuned, all queries") -> None:
     """LDS(row) - LDS(column) for every pair of methods, one heat map per
     measurement; ``*`` marks a difference whose Holm-adjusted p-value makes it
     significant.
@@ -324,6 +330,7 @@ def plot_paired_differences(paired: pd.DataFrame, path) -> None:
             measurement, method_a, method_b, difference, significant (one
             ``values`` kind: each unordered pair once).
         path: output PNG path.
+        values: which LDS values are compared, for the title.
     """
     columns = ["measurement", "method_a", "method_b", "difference", "significant"]
     if paired.empty:  # one method: nothing to compare, but the report still gets its figure
@@ -363,6 +370,6 @@ def plot_paired_differences(paired: pd.DataFrame, path) -> None:
         ax.set_yticklabels([str(m) for m in methods], fontsize=8)
         ax.set_title(f"{measurement}: LDS(row) - LDS(column)", fontsize=10)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    fig.suptitle("Paired LDS differences (untuned, all queries); * significant after Holm over the pairs", fontsize=11)
+    fig.suptitle(f"Paired LDS differences ({values}); * significant after Holm over the pairs", fontsize=11)
     fig.tight_layout()
     _save(fig, path)

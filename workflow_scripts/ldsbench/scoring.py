@@ -36,7 +36,7 @@ import torch
 
 from .diffusion import output_key
 from .gradients import iter_example_gradients
-from .noise import stream_seed
+from .noise import as_gradient_draws
 
 SCORE_SIGN = -1.0
 
@@ -46,8 +46,9 @@ def query_gradient_batches(
 ):
     """Stream of (rows, [B, P]) gradients of each query's output function
     (usually the measurement's) for queries [Q, C, H, W]; a query's draws are
-    keyed by its content, so any subset of the queries gets the same gradients."""
-    stream = stream_seed(seed, "query_gradient", *output_key(output_fn))
+    keyed by its content (or common to every example and query), so any
+    subset of the queries gets the same gradients."""
+    stream = as_gradient_draws(n_draws).stream(seed, "query_gradient", *output_key(output_fn))
     return iter_example_gradients(
         unet,
         scheduler,
@@ -73,7 +74,7 @@ def training_gradient_batches(
 ):
     """Stream of (rows, [B, P]) gradients of each training example's output function
     for train_images [N, C, H, W]; an example's draws are keyed by its content."""
-    stream = stream_seed(seed, "train_gradient", *output_key(output_fn))
+    stream = as_gradient_draws(n_draws).stream(seed, "train_gradient", *output_key(output_fn))
     return iter_example_gradients(
         unet,
         scheduler,

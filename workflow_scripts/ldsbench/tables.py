@@ -37,48 +37,54 @@ def _count(value) -> str:
     return "" if pd.isna(value) else f"{value:,.0f}"
 
 
+def _value(value) -> str:
+    return "" if pd.isna(value) else f"{value:.0e}"
+
+
 def summary_markdown(summary: pd.DataFrame) -> str:
     """Markdown table of the summary (``compare_methods`` rows), values to 3
     decimals with their intervals.
 
-    Columns: method, measurement, orientation, LDS, LDS / ceiling, the
-    query-agnostic control's LDS, the test split's untuned and tuned LDS (with
-    the tuned value), queries, subsets, seeds, and the method's cost: its
-    scoring job's gradient passes (forward+backward passes of one draw, all
-    measurements together) and wall seconds. Rows keep the order of
-    ``summary``.
+    Columns: method, measurement, orientation, the headline LDS (tuned by
+    cross-fitting) with the value most cells chose, LDS / ceiling, the
+    query-agnostic control's LDS, the untuned default under the same
+    protocol and over all M subsets, queries, subsets, folds, seeds, and the
+    method's cost: its scoring job's gradient passes (forward+backward
+    passes of one draw, all measurements together) and wall seconds. Rows
+    keep the order of ``summary``.
     """
     header = [
         "method",
         "measurement",
         "orientation",
-        "LDS [95% CI]",
+        "LDS, tuned [95% CI]",
+        "tuned value",
         "LDS / ceiling",
         "query-agnostic control",
-        "test split: default",
-        "test split: tuned (value)",
+        "untuned default",
+        "untuned, all M subsets",
         "queries",
         "subsets (M)",
+        "folds",
         "seeds (K)",
         "gradient passes",
         "scoring s",
     ]
     lines = ["| " + " | ".join(header) + " |", "|---|---|---|" + "--:|" * (len(header) - 3)]
     for row in summary.itertuples(index=False):
-        value = "" if pd.isna(row.tuned_damping) else f" ({row.tuned_damping:.0e})"
-        tuned = _with_interval(row, "test_tuned_lds")
-        tuned += "" if pd.isna(row.test_tuned_lds) else value
         cells = [
             _escape(row.method),
             _escape(row.measurement),
             ORIENTATION_TEXT.get(row.orientation, row.orientation),
             _with_interval(row, "lds"),
+            _value(getattr(row, "tuned_value", float("nan"))),
             _with_interval(row, "lds_over_ceiling"),
             _with_interval(row, "query_agnostic_lds"),
-            _with_interval(row, "test_default_lds"),
-            tuned,
+            _with_interval(row, "default_lds"),
+            _with_interval(row, "all_subsets_lds"),
             str(row.n_queries),
             str(row.n_subsets),
+            str(row.folds),
             str(row.n_seeds),
             _count(getattr(row, "gradient_passes", float("nan"))),
             _count(getattr(row, "scoring_seconds", float("nan"))),
@@ -89,22 +95,23 @@ def summary_markdown(summary: pd.DataFrame) -> str:
 
 def paired_markdown(summary: pd.DataFrame, paired: pd.DataFrame, level: float) -> str:
     """Per measurement, every method's LDS difference to the measurement's
-    best method (untuned, all queries), with its interval and Holm-adjusted
-    p-value; ``*`` marks a difference significant at ``level``."""
+    best method (tuned by cross-fitting, the headline), with its interval
+    and Holm-adjusted p-value; ``*`` marks a difference significant at
+    ``level``."""
     lines = []
-    defaults = paired[paired["values"] == "default"]
-    for measurement, rows in summary[summary["method"].isin(set(defaults["method_a"]) | set(defaults["method_b"]))].groupby("measurement", sort=False):
+    tuned = paired[paired["values"] == "tuned"]
+    for measurement, rows in summary[summary["method"].isin(set(tuned["method_a"]) | set(tuned["method_b"]))].groupby("measurement", sort=False):
         if not rows["lds"].notna().any():
             continue
         best = rows.loc[rows["lds"].idxmax(), "method"]
         lines += [
-            f"Paired differences on `{measurement}` against the best untuned method, {_escape(best)} "
-            f"(two-way bootstrap over queries and subsets; * Holm-adjusted p < {1 - level:.2g} over all {len(defaults[defaults['measurement'] == measurement])} pairs):",
+            f"Paired differences on `{measurement}` against the best method, {_escape(best)} (tuned by cross-fitting; "
+            f"two-way bootstrap over queries and subsets; * Holm-adjusted p < {1 - level:.2g} over all {len(tuned[tuned['measurement'] == measurement])} pairs):",
             "",
             f"| method | LDS - LDS({_escape(best)}) [{level:.0%} CI] | p (Holm) |",
             "|---|--:|--:|",
         ]
-        pairs = defaults[defaults["measurement"] == measurement]
+        pairs = tuned[tuned["measurement"] == measurement]
         for method in rows["method"]:
             if method == best:
                 continue

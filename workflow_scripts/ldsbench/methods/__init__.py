@@ -48,6 +48,124 @@ INPUTS = {
 ESTIMATES = ("influence", "projection", "tracin", "images")
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How a method's authors run it, as their code does, with the file each
+    choice comes from (README, "Methods"). Where the benchmark's default
+    still differs, ``differences`` says how and why; the benchmark's own
+    improvements are named options, never the default.
+
+    ``gradient_draws`` is the authors' (t, eps) layout of per-example
+    gradients (``noise.GradientDraws``): the schema default of the type's
+    ``gradient_draws`` is filled from it (``config.load_schema``).
+    """
+
+    source: str  # the authors' code: repository and file
+    choices: tuple[str, ...]  # each choice that decides scores, with its file
+    gradient_draws: dict | None = None
+    differences: tuple[str, ...] = ()
+
+
+# The authors' layouts (``noise.GradientDraws``).
+FIXED_COMMON = {"timesteps": "evenly_spaced", "antithetic": False, "common": True}
+INDEPENDENT_UNIFORM = {"timesteps": "uniform", "antithetic": False, "common": False}
+FIXED_OWN_NOISE = {"timesteps": "evenly_spaced", "antithetic": False, "common": False}
+
+_RECIPES = {
+    "influence": Recipe(
+        source="BrunoKM/diffusion-influence (Mlodozeniec et al. 2025)",
+        choices=(
+            "per-example gradients: i.i.d. t ~ U{0..T-1} and eps per draw, different for every example and query "
+            "(diffusion/train_util.py ddpm_sample_inputs_and_targets; diffusion_influence/influence.py compute_train_loss)",
+            "250 draws per example and per query (scripts/configs/compute_influence_ekfac_cifar2.yaml: 125 x 2 aggregations)",
+            "output functions: the training loss (MSE, mean over pixels) for training examples, the measurement for queries",
+            "curvature: EK-FAC of the GGN with Monte Carlo targets (mc_samples 1), expand, 125 draws per example per pass "
+            "(scripts/compute_influence.py, diffusion_influence/constructors.py)",
+            "damping 1e-8, swept 1e-11 .. 1e-2 in their ablations (scripts/plots/configs/damping_ablation_cifar2_*.yaml)",
+        ),
+        gradient_draws=INDEPENDENT_UNIFORM,
+        differences=(
+            "parameters: Linear and Conv2d weights here; their code also includes those modules' biases (scripts/compute_influence.py)",
+            "training gradients: in eval mode without flips here; theirs in train mode with random flips per draw (dropout and flips are off in the default)",
+        ),
+    ),
+    "trak": Recipe(
+        source="sail-sg/D-TRAK (Zheng et al. 2024), CIFAR2/grad_unconditional.py and the CIFAR2/methods notebooks",
+        choices=(
+            "per-example gradients at K fixed timesteps range(0, T, T // K) with the noise re-seeded per timestep, "
+            "so every training example and query sees the same (t, eps) (grad_unconditional.py)",
+            "K = 10 or 100 timesteps (100 reported best)",
+            "output function on both sides: the loss for TRAK, the mean over pixels of eps_theta^2 for D-TRAK (compute_f)",
+            "TRAK's projector, k = 4096 .. 32768 (32768 reported); kernel Phi^T Phi + lambda I, no feature normalisation",
+            "lambda swept over 27 values 1e-2 .. 5e6 and the best kept (CIFAR2/methods/04_if notebooks)",
+        ),
+        gradient_draws=FIXED_COMMON,
+        differences=(
+            "parameters: Linear and Conv2d weights here; theirs every parameter (an independent cross-check moved LDS by at most 0.02)",
+            "their noise also depends on an example's position in a batch of 52 (one tensor per timestep, re-seeded per batch); "
+            "here one noise per timestep for every example and query, which is what that layout amounts to without the batching",
+            "lambda: in units of the kernel's mean eigenvalue, 1e-3 .. 1e4 (from the interpolating end to past the largest eigenvalue), "
+            "chosen by cross-fitting instead of on the reported queries",
+        ),
+    ),
+    "journey_trak": Recipe(
+        source="MadryLab/journey-TRAK (Georgiev et al. 2023), examples/featurize_cifar10.py and trak's gradient computers",
+        choices=(
+            "training features: per example, timesteps drawn i.i.d. uniform with replacement and fresh noise per draw (featurize_cifar10.py)",
+            "5 timesteps per example (20 in their parallel and MS-COCO scripts); output: the loss (MSE, mean over pixels)",
+            "query side: at sampling step t, x0_hat_t re-noised to t with fresh noise, the loss of that, summed over 20 resamplings",
+            "Rademacher projection, k = 2048; the plain inverse of Phi^T Phi (no ridge)",
+        ),
+        gradient_draws=INDEPENDENT_UNIFORM,
+        differences=(
+            "one score per (query, example): the mean over sampler steps; theirs a separate score matrix per step",
+            "parameters: Linear and Conv2d weights here; theirs every parameter",
+            "a ridge lambda, tuned by cross-fitting; the untuned default 1e-8 mean eigenvalues is close to their no-ridge inverse",
+        ),
+    ),
+    "das": Recipe(
+        source="Jinxu-Lin/DAS (Lin et al. 2025), CIFAR2/03_grad.py and CIFAR2/07_score.py (formerly 07_scpre.py)",
+        choices=(
+            "per-example gradients at fixed timesteps range(0, T, T // K) with noise re-seeded per timestep, as D-TRAK (03_grad.py)",
+            "lambda over D-TRAK's 27 values 1e-2 .. 5e6 (07_score.py)",
+            "residual: per-example errors at all T timesteps with fixed noise, the error vector normalised (04_eval.py, 07_score.py load_error)",
+        ),
+        gradient_draws=FIXED_COMMON,
+        differences=(
+            "their repository at its latest commit does not run as published (functions called without arguments they need, "
+            "paths that do not match between scripts); this benchmark follows the paper's derivation, with the scalar output "
+            "variants of their scripts and the RMS residual over the gradient draws",
+            "their per-timestep gradients are unit-normalised before averaging (03_grad.py); not here",
+            "parameters: Linear and Conv2d weights here; theirs every parameter",
+        ),
+    ),
+    "tracin": Recipe(
+        source="txie1/diffusion-ReTrac (Xie et al. 2024), diffusion_tracin.py",
+        choices=(
+            "training side: each example at the timestep it was trained at, at every saved checkpoint, weighted by the learning rate",
+            "query side: evenly spaced timesteps linspace(1, 999, 100), 16 fresh noises each, averaged",
+            "ReTrac: per-timestep query gradients and training gradients scaled to unit norm",
+        ),
+        gradient_draws=FIXED_OWN_NOISE,
+        differences=(
+            "training side: the very (t, eps) draws training used, over every step between checkpoints (TracInCP's sum); "
+            "theirs the checkpoint's epoch timestep with fresh noise, one draw per checkpoint",
+            "the training loss is this benchmark's (MSE); theirs L1, the loss their models were trained with",
+            "query side: 64 evenly spaced timesteps with one noise each (the draw budget); theirs 100 x 16",
+        ),
+    ),
+    "pixel_similarity": Recipe(
+        source="sail-sg/D-TRAK, CIFAR2/methods/-1_raw/RAW_N5000_val.ipynb",
+        choices=("cosine similarity of the flattened images in [-1, 1] (the dot product as a variant)",),
+    ),
+    "feature_similarity": Recipe(
+        source="the CLIP-similarity baselines of D-TRAK (CIFAR2/methods) and Mlodozeniec et al.",
+        choices=("cosine similarity of an image encoder's features (CLIP's image tower)",),
+    ),
+    "random": Recipe(source="none: a control", choices=("independent standard normal scores",)),
+}
+
+
 def _always(method: dict) -> bool:
     return True
 
@@ -80,6 +198,8 @@ class MethodType:
     # ``project_training_features`` and shared by every method that asks
     # for the same set (``feature_keys``). None: it computes its own training side.
     training_features: Callable[[dict], list[dict]] | None = None
+    # Its authors' recipe (``Recipe``): the defaults that decide scores.
+    recipe: Recipe | None = None
 
     def __post_init__(self):
         unknown = set(self.needs) - set(INPUTS)
@@ -123,6 +243,7 @@ METHOD_TYPES: dict[str, MethodType] = {
         frozenset({"curvature"}),
         estimate="influence",
         query_follows_measurement=_always,
+        recipe=_RECIPES["influence"],
     ),
     "trak": MethodType(
         "trak",
@@ -132,6 +253,7 @@ METHOD_TYPES: dict[str, MethodType] = {
         estimate="projection",
         query_follows_measurement=lambda method: method["output_fn"] == "loss",
         training_features=lambda method: projected_feature_sets(method, method["output_fn"], method.get("models", 1)),
+        recipe=_RECIPES["trak"],
     ),
     "journey_trak": MethodType(
         "journey",
@@ -143,6 +265,7 @@ METHOD_TYPES: dict[str, MethodType] = {
         check=_journey_check,
         # The training side is TRAK's: the projected loss gradients.
         training_features=lambda method: projected_feature_sets(method, "loss"),
+        recipe=_RECIPES["journey_trak"],
     ),
     "das": MethodType(
         "das",
@@ -152,6 +275,7 @@ METHOD_TYPES: dict[str, MethodType] = {
         passes_per_draw=2,
         largest_batch=64,
         query_follows_measurement=lambda method: method["form"] == "signed" and method["output"] == "jacobian",
+        recipe=_RECIPES["das"],
     ),
     "tracin": MethodType(
         "tracin",
@@ -160,10 +284,13 @@ METHOD_TYPES: dict[str, MethodType] = {
         frozenset({"trajectory", "training"}),
         estimate="tracin",
         query_follows_measurement=_always,
+        recipe=_RECIPES["tracin"],
     ),
-    "pixel_similarity": MethodType("similarity", "score_pixel_similarity", check=_similarity_check),
-    "feature_similarity": MethodType("similarity", "score_feature_similarity", needs=frozenset({"feature_model"}), check=_similarity_check),
-    "random": MethodType("random_baseline", "score_random", ranks_for_removal=False),
+    "pixel_similarity": MethodType("similarity", "score_pixel_similarity", check=_similarity_check, recipe=_RECIPES["pixel_similarity"]),
+    "feature_similarity": MethodType(
+        "similarity", "score_feature_similarity", needs=frozenset({"feature_model"}), check=_similarity_check, recipe=_RECIPES["feature_similarity"]
+    ),
+    "random": MethodType("random_baseline", "score_random", ranks_for_removal=False, recipe=_RECIPES["random"]),
 }
 
 

@@ -193,16 +193,18 @@ def _scalar_output(output: str):
     return MeanOutput() if output == "mean" else output
 
 
-def train_stream(seed: int, output: str = "jacobian") -> int:
+def train_stream(seed: int, output: str = "jacobian", draws: GradientDraws | None = None) -> int:
     """Stream seed of the training draws (Jacobian rows, residuals and loss
-    gradients share it, so they use the same (t, eps) draws)."""
-    return stream_seed(seed, "das_train", output)
+    gradients share it, so they use the same (t, eps) draws); with common
+    ``draws``, the one stream of every side (``GradientDraws.stream``)."""
+    return (draws or GradientDraws(1)).stream(seed, "das_train", output)
 
 
-def query_stream(seed: int, output_fn) -> int:
+def query_stream(seed: int, output_fn, draws: GradientDraws | None = None) -> int:
     """Stream seed of a query's draws for ``output_fn`` ("jacobian" for the
-    query Jacobian rows, else a per-draw output function)."""
-    return stream_seed(seed, "das_query", *output_key(output_fn))
+    query Jacobian rows, else a per-draw output function); with common
+    ``draws``, the one stream of every side."""
+    return (draws or GradientDraws(1)).stream(seed, "das_query", *output_key(output_fn))
 
 
 def draw_directions(stream: int, item: int, start: int, count: int, shape: tuple, n_directions: int | None) -> torch.Tensor:
@@ -509,7 +511,7 @@ def das_scores(
             lambda_scale=lambda_scale,
         )
 
-    stream = train_stream(seed)
+    stream = train_stream(seed, draws=train_draws)
 
     # Gauss-Newton matrix G (projected) from the training Jacobian rows.
     blocks = iter(
@@ -530,14 +532,14 @@ def das_scores(
     if form == "signed":
         query_fn = measurement_output_fn(measurement)
         query_grads = _projected_gradients(
-            iter_example_gradients(unet, scheduler, queries, query_fn, query_draws, query_stream(seed, query_fn), batch_examples), projector
+            iter_example_gradients(unet, scheduler, queries, query_fn, query_draws, query_stream(seed, query_fn, query_draws), batch_examples), projector
         ).double()
         tau = torch.stack([query_grads.to(psi.device) @ solver.solve(psi, lam).T for lam in lambdas])
         return tau.cpu().numpy().astype(np.float32)
 
     # Distance: DAS(q, i) = E_d (1/D) ||J_{q,d} dtheta_i||^2 from the query's Jacobian rows.
     owners, rows = [], []
-    chunks = jacobian_row_chunks(unet, scheduler, queries, query_draws, output_directions, query_stream(seed, "jacobian"))
+    chunks = jacobian_row_chunks(unet, scheduler, queries, query_draws, output_directions, query_stream(seed, "jacobian", query_draws))
     for block_owners, block in _projected_blocks(chunks, projector, rows_per_projection):
         owners.append(block_owners)
         rows.append(block)
@@ -557,10 +559,10 @@ def _scalar_output_scores(
 ) -> np.ndarray:
     """The authors' compressed-output variants (module docstring): [L, Q, N] float32."""
     output_fn = _scalar_output(output)
-    stream = train_stream(seed, output)
+    stream = train_stream(seed, output, train_draws)
     train_features = _projected_gradients(iter_example_gradients(unet, scheduler, train_images, output_fn, train_draws, stream, batch_examples), projector)
     query_features = _projected_gradients(
-        iter_example_gradients(unet, scheduler, queries, output_fn, query_draws, query_stream(seed, output_fn), batch_examples), projector
+        iter_example_gradients(unet, scheduler, queries, output_fn, query_draws, query_stream(seed, output_fn, query_draws), batch_examples), projector
     )
     residuals = rms_residuals(unet, scheduler, train_images, train_draws, stream)
     raw = trak_kernel_scores(query_features, train_features, lambdas, lambda_scale=lambda_scale).cpu() * residuals

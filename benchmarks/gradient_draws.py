@@ -4,27 +4,27 @@
     .venv/bin/python benchmarks/gradient_draws.py --methods ekfac_influence trak --budgets 16 64
 
 For every method (influence, TRAK/D-TRAK, DAS entries of the config), every
-layout of the (t, eps) draws (``noise.GradientDraws``) and every draw budget
-(train_draws = query_draws), the method is scored twice on the full model,
-with two independent draw seeds and nothing else changed (the random
-projection, the curvature and the hyperparameter stay fixed). Printed per
-row, on the ``--measurement``'s query side:
+layout of the (t, eps) draws (``methods.GRADIENT_LAYOUTS``) and every draw
+budget (train_draws = query_draws), the method is scored twice on the full
+model, with two independent draw seeds and nothing else changed (the
+random projection, the curvature and the hyperparameter stay fixed).
+The hyperparameter is the method's tuned value in the finished run's
+``lds_summary.parquet`` (the value most cross-fitting cells chose on the
+``--measurement``; at the untuned default the TRAK family's kernel is at
+its interpolating end, where its scores are noisiest), or ``--untuned``.
+Printed per row, on the ``--measurement``'s query side:
 
 - retest: the scores' test-retest correlation, the mean over queries of the
   Pearson correlation across training examples between the two runs (1: no
-  Monte Carlo noise left; it needs no ground truth, so it can choose the
-  estimator without touching any split);
-- lds_tune: LDS on the *tuning* queries over the tuning subsets only
-  (``tuning`` config), at the
-  method's default value, averaged over the two runs (each at the budget),
-  so the choice of estimator never sees the reported test split;
+  Monte Carlo noise left; it needs no ground truth);
 - seconds: wall time of one scoring, i.e. the cost of that draw budget;
 - residual_retest (DAS only): the Pearson correlation across training
   examples of the per-example RMS residual r_i between the two runs (the
   scalar variants multiply every score of example i by r_i, squared for
   ``form: distance``).
 
-Needs a finished run of the config (models, curvature, queries, ground truth).
+How each layout ranks subsets, honestly tuned, is ``benchmarks/layout_ablation.py``.
+Needs a finished run of the config (models, curvature, queries, summary).
 """
 
 from __future__ import annotations
@@ -44,30 +44,19 @@ from ldsbench.curvature import KroneckerEigenbasis
 from ldsbench.curvature_keys import curvature_key
 from ldsbench.data import load_image_set
 from ldsbench.jobs import load_model
-from ldsbench.lds import ground_truth_array, group_predictions, spearman_per_query
 from ldsbench.measurement import measurement_output_fn
-from ldsbench.methods import default_value
+from ldsbench.methods import GRADIENT_LAYOUTS, default_value
 from ldsbench.methods.das import das_scores, rms_residuals, train_stream
 from ldsbench.methods.influence import stacked_influence_scores
 from ldsbench.methods.trak import stacked_trak_scores
 from ldsbench.noise import GradientDraws
-from ldsbench.subsets import subsets_from_frame
-from ldsbench.tuning import TuningSplit
-
-LAYOUTS = {
-    "uniform": {},
-    "stratified": {"timesteps": "stratified"},
-    "stratified+antithetic": {"timesteps": "stratified", "antithetic": True},
-    "common": {"common": True},
-    "stratified+common": {"timesteps": "stratified", "common": True},
-}
 
 
-def score(name, method, inputs, measurement, layout, draws, seed):
-    """[Q, N] scores of config entry ``method`` at its default value, with
-    ``draws`` train and query draws in ``layout`` under draw seed ``seed``."""
+def score(name, method, inputs, measurement, layout, draws, seed, value):
+    """[Q, N] scores of config entry ``method`` at hyperparameter ``value``,
+    with ``draws`` train and query draws in ``layout`` under draw seed ``seed``."""
     unet, scheduler, train, queries, results = inputs
-    value = [default_value(method)]
+    value = [value]
     if method["type"] == "influence":
         basis = KroneckerEigenbasis.load(results / "curvature" / f"{curvature_key(method['curvature'])}.pt", method["curvature"]["kind"])
         return stacked_influence_scores(
@@ -116,6 +105,7 @@ def score(name, method, inputs, measurement, layout, draws, seed):
             query_draws=draws,
             seed=seed,
             gradient_draws=layout,
+            lambda_scale=method["lambda_scale"],
         )[0]
     raise SystemExit(f"methods.{name}: type {method['type']} is not one of influence, trak, das")
 
@@ -132,7 +122,8 @@ def residual_retest(method, inputs, layout, draws) -> float:
     if method["type"] != "das" or method["output"] == "jacobian":
         return float("nan")
     unet, scheduler, train, _, _ = inputs
-    runs = [rms_residuals(unet, scheduler, train, GradientDraws.of(draws, layout), train_stream(seed, method["output"])).numpy() for seed in (0, 1)]
+    plan = GradientDraws.of(draws, layout)
+    runs = [rms_residuals(unet, scheduler, train, plan, train_stream(seed, method["output"], plan)).numpy() for seed in (0, 1)]
     return float(np.corrcoef(*runs)[0, 1])
 
 
@@ -140,9 +131,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="config.yaml")
     parser.add_argument("--methods", nargs="+", default=["ekfac_influence", "trak", "dtrak", "das"])
-    parser.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
+    parser.add_argument("--layouts", nargs="+", default=list(GRADIENT_LAYOUTS), choices=list(GRADIENT_LAYOUTS))
     parser.add_argument("--budgets", nargs="+", type=int, default=[16, 64], help="train and query draws per example")
-    parser.add_argument("--measurement", default="loss", help="a measurement of the config: its query side and ground truth")
+    parser.add_argument("--measurement", default="loss", help="a measurement of the config: its query side and tuned values")
+    parser.add_argument("--untuned", action="store_true", help="score at each method's untuned default instead of its tuned value")
     parser.add_argument("--out", default=None, help="also write the table to this CSV file")
     args = parser.parse_args()
 
@@ -153,28 +145,23 @@ def main() -> None:
     train = torch.from_numpy(load_image_set(results / "data" / "train.npz").images)
     queries = torch.from_numpy(np.load(results / "queries" / "queries.npz")["images"])
     measurement = config["measurements"][args.measurement]
-    bench = config["benchmark"]
-    truth = ground_truth_array(pd.read_parquet(results / "ground_truth" / f"{args.measurement}.parquet"), bench["subsets"], bench["seeds"], len(queries))
-    truth = truth.mean(axis=0)
-    mask = subsets_from_frame(pd.read_parquet(results / "subsets.parquet"), len(train))
-    split = TuningSplit.of(len(queries), bench["subsets"], config["tuning"])
-    tune, rows_tune = split.queries, split.subsets
+    summary = pd.read_parquet(results / "lds_summary.parquet").set_index(["method", "measurement"])
     inputs = (unet, scheduler, train, queries, results)
 
     rows = []
-    print(f"{'method':<18}{'layout':<24}{'draws':>6}{'retest':>8}{'lds_tune':>10}{'seconds':>9}{'residual_retest':>16}", flush=True)
+    print(f"{'method':<18}{'value':>9}{'layout':>30}{'draws':>6}{'retest':>8}{'seconds':>9}{'residual_retest':>16}", flush=True)
     for name, layout_name, draws in itertools.product(args.methods, args.layouts, args.budgets):
-        layout = LAYOUTS[layout_name]
-        if layout.get("antithetic") and draws % 2:
+        layout, method = GRADIENT_LAYOUTS[layout_name], config["methods"][name]
+        if layout["antithetic"] and draws % 2:
             continue
+        value = default_value(method) if args.untuned else float(summary.at[(name, args.measurement), "tuned_value"])
         started = time.perf_counter()
-        runs = [score(name, config["methods"][name], inputs, measurement, layout, draws, seed) for seed in (0, 1)]
+        runs = [score(name, method, inputs, measurement, layout, draws, seed, value) for seed in (0, 1)]
         seconds = (time.perf_counter() - started) / 2
-        lds = np.mean([np.nanmean(spearman_per_query(group_predictions(run[tune], mask[rows_tune]), truth[np.ix_(rows_tune, tune)])) for run in runs])
-        row = {"method": name, "layout": layout_name, "draws": draws, "retest": retest(*runs), "lds_tune": float(lds), "seconds": seconds}
-        row["residual_retest"] = residual_retest(config["methods"][name], inputs, layout, draws)
+        row = {"method": name, "value": value, "layout": layout_name, "draws": draws, "retest": retest(*runs), "seconds": seconds}
+        row["residual_retest"] = residual_retest(method, inputs, layout, draws)
         rows.append(row)
-        print(f"{name:<18}{layout_name:<24}{draws:>6}{row['retest']:>8.3f}{row['lds_tune']:>10.3f}{seconds:>9.1f}{row['residual_retest']:>16.3f}", flush=True)
+        print(f"{name:<18}{value:>9.0e}{layout_name:>30}{draws:>6}{row['retest']:>8.3f}{seconds:>9.1f}{row['residual_retest']:>16.3f}", flush=True)
     if args.out:
         pd.DataFrame(rows).to_csv(args.out, index=False)
 

@@ -32,14 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow_scripts")
 
 from ldsbench.comparison import holm_adjusted  # noqa: E402
 from ldsbench.config import validate_config  # noqa: E402
+from ldsbench.methods import GRADIENT_LAYOUTS  # noqa: E402
 
-LAYOUTS = {
-    "uniform": {"timesteps": "uniform", "antithetic": False, "common": False},
-    "fixed_common": {"timesteps": "evenly_spaced", "antithetic": False, "common": True},
-    "fixed": {"timesteps": "evenly_spaced", "antithetic": False, "common": False},
-    "stratified_antithetic": {"timesteps": "stratified", "antithetic": True, "common": False},
-    "stratified_antithetic_common": {"timesteps": "stratified", "antithetic": True, "common": True},
-}
+LAYOUTS = GRADIENT_LAYOUTS
 SEPARATOR = "--"
 
 

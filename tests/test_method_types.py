@@ -86,3 +86,22 @@ def test_entries_declare_what_the_workflow_asks():
     assert scored_values({"type": "tracin"}) != scored_values({"type": "tracin"}), "nan: no hyperparameter"
     with pytest.raises(ValueError, match="unknown needs"):
         MethodType("toy", "score_toy", needs=frozenset({"telepathy"}))
+
+
+def test_every_type_declares_its_authors_recipe_and_the_readme_names_its_code():
+    from ldsbench.config import load_schema
+    from ldsbench.methods import GRADIENT_LAYOUTS
+
+    schema = load_schema()
+    readme = (ROOT / "README.md").read_text()
+    for name, entry in METHOD_TYPES.items():
+        assert entry.recipe is not None and entry.recipe.choices, name
+        properties = schema["$defs"][f"{name}_method"]["properties"]
+        if "gradient_draws" in properties:
+            # The schema's default layout is the registry's, one of the named ones.
+            assert properties["gradient_draws"]["default"] == entry.recipe.gradient_draws in GRADIENT_LAYOUTS.values(), name
+        else:
+            assert entry.recipe.gradient_draws is None, name
+        repository = entry.recipe.source.split()[0].rstrip(",")
+        if "/" in repository:
+            assert repository in readme, f"README's recipe table does not name {repository} ({name})"

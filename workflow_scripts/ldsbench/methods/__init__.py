@@ -66,10 +66,16 @@ class Recipe:
     differences: tuple[str, ...] = ()
 
 
-# The authors' layouts (``noise.GradientDraws``).
-FIXED_COMMON = {"timesteps": "evenly_spaced", "antithetic": False, "common": True}
-INDEPENDENT_UNIFORM = {"timesteps": "uniform", "antithetic": False, "common": False}
-FIXED_OWN_NOISE = {"timesteps": "evenly_spaced", "antithetic": False, "common": False}
+#: Named layouts of gradient draws (a config's ``gradient_draws`` block,
+#: ``noise.GradientDraws``): the authors' of each method type and this
+#: benchmark's variance-reduced ones (README, "Gradient draws").
+GRADIENT_LAYOUTS = {
+    "uniform": {"timesteps": "uniform", "antithetic": False, "common": False},
+    "fixed_common": {"timesteps": "evenly_spaced", "antithetic": False, "common": True},
+    "fixed": {"timesteps": "evenly_spaced", "antithetic": False, "common": False},
+    "stratified_antithetic": {"timesteps": "stratified", "antithetic": True, "common": False},
+    "stratified_antithetic_common": {"timesteps": "stratified", "antithetic": True, "common": True},
+}
 
 _RECIPES = {
     "influence": Recipe(
@@ -83,7 +89,7 @@ _RECIPES = {
             "(scripts/compute_influence.py, diffusion_influence/constructors.py)",
             "damping 1e-8, swept 1e-11 .. 1e-2 in their ablations (scripts/plots/configs/damping_ablation_cifar2_*.yaml)",
         ),
-        gradient_draws=INDEPENDENT_UNIFORM,
+        gradient_draws=GRADIENT_LAYOUTS["uniform"],
         differences=(
             "parameters: Linear and Conv2d weights here; their code also includes those modules' biases (scripts/compute_influence.py)",
             "training gradients: in eval mode without flips here; theirs in train mode with random flips per draw (dropout and flips are off in the default)",
@@ -99,7 +105,7 @@ _RECIPES = {
             "TRAK's projector, k = 4096 .. 32768 (32768 reported); kernel Phi^T Phi + lambda I, no feature normalisation",
             "lambda swept over 27 values 1e-2 .. 5e6 and the best kept (CIFAR2/methods/04_if notebooks)",
         ),
-        gradient_draws=FIXED_COMMON,
+        gradient_draws=GRADIENT_LAYOUTS["fixed_common"],
         differences=(
             "parameters: Linear and Conv2d weights here; theirs every parameter (an independent cross-check moved LDS by at most 0.02)",
             "their noise also depends on an example's position in a batch of 52 (one tensor per timestep, re-seeded per batch); "
@@ -116,7 +122,7 @@ _RECIPES = {
             "query side: at sampling step t, x0_hat_t re-noised to t with fresh noise, the loss of that, summed over 20 resamplings",
             "Rademacher projection, k = 2048; the plain inverse of Phi^T Phi (no ridge)",
         ),
-        gradient_draws=INDEPENDENT_UNIFORM,
+        gradient_draws=GRADIENT_LAYOUTS["uniform"],
         differences=(
             "one score per (query, example): the mean over sampler steps; theirs a separate score matrix per step",
             "parameters: Linear and Conv2d weights here; theirs every parameter",
@@ -127,10 +133,11 @@ _RECIPES = {
         source="Jinxu-Lin/DAS (Lin et al. 2025), CIFAR2/03_grad.py and CIFAR2/07_score.py (formerly 07_scpre.py)",
         choices=(
             "per-example gradients at fixed timesteps range(0, T, T // K) with noise re-seeded per timestep, as D-TRAK (03_grad.py)",
+            "output function: the mean over pixels of eps_theta on both sides (loss_function_type=mean in their README's run of 03_grad.py)",
             "lambda over D-TRAK's 27 values 1e-2 .. 5e6 (07_score.py)",
             "residual: per-example errors at all T timesteps with fixed noise, the error vector normalised (04_eval.py, 07_score.py load_error)",
         ),
-        gradient_draws=FIXED_COMMON,
+        gradient_draws=GRADIENT_LAYOUTS["fixed_common"],
         differences=(
             "their repository at its latest commit does not run as published (functions called without arguments they need, "
             "paths that do not match between scripts); this benchmark follows the paper's derivation, with the scalar output "
@@ -146,7 +153,7 @@ _RECIPES = {
             "query side: evenly spaced timesteps linspace(1, 999, 100), 16 fresh noises each, averaged",
             "ReTrac: per-timestep query gradients and training gradients scaled to unit norm",
         ),
-        gradient_draws=FIXED_OWN_NOISE,
+        gradient_draws=GRADIENT_LAYOUTS["fixed"],
         differences=(
             "training side: the very (t, eps) draws training used, over every step between checkpoints (TracInCP's sum); "
             "theirs the checkpoint's epoch timestep with fresh noise, one draw per checkpoint",

@@ -44,11 +44,11 @@ influence of README "Definitions"; ``lambda`` is added to G, i.e. an
 absolute lambda = (N D / 2) x an influence damping (``lambda_scale:
 mean_eigenvalue``: a multiple of trace(G) / k). Every per-example quantity
 is an average over that example's draws (``train_draws`` /
-``query_draws``: the paper's "number of timesteps"). The authors use fixed,
-evenly spaced timesteps and fixed noise; here the draws are laid out by
-``noise.GradientDraws`` (by default one t per timestep stratum with
-antithetic noise, keyed by content), and the Jacobian rows, the loss
-gradient and the residual of an example share the same draws.
+``query_draws``: the paper's "number of timesteps"). The draws are laid out
+by ``noise.GradientDraws``: by default as the authors do, fixed evenly
+spaced timesteps with one noise per timestep for every example and query
+(``fixed_common``); the Jacobian rows, the loss gradient and the residual
+of an example share the same draws.
 
 Choices made here (the paper leaves them open or the authors' code differs):
 

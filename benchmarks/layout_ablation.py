@@ -60,7 +60,12 @@ def variants(config: dict) -> dict:
 
 def write_config(args) -> None:
     config = validate_config(yaml.safe_load(Path(args.config).read_text()))
-    yaml.safe_dump({"methods": variants(config)}, sys.stdout, sort_keys=False, default_flow_style=None, width=160)
+
+    class Dumper(yaml.SafeDumper):
+        def ignore_aliases(self, data):  # every entry written out in full
+            return True
+
+    yaml.dump({"methods": variants(config)}, sys.stdout, Dumper=Dumper, sort_keys=False, default_flow_style=None, width=160)
 
 
 def print_table(args) -> None:
@@ -94,19 +99,43 @@ def print_table(args) -> None:
     table = pd.DataFrame(rows)
     tested = table["p_value"].notna()
     table.loc[tested, "p_holm"] = holm_adjusted(table.loc[tested, "p_value"].to_numpy())
+    if args.out:
+        table.to_csv(args.out, index=False)
     print(f"{int(tested.sum())} differences to the authors' layout; Holm over them")
+    if args.wide:
+        print_wide(table)
+        return
     print("| measurement | method | layout | LDS, tuned [95% CI] | value | - authors' layout [95% CI] | p (Holm) |")
     print("|---|---|---|--:|--:|--:|--:|")
     for row in table.itertuples(index=False):
         difference = "" if pd.isna(row.difference) else f"{row.difference:+.2f} [{row.diff_low:+.2f}, {row.diff_high:+.2f}]"
         star = " *" if not pd.isna(row.p_holm) and row.p_holm < 0.05 else ""
         p_holm = "" if pd.isna(row.p_holm) else f"{row.p_holm:.2g}"
+        value = "" if pd.isna(row.value) else f"{row.value:.0e}"
         print(
-            f"| {row.measurement} | {row.method} | {row.layout} | {row.lds:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}] | {row.value:.0e} "
-            f"| {difference}{star} | {p_holm} |"
+            f"| {row.measurement} | {row.method} | {row.layout} | {row.lds:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}] | {value} | {difference}{star} | {p_holm} |"
         )
-    if args.out:
-        table.to_csv(args.out, index=False)
+
+
+def print_wide(table: pd.DataFrame) -> None:
+    """One row per measurement and method, one column per layout: the tuned
+    LDS, and below the authors' layout's column, the paired difference to it."""
+    print("| measurement | method | " + " | ".join(f"`{layout}`" for layout in LAYOUTS) + " |")
+    print("|---|---|" + "--:|" * len(LAYOUTS))
+    for (measurement, method), rows in table.groupby(["measurement", "method"], sort=False):
+        cells = []
+        for layout in LAYOUTS:
+            match = rows[rows["layout"].str.split().str[0] == layout]
+            if match.empty:
+                cells.append("")
+                continue
+            row = match.iloc[0]
+            if pd.isna(row["difference"]):
+                cells.append(f"**{row['lds']:.2f}**")
+            else:
+                star = "*" if row["p_holm"] < 0.05 else ""
+                cells.append(f"{row['lds']:.2f} ({row['difference']:+.2f} [{row['diff_low']:+.2f}, {row['diff_high']:+.2f}]{star})")
+        print(f"| {measurement} | {method} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -117,6 +146,7 @@ def main() -> None:
     table = commands.add_parser("table", help="print the table of a finished run with the variants")
     table.add_argument("--results", default="results")
     table.add_argument("--out", default=None, help="also write the table to this CSV file")
+    table.add_argument("--wide", action="store_true", help="one row per method, one column per layout (the authors' in bold)")
     args = parser.parse_args()
     {"config": write_config, "table": print_table}[args.command](args)
 

@@ -179,10 +179,14 @@ def test_cross_fitted_ceiling_and_followers():
     # then read at value 1 too.
     predictions = np.stack([rng.normal(size=mean.shape), mean])
     follower = np.stack([mean, -mean])
-    grid = Grid(np.array([1e-8, 1e-4]), predictions, followers={"control": follower})
+    grid = Grid(np.array([1e-8, 1e-4]), predictions, followers={"control": follower}, untuned="default")
     boot = two_way_bootstrap({}, truth, {"all": Split()}, 30, seed=0, grids={"m": grid}, folds=folds)
     assert (boot.chosen["m"] == 1).all()
     assert boot.point["m", CROSS_FIT] == pytest.approx(1.0) and boot.point["control", CROSS_FIT] == pytest.approx(-1.0)
+    # The untuned default under the same protocol: value 0 in every cell.
+    alone = two_way_bootstrap({}, truth, {"all": Split()}, 30, seed=0, grids={"d": Grid(np.array([1e-8]), predictions[:1])}, folds=folds)
+    assert boot.point["default", CROSS_FIT] == alone.point["d", CROSS_FIT]
+    np.testing.assert_array_equal(boot.draws["default", CROSS_FIT], alone.draws["d", CROSS_FIT])
     ceilings = [retraining_ceiling(seed_agreement_per_query(truth[:, folds.subsets == b]), 3, int((folds.subsets == b).sum())) for b in range(2)]
     assert boot.point[CEILING, CROSS_FIT] == pytest.approx(np.mean(ceilings))
     with pytest.raises(ValueError, match="need the folds"):

@@ -33,8 +33,7 @@ for method, path in zip(params.methods, snakemake.input.predictions, strict=True
     controls = np.stack([query_agnostic_predictions(p) for p in predictions])
     variants[method, "default"] = predictions[0]
     variants[method, "query_agnostic"] = controls[0]
-    grids[method, "tuned"] = Grid(values, predictions, followers={(method, "tuned_control"): controls})
-    grids[method, "default"] = Grid(values[:1], predictions[:1])
+    grids[method, "tuned"] = Grid(values, predictions, followers={(method, "tuned_control"): controls}, untuned=(method, "default"))
     defined = int(np.isfinite(spearman_per_query(predictions[0], truth)).sum())
     stored[method] = (values, defined)
 

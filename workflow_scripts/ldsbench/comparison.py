@@ -98,11 +98,15 @@ class Grid:
         followers: ``{name: [L, M, Q]}`` variants read at the values this
             grid's cells choose, not tuned themselves (the method's
             query-agnostic control).
+        untuned: a name under which the grid's first value (the default),
+            read in every cell under the same protocol, is also reported;
+            None: not reported.
     """
 
     values: np.ndarray
     predictions: np.ndarray
     followers: dict = field(default_factory=dict)
+    untuned: object = None
 
 
 def _mask(mask, size: int, what: str, split: str) -> np.ndarray:
@@ -371,6 +375,8 @@ def two_way_bootstrap(
             per_query = {}
             for label, row_rankers in [(name, rankers), *follower_rankers.items()]:
                 per_query[label] = cross_fitted(lambda b, i, label=label, r=row_rankers: lds_over((label, i), r[i], fold_masks[b]), chosen, folds.queries)
+            if grid.untuned is not None:
+                per_query[grid.untuned] = cross_fitted(lambda b, i: lds_over((name, i), rankers[i], fold_masks[b]), np.zeros_like(chosen), folds.queries)
             for label, values in per_query.items():
                 out[label, CROSS_FIT] = _weighted_nanmean(values, query_counts)
             if details is not None:

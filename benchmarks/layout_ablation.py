@@ -30,7 +30,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow_scripts"))
 
-from ldsbench.comparison import holm_adjusted  # noqa: E402
+from ldsbench.comparison import holm_adjusted, pair_difference  # noqa: E402
 from ldsbench.config import validate_config  # noqa: E402
 from ldsbench.methods import GRADIENT_LAYOUTS  # noqa: E402
 
@@ -88,15 +88,12 @@ def print_table(args) -> None:
                 row = {"measurement": measurement, "method": method, "layout": layout + (" (authors')" if layout == own else "")}
                 row.update(lds=lds.at[name, "lds"], ci_low=lds.at[name, "ci_low"], ci_high=lds.at[name, "ci_high"], value=lds.at[name, "tuned_value"])
                 if name != method:
-                    match = pairs[(pairs["method_a"] == name) & (pairs["method_b"] == method)]
-                    sign = 1.0
-                    if match.empty:
-                        match, sign = pairs[(pairs["method_a"] == method) & (pairs["method_b"] == name)], -1.0
-                    pair = match.iloc[0]
-                    low, high = sorted([sign * pair["ci_low"], sign * pair["ci_high"]])
-                    row.update(difference=sign * pair["difference"], diff_low=low, diff_high=high, p_value=pair["p_value"])
+                    pair = pair_difference(pairs, name, method)
+                    row.update(difference=pair["difference"], diff_low=pair["ci_low"], diff_high=pair["ci_high"], p_value=pair["p_value"])
                 rows.append(row)
     table = pd.DataFrame(rows)
+    if "difference" not in table:
+        raise SystemExit(f"{results / 'lds_summary.parquet'} holds no layout variant: run the workflow with `layout_ablation.py config` merged first")
     tested = table["p_value"].notna()
     table.loc[tested, "p_holm"] = holm_adjusted(table.loc[tested, "p_value"].to_numpy())
     if args.out:

@@ -191,3 +191,19 @@ def test_cross_fitted_ceiling_and_followers():
     assert boot.point[CEILING, CROSS_FIT] == pytest.approx(np.mean(ceilings))
     with pytest.raises(ValueError, match="need the folds"):
         two_way_bootstrap({}, truth, {"all": Split()}, 10, 0, grids={"m": grid})
+
+
+def test_pair_difference_reads_a_pair_either_way_round():
+    from ldsbench.comparison import pair_difference
+
+    rng = np.random.default_rng(9)
+    truth = rng.normal(size=(2, 12, 10))
+    predictions = {"a": truth.mean(axis=0) + rng.normal(size=(12, 10)), "b": rng.normal(size=(12, 10))}
+    boot = two_way_bootstrap(predictions, truth, ALL, 50, seed=0)
+    pairs = paired_differences(boot, ["a", "b"], "all", 0.95).rename(columns={"a": "method_a", "b": "method_b"})
+    forward, backward = pair_difference(pairs, "a", "b"), pair_difference(pairs, "b", "a")
+    assert forward["difference"] == pytest.approx(boot.point["a", "all"] - boot.point["b", "all"]) == -backward["difference"]
+    assert (forward["ci_low"], forward["ci_high"]) == pytest.approx((-backward["ci_high"], -backward["ci_low"]))
+    assert forward["ci_low"] <= forward["ci_high"] and forward["p_holm"] == backward["p_holm"]
+    with pytest.raises(KeyError, match="no paired difference of 'a' and 'c'"):
+        pair_difference(pairs, "a", "c")

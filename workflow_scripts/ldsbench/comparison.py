@@ -64,6 +64,7 @@ __all__ = [
     "query_agnostic_predictions",
     "holm_adjusted",
     "paired_differences",
+    "pair_difference",
 ]
 
 #: The variant name under which the bootstrap reports the retraining ceiling.
@@ -468,3 +469,24 @@ def paired_differences(bootstrap: Bootstrap, variants: list, split: str, level: 
     frame["p_holm"] = holm_adjusted(frame["p_value"].fillna(1.0).to_numpy()) if len(frame) else []
     frame["significant"] = frame["p_holm"] < 1.0 - level
     return frame
+
+
+def pair_difference(pairs: pd.DataFrame, a, b) -> dict:
+    """LDS(a) - LDS(b) from rows of :func:`paired_differences` (columns
+    method_a, method_b, ...), whichever way round the pair is stored:
+    difference, ci_low, ci_high (ordered), p_value, p_holm, significant."""
+    match, sign = pairs[(pairs["method_a"] == a) & (pairs["method_b"] == b)], 1.0
+    if match.empty:
+        match, sign = pairs[(pairs["method_a"] == b) & (pairs["method_b"] == a)], -1.0
+    if match.empty:
+        raise KeyError(f"no paired difference of {a!r} and {b!r}")
+    pair = match.iloc[0]
+    low, high = sorted([sign * pair["ci_low"], sign * pair["ci_high"]])
+    return {
+        "difference": sign * pair["difference"],
+        "ci_low": low,
+        "ci_high": high,
+        "p_value": pair["p_value"],
+        "p_holm": pair["p_holm"],
+        "significant": bool(pair["significant"]),
+    }

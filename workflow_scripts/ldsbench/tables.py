@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .comparison import pair_difference
 from .measurement_types import ORIENTATION_TEXT
 
 __all__ = ["interval_columns", "summary_markdown", "paired_markdown", "removal_markdown"]
@@ -115,14 +116,9 @@ def paired_markdown(summary: pd.DataFrame, paired: pd.DataFrame, level: float) -
         for method in rows["method"]:
             if method == best:
                 continue
-            match = pairs[(pairs["method_a"] == method) & (pairs["method_b"] == best)]
-            sign = 1.0
-            if match.empty:
-                match, sign = pairs[(pairs["method_a"] == best) & (pairs["method_b"] == method)], -1.0
-            pair = match.iloc[0]
-            low, high = sorted([sign * pair["ci_low"], sign * pair["ci_high"]])
+            pair = pair_difference(pairs, method, best)
             mark = " *" if pair["significant"] else ""
-            lines.append(f"| {_escape(method)} | {_fmt(sign * pair['difference'])} [{_fmt(low)}, {_fmt(high)}]{mark} | {pair['p_holm']:.3g} |")
+            lines.append(f"| {_escape(method)} | {_fmt(pair['difference'])} [{_fmt(pair['ci_low'])}, {_fmt(pair['ci_high'])}]{mark} | {pair['p_holm']:.3g} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -5,10 +5,12 @@
     .venv/bin/python benchmarks/comparison_bootstrap.py --coverage # intervals on synthetic benchmarks
 
 Cost: seconds per draw (and the extrapolated minutes for ``--resamples``)
-of one ``compare_methods`` job at M subsets, K seeds, Q queries and V
-variants (3 per method: default, tuned, query-agnostic; the paper's protocol
-with 12 methods: M = 100, K = 5, Q = 1000, V = 36), and the rank tables'
-memory, (V + K + 1) x 4 int64 [M, Q] arrays.
+of one ``compare_methods`` job at M subsets, K seeds, Q queries and a
+number of methods, each with a grid of L values cross-fitted over 2 folds
+(its values and their query-agnostic controls) and its default and control
+over all subsets (the paper's protocol with 12 methods and 5 values: M =
+100, K = 5, Q = 1000), and the rank tables' memory, (methods x (2 L + 2) +
+K + 1) x 4 int64 [M, Q] arrays.
 
 Coverage: on synthetic benchmarks whose answer is known (a random method,
 true LDS 0, against ground truth with a subset effect shared by every
@@ -23,22 +25,28 @@ import time
 
 import numpy as np
 
-from ldsbench.comparison import Split, two_way_bootstrap
+from ldsbench.comparison import Grid, Split, two_way_bootstrap
 from ldsbench.lds import bootstrap_mean_ci, group_predictions, spearman_per_query
+from ldsbench.tuning import Folds
 
 
-def cost(subsets: int, seeds: int, queries: int, variants: int, resamples: int, draws: int) -> None:
+def cost(subsets: int, seeds: int, queries: int, methods: int, values: int, resamples: int, draws: int) -> None:
     rng = np.random.default_rng(0)
     truth = rng.normal(size=(seeds, subsets, queries))
-    predictions = {v: rng.normal(size=(subsets, queries)) for v in range(variants)}
-    # The summary's splits: all items, and the test queries over the test subsets.
-    splits = {"all": Split(), "test": Split(np.arange(queries) % 2 == 1, np.arange(subsets) % 2 == 1)}
+    predictions, grids = {}, {}
+    for method in range(methods):
+        grid = rng.normal(size=(values, subsets, queries))
+        controls = rng.normal(size=(values, subsets, queries))
+        predictions[method, "default"], predictions[method, "control"] = grid[0], controls[0]
+        grids[method] = Grid(np.arange(values, dtype=float), grid, followers={(method, "tuned_control"): controls}, untuned=(method, "untuned"))
+    folds = Folds.of(queries, subsets, {"folds": 2, "seed": 0})
     started = time.perf_counter()
-    two_way_bootstrap(predictions, truth, splits, draws, seed=0)
+    two_way_bootstrap(predictions, truth, {"all": Split()}, draws, seed=0, grids=grids, folds=folds)
     per_draw = (time.perf_counter() - started) / (draws + 1)
-    tables_mb = (variants + seeds + 1) * 4 * subsets * queries * 8 / 1e6
+    tables_mb = (methods * (2 * values + 2) + seeds + 1) * 4 * subsets * queries * 8 / 1e6
     print(
-        f"M={subsets} K={seeds} Q={queries} V={variants}: {per_draw:.3f} s per draw, {per_draw * resamples / 60:.1f} min for {resamples} draws; rank tables {tables_mb:.0f} MB"
+        f"M={subsets} K={seeds} Q={queries}, {methods} methods with {values} values: {per_draw:.3f} s per draw, "
+        f"{per_draw * resamples / 60:.1f} min for {resamples} draws; rank tables {tables_mb:.0f} MB"
     )
 
 
@@ -68,15 +76,16 @@ def main() -> None:
     parser.add_argument("--subsets", type=int, default=100, help="M")
     parser.add_argument("--seeds", type=int, default=5, help="K")
     parser.add_argument("--queries", type=int, default=1000, help="Q")
-    parser.add_argument("--variants", type=int, default=36, help="V, 3 per method")
+    parser.add_argument("--methods", type=int, default=12)
+    parser.add_argument("--values", type=int, default=5, help="L, the default and its grid")
     parser.add_argument("--resamples", type=int, default=2000, help="draws of a real comparison (statistics.resamples)")
     parser.add_argument("--timed-draws", type=int, default=10, help="draws actually timed")
     parser.add_argument("--trials", type=int, default=200, help="synthetic benchmarks in the coverage check")
     args = parser.parse_args()
     both = not (args.cost or args.coverage)
     if args.cost or both:
-        cost(args.subsets, args.seeds, args.queries, args.variants, args.resamples, args.timed_draws)
-        cost(16, 2, 36, 33, args.resamples, args.timed_draws)  # the default config
+        cost(args.subsets, args.seeds, args.queries, args.methods, args.values, args.resamples, args.timed_draws)
+        cost(16, 2, 36, 11, 9, args.resamples, args.timed_draws)  # the default config (TRAK-style grids of 9)
     if args.coverage or both:
         coverage(args.trials, 16, 36, 500)
 

@@ -23,9 +23,9 @@ truth = truth_per_seed.mean(axis=0)
 folds = Folds.of(n_queries, params.n_subsets, params.tuning)
 
 # Variants on all queries and subsets: the untuned default and its
-# query-agnostic control. Grids, cross-fitted over the folds: the method
-# tuned over its values (with its control read at the chosen values) and
-# its default alone.
+# query-agnostic control. One grid per method, cross-fitted over the folds:
+# tuned over its values, its control read at the chosen values, and its
+# untuned default read under the same protocol.
 variants, grids, stored = {}, {}, {}
 for method, path in zip(params.methods, snakemake.input.predictions, strict=True):
     archive = np.load(path)

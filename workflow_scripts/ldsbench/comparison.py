@@ -371,7 +371,7 @@ def two_way_bootstrap(
             chosen = np.zeros((n_folds, n_folds), dtype=np.int64)
             if len(grid.values) > 1:
                 tuning = [np.stack([lds_over((name, i), r, ~fold_masks[b]) for i, r in enumerate(rankers)]) for b in range(n_folds)]
-                for a, b in itertools.product(range(n_folds), repeat=2):
+                for a, b in folds.cells():
                     chosen[a, b] = choose_tuned_value(grid.values, tuning[b], folds.queries != a, query_counts)[0]
             per_query = {}
             for label, row_rankers in [(name, rankers), *follower_rankers.items()]:

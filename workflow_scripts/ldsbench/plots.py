@@ -80,7 +80,8 @@ def plot_lds_summary(summary: pd.DataFrame, path) -> None:
 
     Error bars are the (asymmetric) two-way bootstrap interval; a hollow
     diamond marks the method's query-agnostic control and a hollow circle its
-    untuned default where the summary has them; a missing (method, measurement) pair or a NaN LDS is marked "n/a".
+    untuned default where the summary has them; a missing (method,
+    measurement) pair or a NaN LDS is marked "n/a".
 
     Args:
         summary: columns method, measurement, lds, ci_low, ci_high,

@@ -15,6 +15,7 @@ if os.environ.get("LDSBENCH_REPLACE_WORKFLOW_CONFIG") != "1":
 
 
 include: "rules/common.smk"
+include: "rules/guards.smk"
 
 
 # `snakemake rescore` knows no rule that trains, samples queries or measures:

@@ -25,9 +25,9 @@ import time
 
 import numpy as np
 
-from ldsbench.comparison import Grid, Split, two_way_bootstrap
-from ldsbench.lds import bootstrap_mean_ci, group_predictions, spearman_per_query
-from ldsbench.tuning import Folds
+from ldsbench.evaluation.comparison import Grid, Split, two_way_bootstrap
+from ldsbench.evaluation.lds import bootstrap_mean_ci, group_predictions, spearman_per_query
+from ldsbench.evaluation.tuning import Folds
 
 
 def cost(subsets: int, seeds: int, queries: int, methods: int, values: int, resamples: int, draws: int) -> None:

@@ -39,17 +39,17 @@ import pandas as pd
 import torch
 import yaml
 
-from ldsbench.config import validate_config
-from ldsbench.curvature import KroneckerEigenbasis
-from ldsbench.curvature_keys import curvature_key
-from ldsbench.data import load_image_set
-from ldsbench.jobs import load_model
-from ldsbench.measurement import measurement_output_fn
-from ldsbench.methods import GRADIENT_LAYOUTS, default_value
+from ldsbench.attribution.curvature import KroneckerEigenbasis
+from ldsbench.data.image_sets import load_image_set
+from ldsbench.diffusion.noise import GradientDraws
+from ldsbench.measurement.estimators import measurement_output_fn
 from ldsbench.methods.das import das_scores, rms_residuals, train_stream
 from ldsbench.methods.influence import stacked_influence_scores
 from ldsbench.methods.trak import stacked_trak_scores
-from ldsbench.noise import GradientDraws
+from ldsbench.runtime.jobs import load_model
+from ldsbench.spec.config import validate_config
+from ldsbench.spec.curvature_keys import curvature_key
+from ldsbench.spec.method_types import GRADIENT_LAYOUTS, default_value
 
 
 def score(name, method, inputs, measurement, layout, draws, seed, value):

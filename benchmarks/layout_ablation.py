@@ -30,9 +30,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow_scripts"))
 
-from ldsbench.comparison import holm_adjusted, pair_difference  # noqa: E402
-from ldsbench.config import validate_config  # noqa: E402
-from ldsbench.methods import GRADIENT_LAYOUTS  # noqa: E402
+from ldsbench.evaluation.comparison import holm_adjusted, pair_difference
+from ldsbench.spec.config import validate_config
+from ldsbench.spec.method_types import GRADIENT_LAYOUTS
 
 LAYOUTS = GRADIENT_LAYOUTS
 SEPARATOR = "--"

@@ -37,11 +37,11 @@ import torch
 import yaml
 from scipy.stats import spearmanr
 
-from ldsbench.config import DATASET_LEVELS, validate_config
-from ldsbench.data import load_dataset_split
-from ldsbench.measurement import estimate
-from ldsbench.model import build_scheduler
-from ldsbench.training import TrainingSettings, train_diffusion_model
+from ldsbench.data.image_sets import load_dataset_split
+from ldsbench.diffusion.model import build_scheduler
+from ldsbench.diffusion.training import TrainingSettings, train_diffusion_model
+from ldsbench.measurement.estimators import estimate
+from ldsbench.spec.config import DATASET_LEVELS, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 """A projected-feature job (``project_training_features``) of a config's UNet
 at a chosen training-set size, on whatever device is present: seconds per
 training example, gradient draws per second and the peak memory, against
-the plan's estimate for the same job (``ldsbench.plan.feature_estimate``).
+the plan's estimate for the same job (``ldsbench.planning.plan.feature_estimate``).
 A randomly initialised model on random images: speed and memory do not
 depend on the weights.
 
@@ -25,13 +25,13 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow_scripts"))
 
-from ldsbench.footprint import footprint_of  # noqa: E402
-from ldsbench.memory import GIB, PROCESS_BASE_BYTES  # noqa: E402
-from ldsbench.methods import training_feature_sets  # noqa: E402
-from ldsbench.model import attributed_parameters, build_scheduler, build_unet  # noqa: E402
-from ldsbench.plan import feature_estimate, job_budget  # noqa: E402
-from ldsbench.projected_features import feature_batch, features_of  # noqa: E402
-from ldsbench.schema import block_defaults, section_defaults  # noqa: E402
+from ldsbench.attribution.projected_features import feature_batch, features_of
+from ldsbench.diffusion.model import attributed_parameters, build_scheduler, build_unet
+from ldsbench.planning.footprint import footprint_of
+from ldsbench.planning.memory import GIB, PROCESS_BASE_BYTES
+from ldsbench.planning.plan import feature_estimate, job_budget
+from ldsbench.spec.method_types import training_feature_sets
+from ldsbench.spec.schema import block_defaults, section_defaults
 
 
 def main() -> None:

@@ -29,8 +29,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow_scripts"))
 
-from ldsbench.model import build_scheduler  # noqa: E402
-from ldsbench.training import TrainingSettings, train_diffusion_model  # noqa: E402
+from ldsbench.diffusion.model import build_scheduler  # noqa: E402
+from ldsbench.diffusion.training import TrainingSettings, train_diffusion_model  # noqa: E402
 
 
 def train(config: dict, steps: int, batch: int, every: int, resume_dir: Path, out: Path, device: str) -> None:

@@ -25,11 +25,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow_scripts"))
 
-from ldsbench.diffusion import noised, per_draw_output  # noqa: E402
-from ldsbench.gradients import example_gradient  # noqa: E402
-from ldsbench.model import attributed_modules, attributed_parameters, build_scheduler, build_unet  # noqa: E402
-from ldsbench.precision import PRECISIONS, network_forward, network_precision  # noqa: E402
-from ldsbench.projection import RandomProjector  # noqa: E402
+from ldsbench.attribution.gradients import example_gradient
+from ldsbench.attribution.projection import RandomProjector
+from ldsbench.diffusion.model import attributed_modules, attributed_parameters, build_scheduler, build_unet
+from ldsbench.diffusion.outputs import noised, per_draw_output
+from ldsbench.diffusion.precision import PRECISIONS, network_forward, network_precision
 
 
 def synchronize(device):

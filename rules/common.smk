@@ -1,4 +1,3 @@
-import hashlib
 import os
 import re
 import sys
@@ -10,16 +9,17 @@ from snakemake.exceptions import WorkflowError
 # The package lives next to the step scripts; importable without installing.
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
 
-from ldsbench.config import validate_config
-from ldsbench.measurement_types import orientation_of
-from ldsbench.measurement_types import measurement_gradient_settings
-from ldsbench.curvature_keys import curvature_fits, curvature_key
-from ldsbench.device_slots import discover_devices
-from ldsbench.feature_keys import FEATURE_KEY_PATTERN, feature_key, full_model_name
-from ldsbench.methods import default_value, feature_sets, module_closure, needs, scorer_modules, training_feature_sets
-from ldsbench.plan import cached_footprint, job_budget, method_passes, over_budget, rule_estimates
-from ldsbench.protection import existing_model_changes, retraining_report
-from ldsbench.removal import ALL_DATA, RANDOM_CONTROL
+# Only torch-free modules: parsing the workflow must not import torch.
+from ldsbench.planning.plan import cached_footprint, job_budget, method_passes, over_budget, rule_estimates
+from ldsbench.runtime.code_versions import content_hash, module_closure
+from ldsbench.runtime.device_slots import discover_devices
+from ldsbench.spec.config import validate_config
+from ldsbench.spec.curvature_keys import curvature_fits, curvature_key
+from ldsbench.spec.feature_keys import FEATURE_KEY_PATTERN, feature_key, full_model_name
+from ldsbench.spec.measurement_types import measurement_gradient_settings, orientation_of
+from ldsbench.spec.method_types import default_value, feature_sets, method_type, needs, scorer_module, training_feature_sets
+from ldsbench.spec.protection import existing_model_changes, retraining_report
+from ldsbench.spec.training_runs import ALL_DATA, RANDOM_CONTROL
 
 config = validate_config(config)
 
@@ -33,7 +33,7 @@ MEASUREMENTS = list(config["measurements"])
 MEASURED = sorted(MEASUREMENTS)
 THREADS = config["runtime"]["threads_per_job"]
 # GPU rules declare one gpu (Snakemake counts it; the job picks its device
-# through a slot, see ldsbench.device_slots); with device cpu they need none.
+# through a slot, see ldsbench.runtime.device_slots); with device cpu they need none.
 GPUS_PER_JOB = 0 if config["runtime"]["device"] == "cpu" else 1
 PACKAGE = Path(workflow.basedir) / "workflow_scripts" / "ldsbench"
 STEPS = "../workflow_scripts"
@@ -74,8 +74,8 @@ CURVATURES = curvature_fits(config["methods"])
 FEATURE_SETS = feature_sets(config["methods"])
 
 # Memory: every GPU-capable rule declares its estimated peak (mem_mb), from
-# the same formulas the jobs use to size their chunks (ldsbench.plan,
-# ldsbench.memory). The model's sizes are measured once and cached.
+# the same formulas the jobs use to size their chunks (ldsbench.planning.plan,
+# ldsbench.planning.memory). The model's sizes are measured once and cached.
 JOB_DEVICE = "cpu" if config["runtime"]["device"] == "cpu" else ("cuda" if config["runtime"]["device"] == "cuda" or discover_devices() else "cpu")
 BUDGET_BYTES, BUDGET_SETTING = job_budget(config["runtime"], JOB_DEVICE)
 ESTIMATES = {row.rule: row for row in rule_estimates(config, cached_footprint(config["model"]["unet"], f"{R}/.plan"), BUDGET_BYTES, BUDGET_SETTING)}
@@ -84,13 +84,6 @@ ESTIMATES = {row.rule: row for row in rule_estimates(config, cached_footprint(co
 def job_mem_mb(key):
     """Estimated peak of a job of rule (or score_method[method]) `key`, in MB."""
     return max(1, int(ESTIMATES[key].peak_bytes / 1e6))
-
-
-def refuse_over_budget():
-    """Stop before any job starts if a job is estimated above its budget."""
-    lines = over_budget(list(ESTIMATES.values()), BUDGET_BYTES, BUDGET_SETTING)
-    if lines:
-        raise WorkflowError("estimated peak memory exceeds the budget (see `snakemake plan`):\n  " + "\n  ".join(lines))
 
 
 wildcard_constraints:
@@ -106,13 +99,22 @@ wildcard_constraints:
     fraction=r"[0-9][0-9.e-]*",
 
 
-def code_version(*modules):
-    """Hash of package modules, passed as a param so that editing the code of
-    a cheap stage reruns it (Snakemake tracks only the step script itself)."""
-    digest = hashlib.sha256()
-    for module in modules:
-        digest.update((PACKAGE / module).read_bytes())
-    return digest.hexdigest()[:16]
+def code_version(step, *modules):
+    """Code version of a stage that follows code edits (a param, so Snakemake
+    reruns the stage when it changes): the content hash of its step script and
+    of the package modules ``modules`` (dotted, under ``ldsbench``) with every
+    package module they import, transitively (``ldsbench.runtime.code_versions``).
+    Stages that train or measure carry none: code edits never retrain by
+    themselves (``--forcerun`` does), and Snakemake's own trigger, a step
+    script's modification time, is off (``rules/guards.smk``)."""
+    return content_hash([Path(workflow.basedir) / "workflow_scripts" / step, *(PACKAGE / f for f in module_closure(*modules))])
+
+
+# Latent encoding feeds every training, so like training it follows no code
+# edit: this label is the content hash of its code when it last changed.
+# `--forcerun encode_latents decode_queries` re-encodes (and then stops at the
+# retraining guard).
+LATENT_CODE_VERSION = "a96469ba18d3216c"
 
 
 def method_curvature(wildcards):
@@ -157,7 +159,7 @@ def removal_scores(wildcards):
 
 def vae_weights_file():
     """The VAE's weight file (config validation has checked that it exists)."""
-    from ldsbench.latents import weights_file
+    from ldsbench.data.latents import weights_file
 
     return weights_file(VAE["path"])
 
@@ -208,33 +210,3 @@ def removal_outputs():
 RESCORE = "rescore" in sys.argv[1:]
 # `snakemake plan` only writes the plan: it must show a plan that does not fit.
 PLAN_ONLY = "plan" in sys.argv[1:]
-RESCORE_INPUTS = [f"{R}/data/train.npz", f"{R}/subsets.parquet", f"{R}/models/full", f"{R}/queries/queries.npz"]
-RESCORE_INPUTS += [f"{R}/ground_truth/{m}.parquet" for m in MEASUREMENTS]
-if any(needs(m, "trajectory") for m in config["methods"].values()):
-    RESCORE_INPUTS.append(f"{R}/models/full_trajectory")
-if LATENT:
-    RESCORE_INPUTS += [f"{PIXELS}/train.npz", QUERY_IMAGES]
-if RESCORE and not all(os.path.exists(path) for path in RESCORE_INPUTS):
-    missing = [path for path in RESCORE_INPUTS if not os.path.exists(path)]
-    raise WorkflowError(f"`snakemake rescore` scores the models and ground truth on disk, but {', '.join(missing)} " "do not exist yet; run `snakemake` first.")
-
-
-TRAINING_RULES = ("train_full_model", "train_full_model_seed", "train_subset_model", "train_removal_model")
-
-
-def refuse_unconfirmed_retraining(dag):
-    """Stop before any job starts if finished models would be retrained,
-    unless the run says --config confirm_retraining=true."""
-    if config["confirm_retraining"]:
-        return
-    changes = {}
-    for job in dag.needrun_jobs():
-        # Forced jobs were asked for: --forcerun, or a killed training that
-        # --rerun-incomplete reruns (Snakemake never recorded it as finished,
-        # even if the kill came after its model folder was renamed into place).
-        if job.rule.name in TRAINING_RULES and not dag.reason(job).forced:
-            changed = existing_model_changes(job.output[0], job.params.model, job.params.training)
-            if changed is not None:
-                changes[job.output[0]] = changed
-    if changes:
-        raise WorkflowError(retraining_report(changes))

@@ -16,7 +16,7 @@ rule fit_curvature:
         mem_mb=lambda w: job_mem_mb(f"fit_curvature[{w.curvature}]"),
     params:
         settings=lambda w: CURVATURES[w.curvature],
-        code=code_version("curvature.py", "curvature_data.py", "model.py", "diffusion.py", "noise.py"),
+        code=code_version("fit_curvature.py", "attribution.curvature", "attribution.curvature_data"),
         device=config["runtime"]["device"],
     script:
         f"{STEPS}/fit_curvature.py"

@@ -59,7 +59,7 @@ if LATENT:
         params:
             vae=VAE,
             device=config["runtime"]["device"],
-            code=code_version("latents.py"),
+            code=LATENT_CODE_VERSION,
         script:
             f"{STEPS}/encode_latents.py"
 

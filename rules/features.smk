@@ -23,7 +23,7 @@ rule project_training_features:
         mem_mb=lambda w: job_mem_mb(f"project_training_features[{w.features}]"),
     params:
         settings=lambda w: FEATURE_SETS[w.features],
-        code=code_version(*module_closure("projected_features")),
+        code=code_version("project_training_features.py", "attribution.projected_features"),
         device=config["runtime"]["device"],
         # Changes results: runtime.precision reruns the jobs it affects.
         precision=config["runtime"]["precision"],

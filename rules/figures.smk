@@ -21,6 +21,6 @@ rule plot_attribution_grid:
         measurement=GRID_MEASUREMENT,
         queries=config["report"]["grid_queries"],
         examples=config["report"]["grid_examples"],
-        code=code_version("image_grid.py"),
+        code=code_version("plot_attribution_grid.py", "report.image_grid"),
     script:
         f"{STEPS}/plot_attribution_grid.py"

@@ -23,7 +23,9 @@ rule compute_lds:
         measurements=MEASURED,
         n_subsets=M,
         n_seeds=K,
-        code=code_version("lds.py", "provenance.py"),
+        # The name of the swept value in lds_sweep.parquet (damping or lambda).
+        hyperparameter=lambda w: method_type(config["methods"][w.method]["type"]).hyperparameter,
+        code=code_version("compute_lds.py", "evaluation.lds", "runtime.provenance", "data.subsets"),
     script:
         f"{STEPS}/compute_lds.py"
 
@@ -52,7 +54,7 @@ rule compare_methods:
         n_seeds=K,
         tuning=config["tuning"],
         statistics=config["statistics"],
-        code=code_version("comparison.py", "lds.py", "tuning.py"),
+        code=code_version("compare_methods.py", "evaluation.comparison", "evaluation.tuning", "report.tables"),
     script:
         f"{STEPS}/compare_methods.py"
 
@@ -90,6 +92,6 @@ rule summarize:
         # the feature jobs it reads), as the plan estimates them.
         gradient_passes={m: method_passes(m, config, ESTIMATES) for m in METHODS},
         time_files={m: method_time_files(m) for m in METHODS},
-        code=code_version("lds.py", "plots.py", "tables.py"),
+        code=code_version("summarize.py", "evaluation.lds", "report.plots", "report.tables"),
     script:
         f"{STEPS}/summarize.py"

@@ -46,6 +46,6 @@ rule collect_ground_truth:
     params:
         # (subset, seed) of each measurement file, in input order.
         models=[(j, k) for j in range(M) for k in range(K)],
-        code=code_version("provenance.py"),
+        code=code_version("collect_ground_truth.py", "runtime.provenance"),
     script:
         f"{STEPS}/collect_ground_truth.py"

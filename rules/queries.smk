@@ -46,6 +46,6 @@ if LATENT:
         params:
             vae=VAE,
             device=config["runtime"]["device"],
-            code=code_version("latents.py"),
+            code=LATENT_CODE_VERSION,
         script:
             f"{STEPS}/decode_queries.py"

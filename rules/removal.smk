@@ -1,4 +1,4 @@
-# Retraining without the top influences (ldsbench.removal): for each
+# Retraining without the top influences (ldsbench.evaluation.removal): for each
 # configured query, ranking method (and a random control) and fraction,
 # retrain the full model K times without the k examples ranked as the
 # query's proponents, measure the query, and regenerate it from its sampling
@@ -21,7 +21,7 @@ rule removal_set:
         fraction=lambda w: REMOVAL_FRACTIONS[w.fraction],
         orientation=orientation_of(config["measurements"][REMOVAL["measurement"]]),
         control_seed=REMOVAL["seed"],
-        code=code_version("removal.py"),
+        code=code_version("removal_set.py", "evaluation.removal", "runtime.provenance"),
     script:
         f"{STEPS}/removal_set.py"
 
@@ -114,6 +114,6 @@ rule summarize_removal:
     params:
         measurement=REMOVAL["measurement"],
         orientation=orientation_of(config["measurements"][REMOVAL["measurement"]]),
-        code=code_version("removal.py", "plots.py"),
+        code=code_version("summarize_removal.py", "evaluation.removal", "report.plots", "report.tables"),
     script:
         f"{STEPS}/summarize_removal.py"

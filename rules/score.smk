@@ -36,9 +36,9 @@ rule score_method:
         # changing a measurement's draws does not rescore.
         measurements={name: measurement_gradient_settings(config["measurements"][name]) for name in MEASURED},
         prefix=lambda w: f"{R}/scores/{w.method}",
-        # The code of this method's type only (ldsbench.methods), so
+        # The code of this method's type only (ldsbench.spec.method_types), so
         # editing one method rescores that method alone.
-        code=lambda w: code_version("provenance.py", *scorer_modules(config["methods"][w.method]["type"])),
+        code=lambda w: code_version("score_method.py", "runtime.provenance", scorer_module(config["methods"][w.method]["type"])),
         # TracIn replays the full model's training.
         training=lambda w: FULL_TRAINING if needs(config["methods"][w.method], "training") else None,
         device=config["runtime"]["device"],

@@ -4,7 +4,7 @@
 
 
 # Every training rule runs train_model.py; `kind` says which run it is
-# (ldsbench.training_runs), and the other rules differ from this one only
+# (ldsbench.spec.training_runs), and the other rules differ from this one only
 # in their indices, paths and inputs.
 rule train_full_model:
     input:

@@ -4,9 +4,9 @@ settings, and the training rows of its subset)."""
 
 import pandas as pd
 
-from ldsbench.io import read_parquet_metadata, save_parquet
-from ldsbench.jobs import start_job
-from ldsbench.provenance import SHARED_KEYS, ArtifactMismatchError, check_compatible, rows_sha256, subsets_sha256
+from ldsbench.runtime.io import read_parquet_metadata, save_parquet
+from ldsbench.runtime.jobs import start_job
+from ldsbench.runtime.provenance import SHARED_KEYS, ArtifactMismatchError, check_compatible, rows_sha256, subsets_sha256
 
 log = start_job(snakemake)
 subsets = pd.read_parquet(snakemake.input.subsets)

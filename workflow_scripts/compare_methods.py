@@ -5,12 +5,13 @@ noise-normalised LDS, the query-agnostic control and paired differences."""
 import numpy as np
 import pandas as pd
 
-from ldsbench.comparison import CEILING, CROSS_FIT, Grid, Split, paired_differences, query_agnostic_predictions, two_way_bootstrap
-from ldsbench.io import save_parquet
-from ldsbench.jobs import start_job
-from ldsbench.lds import ground_truth_array, spearman_per_query
-from ldsbench.tables import interval_columns
-from ldsbench.tuning import Folds, consensus_value
+from ldsbench.evaluation.comparison import CEILING, CROSS_FIT, Grid, Split, paired_differences, query_agnostic_predictions, two_way_bootstrap
+from ldsbench.evaluation.ground_truth import ground_truth_array
+from ldsbench.evaluation.lds import spearman_per_query
+from ldsbench.evaluation.tuning import Folds, consensus_value
+from ldsbench.report.tables import interval_columns
+from ldsbench.runtime.io import save_parquet
+from ldsbench.runtime.jobs import start_job
 
 log = start_job(snakemake)
 params, measurement = snakemake.params, snakemake.wildcards.measurement

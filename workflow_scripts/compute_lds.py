@@ -4,11 +4,12 @@ the group predictions of every swept value for the comparison of methods."""
 import numpy as np
 import pandas as pd
 
-from ldsbench.io import atomic_path, read_parquet_metadata, save_parquet
-from ldsbench.jobs import start_job
-from ldsbench.lds import bootstrap_mean_ci, ground_truth_array, group_predictions, spearman_per_query
-from ldsbench.provenance import SHARED_KEYS, check_compatible, subsets_sha256, verify_checksums
-from ldsbench.subsets import subsets_from_frame
+from ldsbench.data.subsets import subsets_from_frame
+from ldsbench.evaluation.ground_truth import ground_truth_array
+from ldsbench.evaluation.lds import bootstrap_mean_ci, group_predictions, spearman_per_query
+from ldsbench.runtime.io import atomic_path, read_parquet_metadata, save_parquet
+from ldsbench.runtime.jobs import start_job
+from ldsbench.runtime.provenance import SHARED_KEYS, check_compatible, subsets_sha256, verify_checksums
 
 log = start_job(snakemake)
 w, inputs, params = snakemake.wildcards, snakemake.input, snakemake.params
@@ -49,7 +50,18 @@ def measurement_lds(name, scores_path, sweep_path, manifest_path, truth_path, pe
     frames = []
     for value, grid_predictions in zip(values, predictions, strict=True):
         lds = spearman_per_query(grid_predictions, truth)
-        frames.append(pd.DataFrame({"method": w.method, "measurement": name, "damping": float(value), "query": np.arange(n_queries), "lds": lds}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "method": w.method,
+                    "measurement": name,
+                    "hyperparameter": params.hyperparameter,
+                    "value": float(value),
+                    "query": np.arange(n_queries),
+                    "lds": lds,
+                }
+            )
+        )
         log.info("LDS %s on %s at %s: %.4f", w.method, name, value, bootstrap_mean_ci(lds)["mean"])
     save_parquet(sweep_out, pd.concat(frames, ignore_index=True))
 

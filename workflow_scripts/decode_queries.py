@@ -2,10 +2,10 @@
 
 import numpy as np
 
-from ldsbench.data import load_image_set, to_unit_range
-from ldsbench.io import atomic_path
-from ldsbench.jobs import select_device, start_job
-from ldsbench.latents import decode_latents, load_vae
+from ldsbench.data.image_sets import load_image_set, to_unit_range
+from ldsbench.data.latents import decode_latents, load_vae
+from ldsbench.runtime.io import atomic_path
+from ldsbench.runtime.jobs import select_device, start_job
 
 log = start_job(snakemake)
 settings = snakemake.params.vae

@@ -1,9 +1,9 @@
 """Encode the training and held-out images with the VAE; the latents become the data every later rule reads."""
 
-from ldsbench.data import ImageSet, image_set_hash, load_image_set, save_image_set
-from ldsbench.io import save_json
-from ldsbench.jobs import select_device, start_job
-from ldsbench.latents import encode_images, load_vae, scale_and_shift, weights_sha256
+from ldsbench.data.image_sets import ImageSet, image_set_hash, load_image_set, save_image_set
+from ldsbench.data.latents import encode_images, load_vae, scale_and_shift, weights_sha256
+from ldsbench.runtime.io import save_json
+from ldsbench.runtime.jobs import select_device, start_job
 
 log = start_job(snakemake)
 settings = snakemake.params.vae

@@ -2,11 +2,11 @@
 
 import torch
 
-from ldsbench.curvature import CurvatureSettings, fit_kronecker_eigenbases, save_eigenbases
-from ldsbench.curvature_data import NoisedTrainingData, batch_size_of
-from ldsbench.data import load_image_set
-from ldsbench.jobs import load_model, select_device, start_job
-from ldsbench.model import FlatNoisePredictor, attributed_modules
+from ldsbench.attribution.curvature import CurvatureSettings, fit_kronecker_eigenbases, save_eigenbases
+from ldsbench.attribution.curvature_data import NoisedTrainingData, batch_size_of
+from ldsbench.data.image_sets import load_image_set
+from ldsbench.diffusion.model import FlatNoisePredictor, attributed_modules
+from ldsbench.runtime.jobs import load_model, select_device, start_job
 
 log = start_job(snakemake)
 settings = snakemake.params.settings

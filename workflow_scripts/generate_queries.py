@@ -2,10 +2,10 @@
 
 import numpy as np
 
-from ldsbench.data import load_image_set
-from ldsbench.io import atomic_path
-from ldsbench.jobs import load_model, select_device, start_job
-from ldsbench.sampling import ddpm_sample
+from ldsbench.data.image_sets import load_image_set
+from ldsbench.diffusion.sampling import ddpm_sample
+from ldsbench.runtime.io import atomic_path
+from ldsbench.runtime.jobs import load_model, select_device, start_job
 
 log = start_job(snakemake)
 settings = snakemake.params.queries

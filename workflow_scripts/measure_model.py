@@ -5,12 +5,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ldsbench.io import save_parquet
-from ldsbench.jobs import load_model, select_device, start_job
-from ldsbench.measurement import estimate
-from ldsbench.measurement_types import measurement_type
-from ldsbench.precision import network_precision
-from ldsbench.provenance import model_provenance, queries_sha256, rows_sha256
+from ldsbench.diffusion.precision import network_precision
+from ldsbench.measurement.estimators import estimate
+from ldsbench.runtime.io import save_parquet
+from ldsbench.runtime.jobs import load_model, select_device, start_job
+from ldsbench.runtime.provenance import model_provenance, queries_sha256, rows_sha256
+from ldsbench.spec.measurement_types import measurement_type
 
 log = start_job(snakemake)
 w = snakemake.wildcards

@@ -5,14 +5,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ldsbench.io import save_parquet
-from ldsbench.jobs import load_model, select_device, start_job
-from ldsbench.measurement import estimate
-from ldsbench.measurement_types import measurement_type
-from ldsbench.precision import network_precision
-from ldsbench.provenance import model_provenance, queries_sha256
-from ldsbench.removal import ALL_DATA
-from ldsbench.sampling import ddpm_resample_rows
+from ldsbench.diffusion.precision import network_precision
+from ldsbench.diffusion.sampling import ddpm_resample_rows
+from ldsbench.measurement.estimators import estimate
+from ldsbench.runtime.io import save_parquet
+from ldsbench.runtime.jobs import load_model, select_device, start_job
+from ldsbench.runtime.provenance import model_provenance, queries_sha256
+from ldsbench.spec.measurement_types import measurement_type
+from ldsbench.spec.training_runs import ALL_DATA
 
 log = start_job(snakemake)
 w, params = snakemake.wildcards, snakemake.params
@@ -44,7 +44,7 @@ if regenerate:
         # Latent diffusion: the distance is between decoded images.
         from pathlib import Path
 
-        from ldsbench.latents import decode_latents, load_vae
+        from ldsbench.data.latents import decode_latents, load_vae
 
         vae = load_vae(Path(snakemake.input.vae_weights).parent, device)
         images, originals = decode_latents(vae, images, len(images)), np.load(snakemake.input.images)["images"]

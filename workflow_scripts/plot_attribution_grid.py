@@ -2,10 +2,10 @@
 
 import numpy as np
 
-from ldsbench.data import load_image_set
-from ldsbench.image_grid import plot_attribution_grid
-from ldsbench.io import atomic_path
-from ldsbench.jobs import start_job
+from ldsbench.data.image_sets import load_image_set
+from ldsbench.report.image_grid import plot_attribution_grid
+from ldsbench.runtime.io import atomic_path
+from ldsbench.runtime.jobs import start_job
 
 log = start_job(snakemake)
 params = snakemake.params

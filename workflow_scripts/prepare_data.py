@@ -1,7 +1,7 @@
 """Write the training set and held-out set files (train index = row number)."""
 
-from ldsbench.data import image_set_hash, load_dataset_split, save_image_set
-from ldsbench.jobs import start_job
+from ldsbench.data.image_sets import image_set_hash, load_dataset_split, save_image_set
+from ldsbench.runtime.jobs import start_job
 
 log = start_job(snakemake)
 train, heldout = load_dataset_split(snakemake.params.dataset)

@@ -1,8 +1,8 @@
 """Latent mode: write the training and held-out images that encode_latents
 encodes (an 8-bit source's images stay uint8; train index = row number)."""
 
-from ldsbench.data import image_set_hash, load_dataset_split, save_image_set
-from ldsbench.jobs import start_job
+from ldsbench.data.image_sets import image_set_hash, load_dataset_split, save_image_set
+from ldsbench.runtime.jobs import start_job
 
 log = start_job(snakemake)
 train, heldout = load_dataset_split(snakemake.params.dataset, keep_uint8=True)

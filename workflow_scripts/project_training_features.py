@@ -1,14 +1,14 @@
-"""Projected training features of one model (``ldsbench.projected_features``),
+"""Projected training features of one model (``ldsbench.attribution.projected_features``),
 read by every method whose feature settings they are."""
 
 import torch
 
-from ldsbench.data import load_image_set
-from ldsbench.jobs import load_model, select_device, start_job
-from ldsbench.plan import job_budget
-from ldsbench.precision import network_precision
-from ldsbench.projected_features import feature_batch, features_of, save_training_features
-from ldsbench.provenance import model_provenance
+from ldsbench.attribution.projected_features import feature_batch, features_of, save_training_features
+from ldsbench.data.image_sets import load_image_set
+from ldsbench.diffusion.precision import network_precision
+from ldsbench.planning.plan import job_budget
+from ldsbench.runtime.jobs import load_model, select_device, start_job
+from ldsbench.runtime.provenance import model_provenance
 
 log = start_job(snakemake)
 settings = snakemake.params.settings

@@ -3,11 +3,12 @@ top proponents of the query, or the random control's draw."""
 
 import numpy as np
 
-from ldsbench.data import load_image_set
-from ldsbench.io import save_json
-from ldsbench.jobs import start_job
-from ldsbench.provenance import verify_checksums
-from ldsbench.removal import RANDOM_CONTROL, random_removal, removal_size, top_proponents
+from ldsbench.data.image_sets import load_image_set
+from ldsbench.evaluation.removal import random_removal, removal_size, top_proponents
+from ldsbench.runtime.io import save_json
+from ldsbench.runtime.jobs import start_job
+from ldsbench.runtime.provenance import verify_checksums
+from ldsbench.spec.training_runs import RANDOM_CONTROL
 
 log = start_job(snakemake)
 w, params = snakemake.wildcards, snakemake.params

@@ -1,9 +1,9 @@
 """Sample the M training subsets once, from a seeded generator."""
 
-from ldsbench.data import load_image_set
-from ldsbench.io import save_parquet
-from ldsbench.jobs import start_job
-from ldsbench.subsets import sample_subsets, subsets_to_frame
+from ldsbench.data.image_sets import load_image_set
+from ldsbench.data.subsets import sample_subsets, subsets_to_frame
+from ldsbench.runtime.io import save_parquet
+from ldsbench.runtime.jobs import start_job
 
 log = start_job(snakemake)
 settings = snakemake.params.benchmark

@@ -4,13 +4,13 @@ its damping sweep, from one pass over the training side."""
 import numpy as np
 import torch
 
-from ldsbench.data import load_image_set
-from ldsbench.io import atomic_path, file_sha256, save_npy
-from ldsbench.jobs import load_model, select_device, start_job
-from ldsbench.methods import ScoringJob, needs, scorer
-from ldsbench.plan import job_budget
-from ldsbench.precision import network_precision
-from ldsbench.provenance import model_provenance, queries_sha256, write_checksums
+from ldsbench.data.image_sets import load_image_set
+from ldsbench.diffusion.precision import network_precision
+from ldsbench.planning.plan import job_budget
+from ldsbench.runtime.io import atomic_path, file_sha256, save_npy
+from ldsbench.runtime.jobs import load_model, select_device, start_job
+from ldsbench.runtime.provenance import model_provenance, queries_sha256, write_checksums
+from ldsbench.spec.method_types import ScoringJob, needs, scorer
 
 log = start_job(snakemake)
 method, w = snakemake.params.settings, snakemake.wildcards

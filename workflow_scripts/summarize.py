@@ -2,11 +2,11 @@
 
 import pandas as pd
 
-from ldsbench.io import atomic_path, save_parquet
-from ldsbench.jobs import start_job
-from ldsbench.lds import bootstrap_mean_ci
-from ldsbench.plots import plot_lds_per_query, plot_lds_summary, plot_lds_vs_damping, plot_paired_differences
-from ldsbench.tables import paired_markdown, summary_markdown
+from ldsbench.evaluation.lds import bootstrap_mean_ci
+from ldsbench.report.plots import SWEEP_COLUMNS, plot_lds_per_query, plot_lds_summary, plot_lds_vs_value, plot_paired_differences
+from ldsbench.report.tables import paired_markdown, summary_markdown
+from ldsbench.runtime.io import atomic_path, save_parquet
+from ldsbench.runtime.jobs import start_job
 
 log = start_job(snakemake)
 params, inputs, outputs = snakemake.params, snakemake.input, snakemake.output
@@ -41,12 +41,12 @@ per_query = pd.concat(
 # tuned and untuned values carry the two-way intervals.
 sweep_per_query = pd.concat([pd.read_parquet(path) for path in inputs.sweeps], ignore_index=True)
 sweep_rows = []
-for (method, measurement, damping), group in sweep_per_query.groupby(["method", "measurement", "damping"], sort=False):
+for (method, measurement, hyperparameter, value), group in sweep_per_query.groupby(
+    ["method", "measurement", "hyperparameter", "value"], sort=False, dropna=False
+):
     stats = bootstrap_mean_ci(group.sort_values("query")["lds"].to_numpy())
-    sweep_rows.append(
-        {"method": method, "measurement": measurement, "damping": damping, "lds": stats["mean"], "ci_low": stats["ci_low"], "ci_high": stats["ci_high"]}
-    )
-sweep = pd.DataFrame(sweep_rows, columns=["method", "measurement", "damping", "lds", "ci_low", "ci_high"])
+    sweep_rows.append({"method": method, "measurement": measurement, "hyperparameter": hyperparameter, "value": value, **stats})
+sweep = pd.DataFrame(sweep_rows, columns=SWEEP_COLUMNS)
 
 save_parquet(outputs.summary, summary)
 save_parquet(outputs.paired, paired)
@@ -59,7 +59,7 @@ with atomic_path(outputs.paired_plot) as tmp:
 with atomic_path(outputs.per_query_plot) as tmp:
     plot_lds_per_query(per_query[per_query["values"] == "tuned"], tmp)
 with atomic_path(outputs.sweep_plot) as tmp:
-    plot_lds_vs_damping(sweep.dropna(subset=["damping"]), tmp)
+    plot_lds_vs_value(sweep.dropna(subset=["value"]), tmp)
 with atomic_path(outputs.table) as tmp:
     shown = summary.assign(scoring_seconds=summary["method"].map(seconds))
     tmp.write_text(summary_markdown(shown) + "\n" + paired_markdown(summary, paired, params.level))

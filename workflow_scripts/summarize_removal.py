@@ -3,11 +3,11 @@ influences: per-model table, summary table and figure."""
 
 import pandas as pd
 
-from ldsbench.io import atomic_path, save_parquet
-from ldsbench.jobs import start_job
-from ldsbench.plots import plot_removal
-from ldsbench.removal import removal_changes, summarize_changes
-from ldsbench.tables import removal_markdown
+from ldsbench.evaluation.removal import removal_changes, summarize_changes
+from ldsbench.report.plots import plot_removal
+from ldsbench.report.tables import removal_markdown
+from ldsbench.runtime.io import atomic_path, save_parquet
+from ldsbench.runtime.jobs import start_job
 
 log = start_job(snakemake)
 params = snakemake.params

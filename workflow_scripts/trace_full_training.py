@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
-from ldsbench.data import load_image_set
-from ldsbench.io import save_json
-from ldsbench.jobs import load_model, select_device, start_job
-from ldsbench.model import build_scheduler
-from ldsbench.precision import network_precision
-from ldsbench.training import TrainingSettings, snapshot_steps, train_diffusion_model
+from ldsbench.data.image_sets import load_image_set
+from ldsbench.diffusion.model import build_scheduler
+from ldsbench.diffusion.precision import network_precision
+from ldsbench.diffusion.training import TrainingSettings, snapshot_steps, train_diffusion_model
+from ldsbench.runtime.io import save_json
+from ldsbench.runtime.jobs import load_model, select_device, start_job
 
 log = start_job(snakemake)
 params = snakemake.params

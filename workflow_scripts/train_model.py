@@ -1,4 +1,4 @@
-"""Train one model of a training kind (``ldsbench.training_runs``: the
+"""Train one model of a training kind (``ldsbench.spec.training_runs``: the
 full-data model, a full-data model of another seed, one (subset, seed)
 model, or a removal model) and save its EMA weights."""
 
@@ -12,14 +12,14 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ldsbench.data import image_set_hash, load_image_set
-from ldsbench.io import config_hash
-from ldsbench.jobs import save_model, select_device, start_job
-from ldsbench.model import build_scheduler
-from ldsbench.precision import network_precision
-from ldsbench.provenance import architecture_hash, training_hash
-from ldsbench.training import TrainingDivergedError, TrainingSettings, train_diffusion_model
-from ldsbench.training_runs import training_run
+from ldsbench.data.image_sets import image_set_hash, load_image_set
+from ldsbench.diffusion.model import build_scheduler
+from ldsbench.diffusion.precision import network_precision
+from ldsbench.diffusion.training import TrainingDivergedError, TrainingSettings, train_diffusion_model
+from ldsbench.runtime.io import config_hash
+from ldsbench.runtime.jobs import save_model, select_device, start_job
+from ldsbench.runtime.provenance import architecture_hash, training_hash
+from ldsbench.spec.training_runs import training_run
 
 log = start_job(snakemake)
 params = snakemake.params

@@ -1,8 +1,8 @@
-"""`snakemake plan`: write and print the plan table (``ldsbench.plan``)."""
+"""`snakemake plan`: write and print the plan table (``ldsbench.planning.plan``)."""
 
 from pathlib import Path
 
-from ldsbench.plan import JobEstimate, over_budget, plan_table
+from ldsbench.planning.plan import JobEstimate, over_budget, plan_table
 
 params = snakemake.params
 rows = [JobEstimate(**row) for row in params.rows]

@@ -40,7 +40,7 @@ with d running over (t, eps) draws. The constants are exact for this
 package's objective L = (1/N) sum_i loss_i (loss per pixel): its GGN is
 F = 2 G / (N D) and J^T r = -(D/2) grad loss, so dtheta_i =
 SCORE_SIGN (1/N) F^{-1} grad loss_i, the parameter change behind the
-influence of README "Definitions"; ``lambda`` is added to G, i.e. an
+influence of docs/definitions.md; ``lambda`` is added to G, i.e. an
 absolute lambda = (N D / 2) x an influence damping (``lambda_scale:
 mean_eigenvalue``: a multiple of trace(G) / k). Every per-example quantity
 is an average over that example's draws (``train_draws`` /
@@ -128,7 +128,7 @@ including i raises m(q)). Two forms are offered (``form``):
   same parameter change, tau(q, i) = grad m(q)^T dtheta_i (projected), with
   grad m(q) the gradient of the measurement's per-draw output function
   (``measurement.measurement_output_fn``). With exact directions and no
-  projection it equals the influence of README "Definitions" with the exact
+  projection it equals the influence of docs/definitions.md with the exact
   GGN in place of K-FAC. For the scalar outputs, ``signed`` is the unsquared
   raw(q, i) mapped as tau = SCORE_SIGN * raw (the D-TRAK convention); it
   ignores the measurement.
@@ -136,7 +136,6 @@ including i raises m(q)). Two forms are offered (``form``):
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import warnings
@@ -145,16 +144,19 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..diffusion import noised, output_key
-from ..gradients import iter_example_gradients
-from ..measurement import measurement_output_fn
-from ..measurement_types import query_output_groups, same_for_every_measurement
-from ..model import attributed_modules
-from ..noise import GradientDraws, as_gradient_draws, content_key, stream_seed
-from ..precision import network_forward
-from ..projection import RandomProjector
-from ..scoring import SCORE_SIGN
-from .trak import LAMBDA_SCALES, GramSpectrum, accumulate_gram, trak_kernel_scores
+from ldsbench.attribution.gradients import iter_example_gradients
+from ldsbench.attribution.projection import RandomProjector
+from ldsbench.attribution.ridge import LAMBDA_SCALES, check_lambdas, fit_ridge_solver
+from ldsbench.attribution.scoring import SCORE_SIGN
+from ldsbench.diffusion.model import attributed_modules
+from ldsbench.diffusion.noise import GradientDraws, as_gradient_draws, content_key
+from ldsbench.diffusion.outputs import noised, output_key
+from ldsbench.diffusion.precision import network_forward
+from ldsbench.measurement.estimators import measurement_output_fn
+from ldsbench.methods.trak import trak_kernel_scores
+from ldsbench.runtime.seeds import stream_seed
+from ldsbench.spec.measurement_types import query_output_groups, same_for_every_measurement
+from ldsbench.spec.method_types import query_follows_measurement, scored_values
 
 log = logging.getLogger(__name__)
 
@@ -347,75 +349,6 @@ def _projected_gradients(batches, projector: RandomProjector) -> torch.Tensor:
     return torch.cat(features)
 
 
-class _RidgeSolver:
-    """Applies (G + lam I)^{-1} to rows of a matrix, G = A^T A.
-
-    From the Gram matrix G [k, k] (one eigendecomposition, ``trak.
-    GramSpectrum``), or from the rows A [R, k] themselves in sample space
-    when R <= k (always without projection, where k = P): with A A^T = U diag(e) U^T, Woodbury gives
-    (A^T A + lam I)^{-1} x = x / lam - A^T U diag(1 / (lam (e + lam))) U^T A x
-    for lam > 0, and the pseudo-inverse A^T U diag(1 / e^2) U^T A x at
-    lam = 0 (eigenvalues at or below R * eps * max(e) dropped).
-    """
-
-    def __init__(self, spectrum: GramSpectrum | None = None, rows: torch.Tensor | None = None):
-        self.spectrum, self.rows = spectrum, rows
-        if rows is not None:
-            eigenvalues, self.vectors = torch.linalg.eigh(rows @ rows.T)
-            self.eigenvalues = eigenvalues.clamp(min=0.0)
-
-    @classmethod
-    def from_gram(cls, gram: torch.Tensor) -> _RidgeSolver:
-        return cls(spectrum=GramSpectrum.from_gram(gram))
-
-    @classmethod
-    def from_rows(cls, rows: torch.Tensor) -> _RidgeSolver:
-        return cls(rows=rows.double())
-
-    @property
-    def mean_eigenvalue(self) -> float:
-        """trace(G) / k over the k feature dimensions (the ``lambda_scale`` unit)."""
-        if self.spectrum is not None:
-            return self.spectrum.mean_eigenvalue
-        return float(self.eigenvalues.sum()) / self.rows.shape[1]
-
-    def solve(self, rhs: torch.Tensor, lam: float) -> torch.Tensor:
-        """rhs [N, k] -> [N, k] float64, row n = (G + lam I)^{-1} rhs_n."""
-        if self.spectrum is not None:
-            basis = self.spectrum.eigenvectors.to(rhs.device)
-            return ((rhs @ basis) * self.spectrum.inverse_eigenvalues(lam).to(rhs.device)) @ basis.T
-        rows, vectors, eigenvalues = self.rows.to(rhs.device), self.vectors.to(rhs.device), self.eigenvalues.to(rhs.device)
-        coords = (rhs @ rows.T) @ vectors  # [N, R]: U^T A x per row
-        if lam > 0:
-            return rhs / lam - (coords / (lam * (eigenvalues + lam))) @ vectors.T @ rows
-        cutoff = len(eigenvalues) * torch.finfo(torch.float64).eps * float(eigenvalues.max())
-        keep = eigenvalues > cutoff
-        weights = torch.where(keep, eigenvalues, torch.ones_like(eigenvalues)).pow(-2) * keep
-        return (coords * weights) @ vectors.T @ rows
-
-
-def _fit_solver(blocks: Iterator[torch.Tensor], max_rows: float) -> _RidgeSolver:
-    """A solver for G = sum of the outer products of the rows in ``blocks``
-    ([r, k] each): in sample space while there are at most ``max_rows`` rows
-    (an R x R eigendecomposition), else from the k x k Gram matrix."""
-    kept, total = [], 0
-    for block in blocks:
-        kept.append(block)
-        total += len(block)
-        if total > max_rows:
-            return _RidgeSolver.from_gram(accumulate_gram(itertools.chain(kept, blocks)))
-    return _RidgeSolver.from_rows(torch.cat(kept))
-
-
-def _check_lambdas(lambdas: Sequence[float]) -> list[float]:
-    if isinstance(lambdas, (int, float, str)):
-        raise ValueError(f"lambdas must be a sequence of floats, got {lambdas!r}")
-    values = [float(lam) for lam in lambdas]
-    if not values or not all(math.isfinite(lam) and lam >= 0 for lam in values):
-        raise ValueError(f"lambdas must be a non-empty list of finite values >= 0, got {lambdas!r}")
-    return values
-
-
 def _check_settings(output: str, form: str, directions: int | None, pixels: int, train_draws: int, query_draws: int) -> None:
     if output not in OUTPUTS:
         raise ValueError(f"DAS output {output!r} is not one of: {', '.join(OUTPUTS)}")
@@ -488,7 +421,7 @@ def das_scores(
     pixels = math.prod(train_images.shape[1:])
     _check_settings(output, form, output_directions, pixels, train_draws, query_draws)
     train_draws, query_draws = GradientDraws.of(train_draws, gradient_draws), GradientDraws.of(query_draws, gradient_draws)
-    lambdas = _check_lambdas(lambdas)
+    lambdas = check_lambdas(lambdas)
     if lambda_scale not in LAMBDA_SCALES:  # before any gradient is computed
         raise ValueError(f"lambda_scale must be one of {LAMBDA_SCALES}, got {lambda_scale!r}")
     unet.eval()
@@ -520,7 +453,7 @@ def das_scores(
             jacobian_row_chunks(unet, scheduler, train_images, train_draws, output_directions, stream), projector, rows_per_projection
         )
     )
-    solver = _fit_solver(blocks, math.inf if projection_dim is None else projection_dim)
+    solver = fit_ridge_solver(blocks, math.inf if projection_dim is None else projection_dim)
     if lambda_scale == "mean_eigenvalue":
         log.info("G: mean eigenvalue %.4g (the lambda unit)", solver.mean_eigenvalue)
         lambdas = [lam * solver.mean_eigenvalue for lam in lambdas]
@@ -575,7 +508,7 @@ def score_das(job) -> tuple[list[float], dict[str, np.ndarray]]:
     grid. Only the signed Jacobian form depends on the measurement (it is
     scored per measurement group); every other form once for all."""
     method = job.method
-    lambdas = list(dict.fromkeys([method["lambda"], *method["lambda_grid"]]))
+    lambdas = scored_values(method)
     settings = dict(
         output=method["output"],
         form=method["form"],
@@ -586,9 +519,9 @@ def score_das(job) -> tuple[list[float], dict[str, np.ndarray]]:
         query_draws=method["query_draws"],
         seed=method["seed"],
         gradient_draws=method.get("gradient_draws"),
-        lambda_scale=method.get("lambda_scale", "absolute"),
+        lambda_scale=method["lambda_scale"],
     )
-    if not (method["form"] == "signed" and method["output"] == "jacobian"):
+    if not query_follows_measurement(method):
         return lambdas, same_for_every_measurement(job, das_scores(job.unet, job.scheduler, job.train, job.queries, lambdas, **settings))
     scores = {}
     for measurement, names in query_output_groups(job.measurements):

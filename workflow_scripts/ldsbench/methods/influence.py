@@ -29,15 +29,16 @@ import logging
 import numpy as np
 import torch
 
-from ..curvature import KroneckerEigenbasis
-from ..footprint import footprint_of
-from ..measurement import measurement_output_fn
-from ..measurement_types import query_output_groups, split_by_group
-from ..memory import choose_influence_chunking, method_sizes
-from ..model import selected_module_names
-from ..noise import GradientDraws, as_gradient_draws
-from ..quantization import RowStore
-from ..scoring import SCORE_SIGN, stacked_query_gradient_batches, training_gradient_batches
+from ldsbench.attribution.curvature import KroneckerEigenbasis
+from ldsbench.attribution.quantization import RowStore
+from ldsbench.attribution.scoring import SCORE_SIGN, stacked_query_gradient_batches, training_gradient_batches
+from ldsbench.diffusion.model import selected_module_names
+from ldsbench.diffusion.noise import GradientDraws, as_gradient_draws
+from ldsbench.measurement.estimators import measurement_output_fn
+from ldsbench.planning.footprint import footprint_of
+from ldsbench.planning.memory import choose_influence_chunking, method_sizes
+from ldsbench.spec.measurement_types import query_output_groups, split_by_group
+from ldsbench.spec.method_types import scored_values
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def score_influence(job) -> tuple[list[float], dict[str, np.ndarray]]:
     """Scorer of ``type: influence`` (``methods``): the default damping
     and its grid, for every measurement from one pass over the training gradients."""
     method = job.method
-    dampings = list(dict.fromkeys([method["damping"], *method["damping_grid"]]))
+    dampings = scored_values(method)
     basis = KroneckerEigenbasis.load(job.inputs["curvature"], method["curvature"]["kind"])
     if job.device is not None:
         basis = basis.to(job.device)  # once, not per batch

@@ -33,16 +33,18 @@ import copy
 import numpy as np
 import torch
 
-from ..diffusion import noised, per_draw_output
-from ..feature_keys import projected_feature_sets
-from ..measurement_types import same_for_every_measurement
-from ..model import attributed_parameters
-from ..noise import GradientDraws, content_key, noise_draws, stream_seed
-from ..precision import network_forward
-from ..projected_features import job_training_features, projected_training_features
-from ..sampling import ddpm_predicted_x0
-from ..scoring import SCORE_SIGN
-from .trak import projection_batch, trak_kernel_scores
+from ldsbench.attribution.projected_features import job_training_features, projected_training_features
+from ldsbench.attribution.scoring import SCORE_SIGN
+from ldsbench.diffusion.model import attributed_parameters
+from ldsbench.diffusion.noise import GradientDraws, content_key, noise_draws
+from ldsbench.diffusion.outputs import noised, per_draw_output
+from ldsbench.diffusion.precision import network_forward
+from ldsbench.diffusion.sampling import ddpm_predicted_x0
+from ldsbench.methods.trak import projection_batch, trak_kernel_scores
+from ldsbench.runtime.seeds import stream_seed
+from ldsbench.spec.feature_keys import projected_feature_sets
+from ldsbench.spec.measurement_types import same_for_every_measurement
+from ldsbench.spec.method_types import scored_values
 
 
 def journey_timesteps(scheduler, num_inference_steps: int, steps: int) -> list[int]:
@@ -181,7 +183,7 @@ def score_journey_trak(job) -> tuple[list[float], dict[str, np.ndarray]]:
     for every measurement (the module docstring), from the full model's
     projected loss gradients (``projected_features.job_training_features``)."""
     method = job.method
-    lambdas = list(dict.fromkeys([method["lambda"], *method["lambda_grid"]]))
+    lambdas = scored_values(method)
     kinds = np.load(job.inputs["queries"])["kind"]
     batch = projection_batch(job.unet, job, projection_dim=method["projection_dim"], n_queries=len(job.queries), n_train=len(job.train), values=len(lambdas))
     (settings,) = projected_feature_sets(method, "loss")
@@ -198,6 +200,6 @@ def score_journey_trak(job) -> tuple[list[float], dict[str, np.ndarray]]:
         steps=method["steps"],
         draws_per_step=method["draws_per_step"],
         seed=method["seed"],
-        lambda_scale=method.get("lambda_scale", "absolute"),
+        lambda_scale=method["lambda_scale"],
     )
     return lambdas, same_for_every_measurement(job, scores)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..measurement_types import same_for_every_measurement
+from ldsbench.spec.measurement_types import same_for_every_measurement
 
 
 def random_scores(n_queries: int, n_train: int, seed: int) -> np.ndarray:

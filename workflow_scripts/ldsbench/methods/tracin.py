@@ -31,15 +31,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..diffusion import per_draw_output
-from ..footprint import footprint_of
-from ..measurement import measurement_output_fn
-from ..measurement_types import query_output_groups, split_by_group
-from ..memory import choose_tracin_chunking, method_sizes
-from ..model import attributed_parameters
-from ..noise import GradientDraws, stream_seed
-from ..scoring import SCORE_SIGN, stacked_query_gradient_batches
-from ..training import TrainingSettings, learning_rates, snapshot_steps, step_draws
+from ldsbench.attribution.scoring import SCORE_SIGN, stacked_query_gradient_batches
+from ldsbench.diffusion.model import attributed_parameters
+from ldsbench.diffusion.noise import GradientDraws
+from ldsbench.diffusion.outputs import per_draw_output
+from ldsbench.diffusion.training import TrainingSettings, learning_rates, snapshot_steps, step_draws
+from ldsbench.measurement.estimators import measurement_output_fn
+from ldsbench.planning.footprint import footprint_of
+from ldsbench.planning.memory import choose_tracin_chunking, method_sizes
+from ldsbench.runtime.seeds import stream_seed
+from ldsbench.spec.measurement_types import query_output_groups, split_by_group
 
 
 def seen_draws(

@@ -40,39 +40,32 @@ time (concatenate the results along the last axis).
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from ..feature_keys import projected_feature_sets
-from ..jobs import load_model
-from ..measurement import measurement_output_fn
-from ..measurement_types import query_output_groups, same_for_every_measurement, split_by_group
-from ..noise import GradientDraws
-from ..projected_features import job_training_features, projected_training_features, training_output_fn
-from ..projection import RandomProjector
-from ..scoring import SCORE_SIGN, stacked_query_gradient_batches
+from ldsbench.attribution.projected_features import job_training_features, projected_training_features
+from ldsbench.attribution.projection import RandomProjector
+from ldsbench.attribution.ridge import LAMBDA_SCALES, GramSpectrum, check_lambdas
+from ldsbench.attribution.scoring import SCORE_SIGN, stacked_query_gradient_batches
+from ldsbench.diffusion.noise import GradientDraws
+from ldsbench.diffusion.outputs import named_output
+from ldsbench.measurement.estimators import measurement_output_fn
+from ldsbench.runtime.jobs import load_model
+from ldsbench.spec.feature_keys import projected_feature_sets
+from ldsbench.spec.measurement_types import query_output_groups, same_for_every_measurement, split_by_group
+from ldsbench.spec.method_types import query_follows_measurement, scored_values
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "LAMBDA_SCALES",
-    "GramSpectrum",
-    "accumulate_gram",
     "projected_query_features",
     "trak_kernel_scores",
     "trak_scores",
     "trak_scores_from_features",
     "score_trak",
 ]
-
-_EPS64 = torch.finfo(torch.float64).eps
-
-
-LAMBDA_SCALES = ("absolute", "mean_eigenvalue")
 
 
 def trak_kernel_scores(
@@ -100,7 +93,7 @@ def trak_kernel_scores(
     if lambda_scale not in LAMBDA_SCALES:
         raise ValueError(f"lambda_scale must be one of {LAMBDA_SCALES}, got {lambda_scale!r}")
     spectrum = GramSpectrum.from_features(train_features, rtol=rtol)
-    lambdas = _check_lambdas(lambdas)
+    lambdas = check_lambdas(lambdas)
     if lambda_scale == "mean_eigenvalue":
         scale = spectrum.mean_eigenvalue
         log.info(
@@ -113,181 +106,14 @@ def trak_kernel_scores(
     return spectrum.kernel_scores(query_features, train_features, lambdas)
 
 
-def accumulate_gram(train_feature_batches: Iterable[torch.Tensor]) -> torch.Tensor:
-    """Sum of ``Phi_b^T Phi_b`` over batches ``Phi_b`` of shape ``[N_b, k]``.
-
-    Accumulates in float64 (on the device of the first batch) so that summing
-    many float32 batches does not lose precision.
-
-    Returns:
-        ``[k, k]`` float64 Gram matrix ``Phi^T Phi`` of the concatenated batches.
-    """
-    gram: torch.Tensor | None = None
-    for b, batch in enumerate(train_feature_batches):
-        _check_matrix(f"train feature batch {b}", batch)
-        if gram is None:
-            k = batch.shape[1]
-            gram = torch.zeros(k, k, dtype=torch.float64, device=batch.device)
-        elif batch.shape[1] != gram.shape[0]:
-            raise ValueError(f"train feature batch {b} has {batch.shape[1]} features, earlier batches have {gram.shape[0]}")
-        phi = batch.to(device=gram.device, dtype=torch.float64)
-        gram.addmm_(phi.T, phi)
-    if gram is None:
-        raise ValueError("train_feature_batches is empty; cannot build a Gram matrix")
-    return gram
-
-
-@dataclass(frozen=True)
-class GramSpectrum:
-    """Eigendecomposition of ``Phi^T Phi``, reusable for any lambda and batch.
-
-    Attributes:
-        eigenvalues: ``[r]`` float64, clamped to ``>= 0``.
-        eigenvectors: ``[k, r]`` float64, orthonormal columns.  ``r = k`` from
-            a Gram matrix; ``r = min(N, k)`` from features with ``k > N``,
-            where the omitted directions have eigenvalue 0 and are orthogonal
-            to every training feature.
-        rtol: relative cut-off used for the pseudo-inverse at ``lambda = 0``.
-    """
-
-    eigenvalues: torch.Tensor
-    eigenvectors: torch.Tensor
-    rtol: float
-
-    @property
-    def num_features(self) -> int:
-        """``k``, the feature dimension."""
-        return self.eigenvectors.shape[0]
-
-    @property
-    def mean_eigenvalue(self) -> float:
-        """``trace(Phi^T Phi) / k``: the mean over all k eigenvalues,
-        including those a thin SVD omits (they are 0)."""
-        return float(self.eigenvalues.sum()) / self.num_features
-
-    @classmethod
-    def from_gram(cls, gram: torch.Tensor, rtol: float | None = None) -> GramSpectrum:
-        """Diagonalise a symmetric PSD ``[k, k]`` Gram matrix (e.g. from ``accumulate_gram``)."""
-        _check_matrix("gram", gram)
-        if gram.shape[0] != gram.shape[1]:
-            raise ValueError(f"gram must be square, got shape {list(gram.shape)}")
-        gram = gram.to(torch.float64)
-        # Symmetrise: accumulated round-off can leave it slightly asymmetric.
-        eigenvalues, eigenvectors = torch.linalg.eigh((gram + gram.T) / 2)
-        return cls._build(eigenvalues, eigenvectors, rtol)
-
-    @classmethod
-    def from_features(cls, train_features: torch.Tensor, rtol: float | None = None) -> GramSpectrum:
-        """Spectrum of ``Phi^T Phi`` from ``Phi`` (``[N, k]``) directly.
-
-        Uses the eigendecomposition of the ``[k, k]`` Gram matrix when
-        ``k <= N`` and the thin SVD of ``Phi`` when ``k > N`` (cheaper, and the
-        Gram matrix would have rank at most N anyway).
-        """
-        _check_matrix("train_features", train_features)
-        n, k = train_features.shape
-        if k <= n:
-            return cls.from_gram(accumulate_gram([train_features]), rtol=rtol)
-        phi = train_features.to(torch.float64)
-        _, singular_values, vh = torch.linalg.svd(phi, full_matrices=False)
-        return cls._build(singular_values.square(), vh.T, rtol, num_features=k)
-
-    @classmethod
-    def _build(
-        cls,
-        eigenvalues: torch.Tensor,
-        eigenvectors: torch.Tensor,
-        rtol: float | None,
-        num_features: int | None = None,
-    ) -> GramSpectrum:
-        k = num_features if num_features is not None else eigenvectors.shape[0]
-        if rtol is None:
-            rtol = k * _EPS64
-        elif not (math.isfinite(rtol) and rtol >= 0):
-            raise ValueError(f"rtol must be a finite float >= 0, got {rtol!r}")
-        if not torch.isfinite(eigenvalues).all():
-            raise ValueError("Phi^T Phi has non-finite eigenvalues; check features for NaN/inf")
-        # Phi^T Phi is PSD; negative eigenvalues are round-off.
-        return cls(eigenvalues.clamp(min=0.0), eigenvectors, float(rtol))
-
-    def inverse_eigenvalues(self, lam: float) -> torch.Tensor:
-        """``[r]`` float64 diagonal of ``(Phi^T Phi + lam I)^{-1}`` in the eigenbasis.
-
-        At ``lam = 0`` eigenvalues at or below ``rtol * max(e)`` get weight 0
-        (pseudo-inverse); otherwise the weight is ``1 / (e + lam)``.
-        """
-        shifted = self.eigenvalues + lam
-        if lam > 0:
-            return shifted.reciprocal()
-        cutoff = self.rtol * float(self.eigenvalues.max()) if self.eigenvalues.numel() else 0.0
-        keep = self.eigenvalues > cutoff
-        return torch.where(keep, shifted, torch.ones_like(shifted)).reciprocal() * keep
-
-    def kernel_scores(
-        self,
-        query_features: torch.Tensor,
-        train_features: torch.Tensor,
-        lambdas: Sequence[float],
-    ) -> torch.Tensor:
-        """Kernel scores of queries against (a batch of) training examples.
-
-        Args:
-            query_features: ``[Q, k]``.
-            train_features: ``[N_b, k]``; any subset of the training set, so
-                large sets can be scored batch by batch.
-            lambdas: ``L`` absolute ridge values ``>= 0``.
-
-        Returns:
-            ``[L, Q, N_b]`` float64 on the spectrum's device.
-        """
-        lambdas = _check_lambdas(lambdas)
-        k = self.num_features
-        for name, features in (("query_features", query_features), ("train_features", train_features)):
-            _check_matrix(name, features)
-            if features.shape[1] != k:
-                raise ValueError(f"{name} has {features.shape[1]} features, expected k={k}")
-
-        basis = self.eigenvectors
-        # Coordinates in the eigenbasis: [Q, r] and [N_b, r].
-        query_coords = query_features.to(device=basis.device, dtype=torch.float64) @ basis
-        train_coords = train_features.to(device=basis.device, dtype=torch.float64) @ basis
-        # [L, r] weights, then one batched matmul: [L, Q, r] @ [r, N_b].
-        weights = torch.stack([self.inverse_eigenvalues(lam) for lam in lambdas])
-        return (query_coords.unsqueeze(0) * weights.unsqueeze(1)) @ train_coords.T
-
-
-def _check_matrix(name: str, value: object) -> None:
-    if not isinstance(value, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    if value.ndim != 2:
-        raise ValueError(f"{name} must be 2-D, got shape {list(value.shape)}")
-    if not value.is_floating_point():
-        raise ValueError(f"{name} must be floating point, got dtype {value.dtype}")
-
-
-def _check_lambdas(lambdas: Sequence[float]) -> list[float]:
-    if isinstance(lambdas, torch.Tensor):
-        lambdas = lambdas.reshape(-1).tolist()
-    if isinstance(lambdas, (int, float, str)):
-        # A bare number would silently yield [1, Q, N]; make the caller say so.
-        raise ValueError(f"lambdas must be a sequence of floats, got {lambdas!r}")
-    values = [float(lam) for lam in lambdas]
-    if not values:
-        raise ValueError("lambdas is empty; give at least one value")
-    for lam in values:
-        if not (math.isfinite(lam) and lam >= 0):
-            raise ValueError(f"lambdas must be finite and >= 0, got {lam!r}")
-    return values
-
-
 def projection_batch(unet, job, *, projection_dim, n_queries: int, n_train: int, values: int, batch_examples: int = 256) -> int:
     """Training gradients per batch for a projected-gradient scorer: at most
     ``batch_examples``, fewer if the job's memory budget needs it
     (``memory.choose_projection_batch``)."""
     if job.budget_bytes is None:
         return batch_examples
-    from ..footprint import footprint_of
-    from ..memory import choose_projection_batch, method_sizes, projection_cache_bytes
+    from ldsbench.planning.footprint import footprint_of
+    from ldsbench.planning.memory import choose_projection_batch, method_sizes, projection_cache_bytes
 
     draws = max(job.method.get("train_draws", 1), job.method.get("query_draws", 1))
     sizes = method_sizes(footprint_of(unet), "projection", min(job.draws_per_pass, draws))
@@ -370,7 +196,7 @@ def stacked_trak_scores(
         unet,
         scheduler,
         train_images,
-        training_output_fn(output_fn),
+        named_output(output_fn),
         train_draws,
         seed,
         projection_dim,
@@ -416,7 +242,7 @@ def trak_scores_from_features(
     projector: for queries the gradient of each measurement when output_fn
     is "loss", otherwise of the same output function (as in D-TRAK; then
     every measurement's rows are the same)."""
-    train_fn = training_output_fn(output_fn)
+    train_fn = named_output(output_fn)
     query_fns = [measurement_output_fn(m) for m in measurements] if output_fn == "loss" else [train_fn]
     query_features = projected_query_features(unet, scheduler, queries, query_fns, query_draws, seed, projector, batch_examples, draws_per_pass)
     raw = trak_kernel_scores(query_features, train_features, lambdas, lambda_scale=lambda_scale)
@@ -433,10 +259,10 @@ def score_trak(job) -> tuple[list[float], dict[str, np.ndarray]]:
     models of other training seeds (``job.inputs["ensemble"]``), as TRAK
     ensembles its models."""
     method = job.method
-    lambdas = list(dict.fromkeys([method["lambda"], *method["lambda_grid"]]))
+    lambdas = scored_values(method)
     groups = query_output_groups(job.measurements)
     # D-TRAK's query side is its own output function: one query set for all.
-    follows = method["output_fn"] == "loss"
+    follows = query_follows_measurement(method)
     query_settings = [settings for settings, _ in groups] if follows else [groups[0][0]]
     members = [(job.unet, job.scheduler, job.model_manifest)] + [load_model(path, job.device) for path in job.inputs.get("ensemble", [])]
     feature_sets = projected_feature_sets(method, method["output_fn"], len(members))
@@ -459,7 +285,7 @@ def score_trak(job) -> tuple[list[float], dict[str, np.ndarray]]:
             seed=method["seed"],
             batch_examples=batch,
             draws_per_pass=job.draws_per_pass,
-            lambda_scale=method.get("lambda_scale", "absolute"),
+            lambda_scale=method["lambda_scale"],
         )
         total = scores.astype(np.float64) if total is None else total + scores
     scores = (total / len(members)).astype(np.float32)

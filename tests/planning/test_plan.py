@@ -1,0 +1,99 @@
+"""The plan before launch: estimates per rule, `snakemake plan`, and a run
+that does not fit stopped before any job."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cifar_archive import write_cifar10_archive
+from ldsbench.planning.footprint import model_footprint
+from ldsbench.planning.memory import GIB
+from ldsbench.planning.plan import job_budget, over_budget, plan_table, rule_estimates
+from ldsbench.spec.config import validate_config
+from workflow_api import ROOT, default_config, load_yaml, run_workflow, tiny_config, with_changes
+
+
+def cifar2_config(tmp_path, **changes):
+    archive = write_cifar10_archive(tmp_path / "cifar-10-python.tar.gz", per_batch=10)
+    config = with_changes(load_yaml(ROOT / "configs" / "cifar2.yaml"), {"dataset.path": str(archive), **changes})
+    return config
+
+
+@pytest.fixture(scope="module")
+def cifar2_footprint():
+    return model_footprint(load_yaml(ROOT / "configs" / "cifar2.yaml")["model"]["unet"])
+
+
+def test_cifar2_preset_fits_one_80_gb_gpu(tmp_path, cifar2_footprint):
+    config = validate_config(cifar2_config(tmp_path))
+    budget, setting = job_budget(config["runtime"], "cuda")
+    rows = rule_estimates(config, cifar2_footprint, budget, setting)
+    assert over_budget(rows, budget, setting) == []
+    table = plan_table(rows, draws_per_second=1000.0)
+    by_rule = table.set_index("rule")
+    assert by_rule.loc["train_subset_model", "jobs"] == 500
+    assert by_rule.loc["measure_model", "jobs"] == 500, "one job per retrained model, all its measurements"
+    assert by_rule.loc["train_subset_model", "passes"] == 16000 * 128
+    assert (table["peak_memory_gb"] <= 80).all() and (table["peak_memory_gb"] > 0).all()
+    # Passes / throughput: 500 subset trainings of 16k steps x 128 draws at 1000/s.
+    assert by_rule.loc["train_subset_model", "device_hours"] == pytest.approx(500 * 16000 * 128 / 1000 / 3600)
+
+
+def test_a_small_gpu_chunks_influence_instead_of_failing(tmp_path, cifar2_footprint):
+    config = validate_config(cifar2_config(tmp_path, **{"runtime.gpu_memory_gb": 24}))
+    budget, setting = job_budget(config["runtime"], "cuda")
+    rows = {row.rule: row for row in rule_estimates(config, cifar2_footprint, budget, setting)}
+    roomy = {row.rule: row for row in rule_estimates(config, cifar2_footprint, 80 * GIB, setting)}
+    influence = rows["score_method[ekfac_influence]"]
+    assert influence.peak_bytes <= 24 * GIB
+    assert influence.passes > roomy["score_method[ekfac_influence]"].passes, "chunks recompute training gradients"
+
+
+def test_training_batch_over_budget_names_the_setting(tmp_path, cifar2_footprint):
+    config = validate_config(cifar2_config(tmp_path, **{"training.batch_size": 4096}))
+    budget, setting = job_budget(config["runtime"], "cuda")
+    lines = over_budget(rule_estimates(config, cifar2_footprint, budget, setting), budget, setting)
+    assert lines and all("training.batch_size" in line and "runtime.gpu_memory_gb" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_snakemake_plan_writes_and_prints_the_table(tmp_path):
+    config = cifar2_config(tmp_path, **{"runtime.device": "cuda", "runtime.draws_per_second": 2000.0, "results": "results"})
+    result = run_workflow(config, tmp_path, "plan")
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "results" / "plan.tsv", sep="\t")
+    assert list(table.columns) == ["rule", "jobs", "peak_memory_gb", "passes", "device_hours"]
+    assert "score_method[ekfac_influence]" in set(table["rule"]) and table["device_hours"].notna().all()
+    assert "every job fits" in (tmp_path / "results" / "logs" / "plan.log").read_text()
+    assert not (tmp_path / "results" / "models").exists()
+
+
+@pytest.mark.slow
+def test_run_over_budget_stops_before_any_job(tmp_path):
+    config = with_changes(tiny_config(), {"runtime.memory_gb": 0.1})
+    result = run_workflow(config, tmp_path)
+    assert result.returncode != 0
+    assert "exceeds the budget" in result.stderr and "runtime.memory_gb" in result.stderr
+    assert not (tmp_path / "results" / "data").exists()
+    # `snakemake plan` still shows it.
+    shown = run_workflow(config, tmp_path, "plan")
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert "over budget" in (tmp_path / "results" / "logs" / "plan.log").read_text()
+
+
+def test_default_estimates_are_declared_as_resources(tmp_path):
+    """Every GPU-capable rule declares mem_mb from the plan."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+    with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+        workflow = api.workflow(
+            resource_settings=ResourceSettings(cores=2),
+            config_settings=ConfigSettings(config=default_config(), replace_workflow_config=True),
+            snakefile=ROOT / "Snakefile",
+            workdir=Path(tmp_path),
+        )
+        rules = {rule.name: rule for rule in workflow._workflow.rules}
+    for name in ("train_full_model", "train_subset_model", "measure_model", "fit_curvature", "score_method", "generate_queries"):
+        assert "mem_mb" in rules[name].resources, name

@@ -1,0 +1,1 @@
+"""Markdown tables and figures of the results."""

@@ -1,0 +1,389 @@
+"""Attribution methods: one module per type, and this registry (torch-free).
+
+Each method type is declared here once, as data (``MethodType``): the module
+and function that score it, its hyperparameter, the inputs its scoring job
+needs, whether it can rank training examples for the removal branch, and
+its config check. The rules, scripts, config validation and the plan ask the
+registry; nothing else tests a type's name. Adding a method is its module, an
+entry in ``METHOD_TYPES``, its schema block, its section in docs/methods.md and its tests.
+
+A scoring job (``score_method.py``) is one method, for every measurement.
+It builds a ``ScoringJob`` and calls the type's scorer, a function
+``scorer(job) -> (values, scores)``:
+
+- ``values``: the hyperparameter values scored (damping or lambda), the
+  method's default first; ``[nan]`` for a method without one;
+- ``scores``: ``{measurement name: [L, Q, N] float32}``, L = len(values), in
+  the package's orientation (``scoring``: tau(q, i) predicts
+  m(with i) - m(without i)). Training-side work is shared by all measurements.
+
+The workflow hashes the scorer's module and every package module it imports
+(``scorer_modules``) into that type's scoring jobs, so editing one method's
+code rescores that method only.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ldsbench.runtime.code_versions import module_closure
+from ldsbench.spec.feature_keys import feature_key, projected_feature_sets
+from ldsbench.spec.measurement_types import NOT_A_QUALITY_MEASURE, orientation_of
+from ldsbench.spec.training_runs import ALL_DATA, RANDOM_CONTROL
+
+#: The row of the retraining ceiling beside the methods (``evaluation.comparison``).
+CEILING = "retraining_ceiling"
+#: Row names of the benchmark's own, which no configured method may take.
+RESERVED_NAMES = (CEILING, RANDOM_CONTROL, ALL_DATA)
+
+# Inputs a scoring job can be given (``MethodType.needs``).
+INPUTS = {
+    "curvature": "the K-FAC/EK-FAC fit of its curvature settings (fit_curvature)",
+    "trajectory": "the full model's replayed training with raw checkpoints (trace_full_training)",
+    "training": "the full model's training settings",
+    "ensemble": "full-data models of other training seeds (its `models` - 1)",
+    "feature_model": "a local feature-encoder file (its `model_path`)",
+    "query_sampling": "how the generated queries were sampled (the `queries` section)",
+}
+# Memory models of the plan (``plan``): how a scoring job's peak is estimated.
+ESTIMATES = ("influence", "projection", "tracin", "images")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a method's authors run it, as their code does, with the file each
+    choice comes from (docs/methods.md, "Methods"). Where the benchmark's default
+    still differs, ``differences`` says how and why; the benchmark's own
+    improvements are named options, never the default.
+
+    ``gradient_draws`` is the authors' (t, eps) layout of per-example
+    gradients (``noise.GradientDraws``): the schema default of the type's
+    ``gradient_draws`` is filled from it (``config.load_schema``).
+    """
+
+    source: str  # the authors' code: repository and file
+    choices: tuple[str, ...]  # each choice that decides scores, with its file
+    gradient_draws: dict | None = None
+    differences: tuple[str, ...] = ()
+
+
+#: Named layouts of gradient draws (a config's ``gradient_draws`` block,
+#: ``noise.GradientDraws``): the authors' of each method type and this
+#: benchmark's variance-reduced ones (docs/methods.md, "Gradient draws").
+GRADIENT_LAYOUTS = {
+    "uniform": {"timesteps": "uniform", "antithetic": False, "common": False},
+    "fixed_common": {"timesteps": "evenly_spaced", "antithetic": False, "common": True},
+    "fixed": {"timesteps": "evenly_spaced", "antithetic": False, "common": False},
+    "stratified_antithetic": {"timesteps": "stratified", "antithetic": True, "common": False},
+    "stratified_antithetic_common": {"timesteps": "stratified", "antithetic": True, "common": True},
+}
+
+_RECIPES = {
+    "influence": Recipe(
+        source="BrunoKM/diffusion-influence (Mlodozeniec et al. 2025)",
+        choices=(
+            "per-example gradients: i.i.d. t ~ U{0..T-1} and eps per draw, different for every example and query "
+            "(diffusion/train_util.py ddpm_sample_inputs_and_targets; diffusion_influence/influence.py compute_train_loss)",
+            "250 draws per example and per query (scripts/configs/compute_influence_ekfac_cifar2.yaml: 125 x 2 aggregations)",
+            "output functions: the training loss (MSE, mean over pixels) for training examples, the measurement for queries",
+            "curvature: EK-FAC of the GGN with Monte Carlo targets (mc_samples 1), expand, 125 draws per example per pass "
+            "(scripts/compute_influence.py, diffusion_influence/constructors.py)",
+            "damping 1e-8, swept 1e-11 .. 1e-2 in their ablations (scripts/plots/configs/damping_ablation_cifar2_*.yaml)",
+        ),
+        gradient_draws=GRADIENT_LAYOUTS["uniform"],
+        differences=(
+            "parameters: Linear and Conv2d weights here; their code also includes those modules' biases (scripts/compute_influence.py)",
+            "training gradients: in eval mode without flips here; theirs in train mode with random flips per draw (dropout and flips are off in the default)",
+        ),
+    ),
+    "trak": Recipe(
+        source="sail-sg/D-TRAK (Zheng et al. 2024), CIFAR2/grad_unconditional.py and the CIFAR2/methods notebooks",
+        choices=(
+            "per-example gradients at K fixed timesteps range(0, T, T // K) with the noise re-seeded per timestep, "
+            "so every training example and query sees the same (t, eps) (grad_unconditional.py)",
+            "K = 10 or 100 timesteps (100 reported best)",
+            "output function on both sides: the loss for TRAK, the mean over pixels of eps_theta^2 for D-TRAK (compute_f)",
+            "TRAK's projector, k = 4096 .. 32768 (32768 reported); kernel Phi^T Phi + lambda I, no feature normalisation",
+            "lambda swept over 27 values 1e-2 .. 5e6 and the best kept (CIFAR2/methods/04_if notebooks)",
+        ),
+        gradient_draws=GRADIENT_LAYOUTS["fixed_common"],
+        differences=(
+            "parameters: Linear and Conv2d weights here; theirs every parameter (an independent cross-check moved LDS by at most 0.02)",
+            "their noise also depends on an example's position in a batch of 52 (one tensor per timestep, re-seeded per batch); "
+            "here one noise per timestep for every example and query, which is what that layout amounts to without the batching",
+            "lambda: in units of the kernel's mean eigenvalue, 1e-3 .. 1e4 (from the interpolating end to past the largest eigenvalue), "
+            "chosen by cross-fitting instead of on the reported queries",
+        ),
+    ),
+    "journey_trak": Recipe(
+        source="MadryLab/journey-TRAK (Georgiev et al. 2023), examples/featurize_cifar10.py and trak's gradient computers",
+        choices=(
+            "training features: per example, timesteps drawn i.i.d. uniform with replacement and fresh noise per draw (featurize_cifar10.py)",
+            "5 timesteps per example (20 in their parallel and MS-COCO scripts); output: the loss (MSE, mean over pixels)",
+            "query side: at sampling step t, x0_hat_t re-noised to t with fresh noise, the loss of that, summed over 20 resamplings",
+            "Rademacher projection, k = 2048; the plain inverse of Phi^T Phi (no ridge)",
+        ),
+        gradient_draws=GRADIENT_LAYOUTS["uniform"],
+        differences=(
+            "one score per (query, example): the mean over sampler steps; theirs a separate score matrix per step",
+            "parameters: Linear and Conv2d weights here; theirs every parameter",
+            "a ridge lambda, tuned by cross-fitting; the untuned default 1e-8 mean eigenvalues is close to their no-ridge inverse",
+        ),
+    ),
+    "das": Recipe(
+        source="Jinxu-Lin/DAS (Lin et al. 2025), CIFAR2/03_grad.py and CIFAR2/07_score.py (formerly 07_scpre.py)",
+        choices=(
+            "per-example gradients at fixed timesteps range(0, T, T // K) with noise re-seeded per timestep, as D-TRAK (03_grad.py)",
+            "output function: the mean over pixels of eps_theta on both sides (loss_function_type=mean in their README's run of 03_grad.py)",
+            "lambda over D-TRAK's 27 values 1e-2 .. 5e6 (07_score.py)",
+            "residual: per-example errors at all T timesteps with fixed noise, the error vector normalised (04_eval.py, 07_score.py load_error)",
+        ),
+        gradient_draws=GRADIENT_LAYOUTS["fixed_common"],
+        differences=(
+            "their repository at its latest commit does not run as published (functions called without arguments they need, "
+            "paths that do not match between scripts); this benchmark follows the paper's derivation, with the scalar output "
+            "variants of their scripts and the RMS residual over the gradient draws",
+            "their per-timestep gradients are unit-normalised before averaging (03_grad.py); not here",
+            "parameters: Linear and Conv2d weights here; theirs every parameter",
+        ),
+    ),
+    "tracin": Recipe(
+        source="txie1/diffusion-ReTrac (Xie et al. 2024), diffusion_tracin.py",
+        choices=(
+            "training side: each example at the timestep it was trained at, at every saved checkpoint, weighted by the learning rate",
+            "query side: evenly spaced timesteps linspace(1, 999, 100), 16 fresh noises each, averaged",
+            "ReTrac: per-timestep query gradients and training gradients scaled to unit norm",
+        ),
+        gradient_draws=GRADIENT_LAYOUTS["fixed"],
+        differences=(
+            "training side: the very (t, eps) draws training used, over every step between checkpoints (TracInCP's sum); "
+            "theirs the checkpoint's epoch timestep with fresh noise, one draw per checkpoint",
+            "the training loss is this benchmark's (MSE); theirs L1, the loss their models were trained with",
+            "query side: 64 evenly spaced timesteps with one noise each (the draw budget); theirs 100 x 16",
+        ),
+    ),
+    "pixel_similarity": Recipe(
+        source="sail-sg/D-TRAK, CIFAR2/methods/-1_raw/RAW_N5000_val.ipynb",
+        choices=("cosine similarity of the flattened images in [-1, 1] (the dot product as a variant)",),
+    ),
+    "feature_similarity": Recipe(
+        source="the CLIP-similarity baselines of D-TRAK (CIFAR2/methods) and Mlodozeniec et al.",
+        choices=("cosine similarity of an image encoder's features (CLIP's image tower)",),
+    ),
+    "random": Recipe(source="none: a control", choices=("independent standard normal scores",)),
+}
+
+
+def _always(method: dict) -> bool:
+    return True
+
+
+def _never(method: dict) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class MethodType:
+    """What the workflow needs to know of a method type, without importing it."""
+
+    module: str  # under ldsbench.methods
+    scorer: str  # its function scorer(job) -> (values, scores)
+    hyperparameter: str | None = None  # "damping" or "lambda" (its grid: f"{name}_grid"); None: none
+    needs: frozenset[str] = frozenset()  # keys of INPUTS
+    ranks_for_removal: bool = True  # a ranking of training examples worth retraining without
+    # Whether an example's score follows the example when the training set is
+    # reordered (false only where scores do not depend on the images).
+    follows_examples: bool = True
+    estimate: str = "images"  # one of ESTIMATES
+    # Whether its query side follows the measurement: then its scoring job
+    # holds one query set per distinct query gradient (``measurement_types``).
+    query_follows_measurement: Callable[[dict], bool] = _never
+    # Query-side draws per query, for the plan's passes.
+    query_draws: Callable[[dict], int] = field(default=lambda method: method.get("query_draws", 0))
+    passes_per_draw: int = 1  # backward passes per gradient draw (DAS: Jacobian rows and the loss)
+    largest_batch: int | None = None  # examples per gradient block at most (None: the plan's default)
+    # Config check beyond the schema: (name, entry, validated config) -> errors.
+    check: Callable[[str, dict, dict], list[str]] | None = None
+    # The projected training feature sets its scoring job reads, one per
+    # model it scores with (``projected_feature_sets``): computed once by
+    # ``project_training_features`` and shared by every method that asks
+    # for the same set (``feature_keys``). None: it computes its own training side.
+    training_features: Callable[[dict], list[dict]] | None = None
+    # Its authors' recipe (``Recipe``): the defaults that decide scores.
+    recipe: Recipe | None = None
+
+    def __post_init__(self):
+        unknown = set(self.needs) - set(INPUTS)
+        if unknown or self.estimate not in ESTIMATES or self.hyperparameter not in (None, "damping", "lambda"):
+            raise ValueError(f"method type {self.module}.{self.scorer}: unknown needs {sorted(unknown)}, estimate {self.estimate!r} or hyperparameter")
+
+
+def _journey_check(name: str, method: dict, config: dict) -> list[str]:
+    sampling_steps = config["queries"]["sampling_steps"]
+    if method["steps"] > sampling_steps:
+        return [f"methods.{name}.steps: {method['steps']} exceeds the query sampler's queries.sampling_steps {sampling_steps}"]
+    return []
+
+
+def _similarity_check(name: str, method: dict, config: dict) -> list[str]:
+    """A feature model file that exists (nothing is downloaded), and a sign
+    wherever the orientation gives none."""
+    errors = []
+    if "model_path" in method:
+        from ldsbench.spec.feature_models import FeatureModelError, check_feature_model_path
+
+        try:
+            check_feature_model_path(method["model_path"])
+        except FeatureModelError as error:
+            errors.append(f"methods.{name}.model_path: {error}")
+    if method["sign"] is None:
+        for measurement, entry in config["measurements"].items():
+            if orientation_of(entry) == NOT_A_QUALITY_MEASURE:
+                errors.append(
+                    f"methods.{name}.sign: required, since measurements.{measurement} is not a quality measure "
+                    "(+1: similar training images raise it, -1: they lower it)"
+                )
+    return errors
+
+
+METHOD_TYPES: dict[str, MethodType] = {
+    "influence": MethodType(
+        "influence",
+        "score_influence",
+        "damping",
+        frozenset({"curvature"}),
+        estimate="influence",
+        query_follows_measurement=_always,
+        recipe=_RECIPES["influence"],
+    ),
+    "trak": MethodType(
+        "trak",
+        "score_trak",
+        "lambda",
+        frozenset({"ensemble"}),
+        estimate="projection",
+        query_follows_measurement=lambda method: method["output_fn"] == "loss",
+        training_features=lambda method: projected_feature_sets(method, method["output_fn"], method.get("models", 1)),
+        recipe=_RECIPES["trak"],
+    ),
+    "journey_trak": MethodType(
+        "journey",
+        "score_journey_trak",
+        "lambda",
+        frozenset({"query_sampling"}),
+        estimate="projection",
+        query_draws=lambda method: method["steps"] * method["draws_per_step"],
+        check=_journey_check,
+        # The training side is TRAK's: the projected loss gradients.
+        training_features=lambda method: projected_feature_sets(method, "loss"),
+        recipe=_RECIPES["journey_trak"],
+    ),
+    "das": MethodType(
+        "das",
+        "score_das",
+        "lambda",
+        estimate="projection",
+        passes_per_draw=2,
+        largest_batch=64,
+        query_follows_measurement=lambda method: method["form"] == "signed" and method["output"] == "jacobian",
+        recipe=_RECIPES["das"],
+    ),
+    "tracin": MethodType(
+        "tracin",
+        "score_tracin",
+        None,
+        frozenset({"trajectory", "training"}),
+        estimate="tracin",
+        query_follows_measurement=_always,
+        recipe=_RECIPES["tracin"],
+    ),
+    "pixel_similarity": MethodType("similarity", "score_pixel_similarity", check=_similarity_check, recipe=_RECIPES["pixel_similarity"]),
+    "feature_similarity": MethodType(
+        "similarity", "score_feature_similarity", needs=frozenset({"feature_model"}), check=_similarity_check, recipe=_RECIPES["feature_similarity"]
+    ),
+    "random": MethodType("random_baseline", "score_random", ranks_for_removal=False, follows_examples=False, recipe=_RECIPES["random"]),
+}
+
+
+@dataclass
+class ScoringJob:
+    """The inputs of one scoring job, as its scorer sees them."""
+
+    unet: object  # diffusers UNet2DModel, the full model (EMA weights)
+    scheduler: object  # its DDPMScheduler
+    train: object  # torch.Tensor [N, C, H, W], the full model's training set
+    queries: object  # torch.Tensor [Q, C, H, W]
+    method: dict  # the method's validated config entry
+    measurements: dict  # {name: gradient settings (type, timestep, levels)}, every measurement scored
+    inputs: dict = field(default_factory=dict)  # input paths: queries, curvature, trajectory, ensemble, training_features
+    training: dict | None = None  # the full model's training settings (TracIn)
+    device: object = None
+    # Memory the job may use on its device (None: no limit) and the setting
+    # that sets it, named in the error when a method cannot fit.
+    budget_bytes: int | None = None
+    budget_setting: str = "runtime.memory_gb"
+    draws_per_pass: int = 64  # draws per backward pass of a per-example gradient
+    model_manifest: dict | None = None  # the full model's manifest.json (provenance, weight checksums)
+
+
+def method_type(name: str) -> MethodType:
+    """The registry entry of type ``name``."""
+    if name not in METHOD_TYPES:
+        raise ValueError(f"unknown method type {name!r}; known: {', '.join(METHOD_TYPES)}")
+    return METHOD_TYPES[name]
+
+
+def needs(method: dict, name: str) -> bool:
+    """Whether the scoring job of config entry ``method`` takes input ``name`` (a key of INPUTS)."""
+    if name not in INPUTS:
+        raise ValueError(f"unknown scoring input {name!r}; known: {', '.join(INPUTS)}")
+    return name in method_type(method["type"]).needs
+
+
+def training_feature_sets(method: dict) -> list[dict]:
+    """The projected training feature sets (``feature_keys``) the scoring
+    job of config entry ``method`` reads, one per model; [] for none."""
+    declared = method_type(method["type"]).training_features
+    return [] if declared is None else declared(method)
+
+
+def feature_sets(methods: dict) -> dict[str, dict]:
+    """{file key: settings} of every projected feature set the configured methods read."""
+    return {feature_key(s): s for method in methods.values() for s in training_feature_sets(method)}
+
+
+def default_value(method: dict) -> float | None:
+    """The method's untuned hyperparameter value (None without one)."""
+    key = method_type(method["type"]).hyperparameter
+    return None if key is None else method[key]
+
+
+def scored_values(method: dict) -> list[float]:
+    """The default value and its grid, without repeats, in that order."""
+    key = method_type(method["type"]).hyperparameter
+    return [float("nan")] if key is None else list(dict.fromkeys([method[key], *method[f"{key}_grid"]]))
+
+
+def query_follows_measurement(method: dict) -> bool:
+    """Whether ``method``'s query side depends on the measurement (then its
+    scoring job computes one query side per measurement group)."""
+    return method_type(method["type"]).query_follows_measurement(method)
+
+
+def scorer(name: str):
+    """The scoring function of type ``name`` (imports its module)."""
+    entry = method_type(name)
+    return getattr(importlib.import_module(f"ldsbench.methods.{entry.module}"), entry.scorer)
+
+
+def scorer_module(name: str) -> str:
+    """The package module (dotted, under ``ldsbench``) of type ``name``'s scorer."""
+    return f"methods.{method_type(name).module}"
+
+
+def scorer_modules(name: str) -> list[str]:
+    """The package files whose content decides type ``name``'s scores: the
+    scorer's module and every package module it imports, transitively."""
+    return module_closure(scorer_module(name))

@@ -26,7 +26,7 @@ MEASUREMENTS = {
     "selbo": {"type": "simplified_elbo"},
     "selbo_again": {"type": "simplified_elbo"},
 }
-PROJECTED = {"projection_dim": 32, "projection": "rademacher", "train_draws": 2, "query_draws": 2, "seed": 0}
+PROJECTED = {"projection_dim": 32, "projection": "rademacher", "lambda_scale": "absolute", "train_draws": 2, "query_draws": 2, "seed": 0}
 METHODS = {
     "influence": {
         "type": "influence",

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from ldsbench.attribution.jacobians import draw_directions, jacobian_row_chunks, output_vjps
 from ldsbench.diffusion.model import attributed_modules, attributed_parameters
 from ldsbench.diffusion.noise import content_key, noise_draws
-from ldsbench.diffusion.outputs import noised, per_draw_output
-from ldsbench.methods.das import FORMS, OUTPUTS, MeanOutput, das_scores, draw_directions, jacobian_row_chunks, output_vjps, query_stream, train_stream
+from ldsbench.diffusion.outputs import MeanOutput, noised, per_draw_output
+from ldsbench.methods.das import FORMS, OUTPUTS, das_scores, query_stream, train_stream
 from tiny_models import tiny_model_and_images
 
 SEED = 3

@@ -114,7 +114,9 @@ def test_trak_ensemble_averages_the_members_scores(one_thread, tmp_path):
     other = build_unet(UNET).eval()
     save_model(other, scheduler, tmp_path / "other", {})
     method = {
+        "type": "trak",
         "lambda": 1e-3,
+        "lambda_scale": "absolute",
         "lambda_grid": [],
         "output_fn": "loss",
         "projection_dim": 32,

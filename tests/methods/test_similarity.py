@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ldsbench.attribution.image_features import Preprocessing, image_features, load_feature_model, preprocess_images, resolve_preprocessing
+from ldsbench.attribution.image_features import CLIP_MEAN, CLIP_STD, Preprocessing, image_features, load_feature_model, preprocess_images, resolve_preprocessing
 from ldsbench.methods import similarity
 from ldsbench.methods.similarity import feature_similarity, pixel_similarity, similarity_to_scores, vector_similarity
 from ldsbench.spec.feature_models import FeatureModelError, check_feature_model_path
@@ -155,11 +155,11 @@ def test_preprocessing_resizes_bilinearly():
 
 def test_presets_and_overrides():
     clip = resolve_preprocessing("clip")
-    assert clip.input_size == 224 and clip.mean == similarity.CLIP_MEAN and clip.std == similarity.CLIP_STD
+    assert clip.input_size == 224 and clip.mean == CLIP_MEAN and clip.std == CLIP_STD
     inception = resolve_preprocessing("inception")
     assert inception.input_size == 299 and inception.mean == (0.485, 0.456, 0.406) and inception.std == (0.229, 0.224, 0.225)
     custom = resolve_preprocessing("clip", input_size=336, std=[1, 1, 1])
-    assert custom == Preprocessing(336, similarity.CLIP_MEAN, (1.0, 1.0, 1.0))
+    assert custom == Preprocessing(336, CLIP_MEAN, (1.0, 1.0, 1.0))
     with pytest.raises(ValueError, match="unknown preprocessing preset"):
         resolve_preprocessing("vgg")
     with pytest.raises(ValueError, match="std must be positive"):

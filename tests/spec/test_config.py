@@ -264,7 +264,7 @@ def test_the_builtin_dataset_sizes_are_those_of_the_data():
 
 def test_validating_a_config_imports_no_torch_diffusers_or_sklearn():
     code = (
-        "import sys; sys.path.insert(0, 'tests'); from workflow_api import default_config; from ldsbench.spec.config import validate_config; "
+        "import sys; sys.path.insert(0, 'tests/helpers'); from workflow_api import default_config; from ldsbench.spec.config import validate_config; "
         "validate_config(default_config()); loaded = {'torch', 'diffusers', 'sklearn'} & set(sys.modules); assert not loaded, loaded"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

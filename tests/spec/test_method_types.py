@@ -65,7 +65,13 @@ def test_editing_one_method_type_does_not_rehash_unrelated_ones():
     assert "methods/das.py" not in scorer_modules("trak")
     assert "methods/das.py" not in scorer_modules("influence")
     assert "methods/tracin.py" not in scorer_modules("das")
-    assert scorer_modules("pixel_similarity") == ["methods/similarity.py", "spec/feature_models.py", "spec/measurement_types.py"]
+    assert scorer_modules("pixel_similarity") == [
+        "attribution/image_features.py",
+        "methods/similarity.py",
+        "spec/feature_models.py",
+        "spec/measurement_types.py",
+        "spec/schema.py",
+    ]
     assert scorer_modules("random") == ["methods/random_baseline.py", "spec/measurement_types.py"]
     # DAS reuses TRAK's kernel solver, so a TRAK edit rescores DAS too.
     assert "methods/trak.py" in scorer_modules("das")

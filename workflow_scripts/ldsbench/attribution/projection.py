@@ -41,10 +41,12 @@ import operator
 import torch
 
 from ldsbench.planning.memory import PROJECTION_CACHE_BYTES, PROJECTION_CHUNK_ROWS, SPARSE_NONZEROS
+from ldsbench.spec.schema import defs_enum
 
 __all__ = ["RandomProjector", "PROJECTION_KINDS", "block_seed"]
 
-PROJECTION_KINDS = ("rademacher", "gaussian", "sparse")
+#: The projector kinds (the schema's ``$defs/projection``).
+PROJECTION_KINDS = defs_enum("projection")
 
 DEFAULT_CACHE_BYTES = PROJECTION_CACHE_BYTES
 _FLOAT32_BYTES = 4

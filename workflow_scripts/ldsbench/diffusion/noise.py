@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from ldsbench.runtime.seeds import stream_seed
+from ldsbench.spec.schema import defs_enum
 
 BLOCK = 64
 
@@ -139,7 +140,8 @@ def design_draws(seed: int, item: int, start: int, count: int, shape: tuple, num
 COMMON_ITEM = 0  # the item key of draws shared by every example
 
 #: Timestep layouts of an attribution gradient (``GradientDraws.timesteps``).
-GRADIENT_TIMESTEPS = ("uniform", "stratified", "evenly_spaced")
+#: Timestep layouts of gradient draws (the schema's ``$defs/gradient_draws``).
+GRADIENT_TIMESTEPS = defs_enum("gradient_draws", "timesteps")
 
 
 @dataclass(frozen=True)

@@ -201,3 +201,18 @@ def per_draw_output(unet, scheduler, x0, noise, timesteps, output_fn="loss") -> 
             raise ValueError(f"output function {output_fn!r} is not one of: {', '.join(NAMED_OUTPUTS)}")
         output_fn = NAMED_OUTPUTS[output_fn]
     return output_fn(unet, scheduler, x0, noise, timesteps)
+
+
+class MeanOutput:
+    """Mean over pixels of eps_theta(x_t, t), one scalar per draw: [B].
+
+    DAS's ``output: mean``, the scalar output of its authors' published
+    scripts (the projection of the output on the constant direction): the
+    function of ``mean_output``, as an object whose key names DAS's draws."""
+
+    def key(self) -> tuple:
+        return ("das_mean_output",)
+
+    def __call__(self, unet, scheduler, x0, noise, timesteps) -> torch.Tensor:
+        prediction = network_forward(unet, noised(scheduler, x0, noise, timesteps), timesteps)
+        return prediction.flatten(start_dim=1).mean(dim=1)

@@ -1,11 +1,14 @@
-"""Attribution methods: one module per type, and this registry (torch-free).
+"""The registry of attribution method types (torch-free); their code is one
+module per type in ``ldsbench.methods``.
 
 Each method type is declared here once, as data (``MethodType``): the module
 and function that score it, its hyperparameter, the inputs its scoring job
-needs, whether it can rank training examples for the removal branch, and
-its config check. The rules, scripts, config validation and the plan ask the
-registry; nothing else tests a type's name. Adding a method is its module, an
-entry in ``METHOD_TYPES``, its schema block, its section in docs/methods.md and its tests.
+needs, whether it can rank training examples for the removal branch, its
+config check and its authors' recipe. The rules, scripts, config validation
+and the plan ask the registry; nothing else tests a type's name. Adding a
+method is its module, an entry in ``METHOD_TYPES``, its schema block, its
+section in docs/methods.md, a method of the type in the tiny benchmark (the
+contract test runs every registered type) and its tests.
 
 A scoring job (``score_method.py``) is one method, for every measurement.
 It builds a ``ScoringJob`` and calls the type's scorer, a function
@@ -14,7 +17,7 @@ It builds a ``ScoringJob`` and calls the type's scorer, a function
 - ``values``: the hyperparameter values scored (damping or lambda), the
   method's default first; ``[nan]`` for a method without one;
 - ``scores``: ``{measurement name: [L, Q, N] float32}``, L = len(values), in
-  the package's orientation (``scoring``: tau(q, i) predicts
+  the package's orientation (``attribution.scoring``: tau(q, i) predicts
   m(with i) - m(without i)). Training-side work is shared by all measurements.
 
 The workflow hashes the scorer's module and every package module it imports

@@ -22,9 +22,10 @@ def _raw_schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
-def defs_enum(name: str) -> tuple:
-    """The values of the shared enum ``$defs/{name}``."""
-    return tuple(_raw_schema()["$defs"][name]["enum"])
+def defs_enum(name: str, key: str | None = None) -> tuple:
+    """The values of the shared enum ``$defs/{name}`` (with ``key``: of its property ``key``)."""
+    entry = _raw_schema()["$defs"][name]
+    return tuple((entry if key is None else entry["properties"][key])["enum"])
 
 
 def block_defaults(block: str) -> dict:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from ldsbench.spec.feature_models import HOW_TO_EXPORT, FeatureModelError, archive_format, check_feature_model_path
+from ldsbench.spec.schema import defs_enum
 
 # OpenAI CLIP's image normalisation (all its image towers; 224 x 224 input
 # except ViT-L/14@336px, which takes 336).
@@ -78,6 +79,8 @@ PRESETS = {
     "clip": Preprocessing(CLIP_INPUT_SIZE, CLIP_MEAN, CLIP_STD),
     "inception": Preprocessing(INCEPTION_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD),
 }
+# The config's ``preset`` names them (the schema's ``feature_similarity_method`` block).
+assert tuple(PRESETS) == defs_enum("feature_similarity_method", "preset")
 
 
 def resolve_preprocessing(preset: str = "clip", input_size=None, mean=None, std=None) -> Preprocessing:

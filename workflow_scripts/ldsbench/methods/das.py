@@ -156,6 +156,7 @@ from ldsbench.measurement.estimators import measurement_output_fn
 from ldsbench.methods.trak import trak_kernel_scores
 from ldsbench.spec.measurement_types import query_output_groups, same_for_every_measurement
 from ldsbench.spec.method_types import query_follows_measurement, scored_values
+from ldsbench.spec.schema import defs_enum
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +169,9 @@ __all__ = [
     "train_stream",
 ]
 
-OUTPUTS = ("jacobian", "mean", "squared_norm")
-FORMS = ("distance", "signed")
+#: Its output functions and score forms (the schema's ``das_method`` block).
+OUTPUTS = defs_enum("das_method", "output")
+FORMS = defs_enum("das_method", "form")
 
 
 def _scalar_output(output: str):

@@ -110,11 +110,13 @@ def code_version(step, *modules):
     return content_hash([Path(workflow.basedir) / "workflow_scripts" / step, *(PACKAGE / f for f in module_closure(*modules))])
 
 
-# Latent encoding feeds every training, so like training it follows no code
-# edit: this label is the content hash of its code when it last changed.
-# `--forcerun encode_latents decode_queries` re-encodes (and then stops at the
-# retraining guard).
+# Stages that feed a training follow no code edit, like training itself:
+# each label below is the content hash of the stage's code when it last
+# changed. `--forcerun <rule>` reruns one on purpose (and then stops at the
+# retraining guard): the latent encoding (encode_latents, decode_queries) and
+# the removal sets (removal_set), which decide what the removal models train on.
 LATENT_CODE_VERSION = "a96469ba18d3216c"
+REMOVAL_SET_CODE_VERSION = "e5fa0b743070e7fe"
 
 
 def method_curvature(wildcards):

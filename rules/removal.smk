@@ -21,7 +21,7 @@ rule removal_set:
         fraction=lambda w: REMOVAL_FRACTIONS[w.fraction],
         orientation=orientation_of(config["measurements"][REMOVAL["measurement"]]),
         control_seed=REMOVAL["seed"],
-        code=code_version("removal_set.py", "evaluation.removal", "runtime.provenance"),
+        code=REMOVAL_SET_CODE_VERSION,
     script:
         f"{STEPS}/removal_set.py"
 

@@ -41,9 +41,7 @@ per_query = pd.concat(
 # tuned and untuned values carry the two-way intervals.
 sweep_per_query = pd.concat([pd.read_parquet(path) for path in inputs.sweeps], ignore_index=True)
 sweep_rows = []
-for (method, measurement, hyperparameter, value), group in sweep_per_query.groupby(
-    ["method", "measurement", "hyperparameter", "value"], sort=False, dropna=False
-):
+for (method, measurement, hyperparameter, value), group in sweep_per_query.groupby(["method", "measurement", "hyperparameter", "value"], sort=False):
     stats = bootstrap_mean_ci(group.sort_values("query")["lds"].to_numpy())
     sweep_rows.append({"method": method, "measurement": measurement, "hyperparameter": hyperparameter, "value": value, **stats})
 sweep = pd.DataFrame(sweep_rows, columns=SWEEP_COLUMNS)

@@ -43,7 +43,17 @@ sweep_per_query = pd.concat([pd.read_parquet(path) for path in inputs.sweeps], i
 sweep_rows = []
 for (method, measurement, hyperparameter, value), group in sweep_per_query.groupby(["method", "measurement", "hyperparameter", "value"], sort=False):
     stats = bootstrap_mean_ci(group.sort_values("query")["lds"].to_numpy())
-    sweep_rows.append({"method": method, "measurement": measurement, "hyperparameter": hyperparameter, "value": value, **stats})
+    sweep_rows.append(
+        {
+            "method": method,
+            "measurement": measurement,
+            "hyperparameter": hyperparameter,
+            "value": value,
+            "lds": stats["mean"],
+            "ci_low": stats["ci_low"],
+            "ci_high": stats["ci_high"],
+        }
+    )
 sweep = pd.DataFrame(sweep_rows, columns=SWEEP_COLUMNS)
 
 save_parquet(outputs.summary, summary)

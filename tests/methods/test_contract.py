@@ -7,7 +7,8 @@ model: a scorer ``scorer(job) -> (values, scores)`` (``spec.method_types``)
   for bit;
 - keeps the sign convention: tau(q, i) predicts m(with i) - m(without i), so
   a training example used as a query lowers its own loss: its own score on
-  the ``loss`` measurement is negative;
+  the ``loss`` measurement is negative (where its query side is the
+  measurement's gradient);
 - follows the examples: reordering the training set reorders its scores
   (unless the registry says its scores do not depend on the images, or it
   replays the training run, whose batches followed the original order).
@@ -28,7 +29,7 @@ from ldsbench.spec.config import validate_config
 from ldsbench.spec.curvature_keys import curvature_key
 from ldsbench.spec.feature_keys import feature_key, full_model_name
 from ldsbench.spec.measurement_types import measurement_gradient_settings
-from ldsbench.spec.method_types import METHOD_TYPES, ScoringJob, method_type, needs, scored_values, scorer, training_feature_sets
+from ldsbench.spec.method_types import METHOD_TYPES, ScoringJob, method_type, needs, query_follows_measurement, scored_values, scorer, training_feature_sets
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +120,15 @@ def test_scorer_keeps_the_contract(contract, type_name, tmp_path):
 
     if not method_type(type_name).follows_examples:
         return
-    # Sign: the first training examples, used as held-out queries, lower their own loss.
+    # A method that attributes another output function (D-TRAK, Journey-TRAK)
+    # defines no sign for the loss of an image.
+    if query_follows_measurement(method):
+        _check_own_examples_lower_their_loss(type_name, name, config, results, job, tmp_path)
+    _check_permutation(type_name, name, method, config, results, job, scores)
+
+
+def _check_own_examples_lower_their_loss(type_name, name, config, results, job, tmp_path):
+    """The first training examples, used as held-out queries, get negative own scores on ``loss``."""
     own = job.train[:2].clone()
     queries_file = tmp_path / "own.npz"
     np.savez(queries_file, images=own.numpy(), kind=np.array(["heldout"] * 2), source_index=np.arange(2))
@@ -127,9 +136,11 @@ def test_scorer_keeps_the_contract(contract, type_name, tmp_path):
     diagonal = own_scores["loss"][0][np.arange(2), np.arange(2)]
     assert (diagonal < 0).all(), f"{name}: own-example scores on loss {diagonal} are not negative"
 
-    # Reordering the training set reorders the scores (training side
-    # recomputed). A replay of the full model's training attributes the draws
-    # each example saw in the run, which saw the examples in their order.
+
+def _check_permutation(type_name, name, method, config, results, job, scores):
+    """Reordering the training set reorders the scores (training side
+    recomputed). A replay of the full model's training attributes the draws
+    each example saw in the run, which saw the examples in their order."""
     if needs(method, "trajectory"):
         return
     order = torch.from_numpy(np.random.default_rng(0).permutation(len(job.train)))

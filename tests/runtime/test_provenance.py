@@ -125,3 +125,5 @@ def test_retraining_report_names_models_and_changes(tmp_path):
     report = retraining_report({str(model): changes})
     assert "retrain 1 finished model" in report and "training.subset_steps: 60 -> 61" in report
     assert "confirm_retraining=true" in report and "snakemake rescore" in report
+    assert "upgrade" not in report, "settings changed: rescoring first would not help"
+    assert "run `snakemake rescore` first" in retraining_report({str(model): []})

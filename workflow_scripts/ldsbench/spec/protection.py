@@ -46,8 +46,17 @@ def retraining_report(changes: dict[str, list[str]]) -> str:
     if len(changes) > SHOWN:
         lines.append(f"  ... and {len(changes) - SHOWN} more")
     lines += [
-        "Nothing was run. `snakemake -n` lists every job a run would start and `snakemake -n -r` says why.",
+        "Nothing was run. `snakemake -n` lists every job a run would start and why.",
         "To rescore methods with the models on disk, run `snakemake rescore`.",
+    ]
+    if not any(changes.values()):
+        # Only code or inputs changed, as after an upgrade: rescoring first
+        # lets the next run find the removal sets unchanged.
+        lines.append(
+            "Where only code changed (an upgrade), run `snakemake rescore` first: a plain run after it "
+            "retrains no removal model whose removal set comes out the same."
+        )
+    lines += [
         "To retrain anyway, run again with `--config confirm_retraining=true`.",
     ]
     return "\n".join(lines)

@@ -35,9 +35,14 @@ def test_editing_a_training_script_retrains_nothing(tiny_run, tmp_path):
     for script in ("train_model.py", "measure_model.py", "sample_subsets.py", "prepare_data.py"):
         path = root / "workflow_scripts" / script
         path.write_text(path.read_text() + "\n# An edit.\n")
+    assert dry_run(config, workdir, snakefile=root / "Snakefile") == []
+    # The training module also decides TracIn's replay: that rescores, and trains nothing.
     path = root / "workflow_scripts" / "ldsbench" / "diffusion" / "training.py"
     path.write_text(path.read_text() + "\n# An edit.\n")
-    assert dry_run(config, workdir, snakefile=root / "Snakefile") == []
+    files = dry_run(config, workdir, snakefile=root / "Snakefile")
+    assert {f.split("/")[2] for f in files if f.startswith("results/scores/")} == {"tracin", "retrac"}
+    expensive = ("results/models/", "results/measurements/", "results/removal/", "results/data/", "results/queries/", "results/subsets")
+    assert not [f for f in files if f.startswith(expensive)]
 
 
 def test_editing_a_cheap_step_script_reruns_that_stage_and_what_reads_it(tiny_run, tmp_path):

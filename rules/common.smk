@@ -106,7 +106,7 @@ def code_version(step, *modules):
     package module they import, transitively (``ldsbench.runtime.code_versions``).
     Stages that train or measure carry none: code edits never retrain by
     themselves (``--forcerun`` does), and Snakemake's own trigger, a step
-    script's modification time, is off (``rules/guards.smk``)."""
+    script's modification time, is off (``rerun-triggers`` in the profiles)."""
     return content_hash([Path(workflow.basedir) / "workflow_scripts" / step, *(PACKAGE / f for f in module_closure(*modules))])
 
 

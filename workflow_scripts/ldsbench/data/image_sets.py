@@ -177,29 +177,20 @@ def load_dataset_split(dataset_config: dict, keep_uint8: bool = False) -> tuple[
     """The training and held-out images of ``dataset.name`` (``LOADERS``);
     ``keep_uint8``: see ``load_local_split`` (the built-in datasets are small and stay float32)."""
     name = dataset_config["name"]
-    n_train, n_heldout, seed = (
-        dataset_config["n_train"],
-        dataset_config.get("n_heldout", 0),
-        dataset_config.get("seed", 0),
-    )
     if name not in LOADERS:
         raise ValueError(f"dataset.name: unknown dataset {name!r} (known: {', '.join(LOADERS)})")
-    return LOADERS[name](dataset_config, n_train, n_heldout, seed, keep_uint8)
+    return LOADERS[name](dataset_config, keep_uint8)
 
 
-def _cifar(name: str):
-    def load(dataset_config, n_train, n_heldout, seed, keep_uint8):
-        classes = tuple(dataset_config.get("classes") or CIFAR_CLASSES[name])
-        return load_cifar2_split(dataset_config.get("path"), n_train, n_heldout, seed, classes)
-
-    return load
+def _digits(dataset: dict, keep_uint8: bool) -> tuple[ImageSet, ImageSet]:
+    return load_digits_split(dataset["n_train"], dataset.get("n_heldout", 0), dataset.get("seed", 0), dataset.get("classes"))
 
 
-#: The loader of each ``dataset.name`` (the names of ``spec.datasets.DATASET_TYPES``).
-LOADERS = {
-    "digits": lambda dataset_config, n_train, n_heldout, seed, keep_uint8: load_digits_split(n_train, n_heldout, seed, dataset_config.get("classes")),
-    "cifar2": _cifar("cifar2"),
-    "cifar10": _cifar("cifar10"),
-    "folder": lambda dataset_config, n_train, n_heldout, seed, keep_uint8: load_local_split(dataset_config, keep_uint8),
-    "arrays": lambda dataset_config, n_train, n_heldout, seed, keep_uint8: load_local_split(dataset_config, keep_uint8),
-}
+def _cifar(dataset: dict, keep_uint8: bool) -> tuple[ImageSet, ImageSet]:
+    classes = tuple(dataset.get("classes") or CIFAR_CLASSES[dataset["name"]])
+    return load_cifar2_split(dataset.get("path"), dataset["n_train"], dataset.get("n_heldout", 0), dataset.get("seed", 0), classes)
+
+
+#: The loader of each ``dataset.name`` (the names of ``spec.datasets.DATASET_TYPES``):
+#: ``(dataset config, keep_uint8) -> (train, heldout)``.
+LOADERS = {"digits": _digits, "cifar2": _cifar, "cifar10": _cifar, "folder": load_local_split, "arrays": load_local_split}

@@ -214,5 +214,4 @@ class MeanOutput:
         return ("das_mean_output",)
 
     def __call__(self, unet, scheduler, x0, noise, timesteps) -> torch.Tensor:
-        prediction = network_forward(unet, noised(scheduler, x0, noise, timesteps), timesteps)
-        return prediction.flatten(start_dim=1).mean(dim=1)
+        return mean_output(unet, scheduler, x0, noise, timesteps)

@@ -40,7 +40,7 @@ with d running over (t, eps) draws. The constants are exact for this
 package's objective L = (1/N) sum_i loss_i (loss per pixel): its GGN is
 F = 2 G / (N D) and J^T r = -(D/2) grad loss, so dtheta_i =
 SCORE_SIGN (1/N) F^{-1} grad loss_i, the parameter change behind the
-influence of docs/definitions.md; ``lambda`` is added to G, i.e. an
+influence defined in docs/definitions.md; ``lambda`` is added to G, i.e. an
 absolute lambda = (N D / 2) x an influence damping (``lambda_scale:
 mean_eigenvalue``: a multiple of trace(G) / k). Every per-example quantity
 is an average over that example's draws (``train_draws`` /
@@ -128,7 +128,7 @@ including i raises m(q)). Two forms are offered (``form``):
   same parameter change, tau(q, i) = grad m(q)^T dtheta_i (projected), with
   grad m(q) the gradient of the measurement's per-draw output function
   (``measurement.measurement_output_fn``). With exact directions and no
-  projection it equals the influence of docs/definitions.md with the exact
+  projection it equals the influence defined in docs/definitions.md with the exact
   GGN in place of K-FAC. For the scalar outputs, ``signed`` is the unsquared
   raw(q, i) mapped as tau = SCORE_SIGN * raw (the D-TRAK convention); it
   ignores the measurement.

@@ -12,7 +12,8 @@ similar:
 
 Orientation. A similarity is **not** a score in the package's sense. The
 score tau(q, i) predicts m(with i) - m(without i), the change of the
-measurement m(q) caused by including training example i (docs/definitions.md), and its sign matters: LDS is a Spearman correlation, so
+measurement m(q) caused by including training example i
+(docs/definitions.md), and its sign matters: LDS is a Spearman correlation, so
 negating every score negates the LDS. A similarity only says that i and q
 look alike; which way that moves m(q) depends on the measurement. The
 working hypothesis of these baselines is that training on images like the

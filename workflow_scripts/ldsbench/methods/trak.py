@@ -12,29 +12,14 @@ used as given; with ``lambda_scale: mean_eigenvalue`` the configured value
 is a multiple of the mean eigenvalue of ``Phi^T Phi`` over its k dimensions,
 ``trace(Phi^T Phi) / k`` (kronfluence scales its damping the same way), so
 one grid spans the spectrum whatever the features' scale, the number of
-examples or k. Each ensemble member uses its own spectrum's mean.  Values are returned raw, with no sign
-flipping; callers apply the package's score orientation.
+examples or k. Each ensemble member uses its own spectrum's mean. Values
+are returned raw, with no sign flipping; callers apply the package's score
+orientation.
 
-A benchmark sweeps several ``lambda``.  Refitting per value would repeat an
-``O(k^3)`` solve; instead ``Phi^T Phi = V diag(e) V^T`` is diagonalised once and
-
-    score_l(q, i) = (V^T q)^T diag(1 / (e + lambda_l)) (V^T phi_i)
-
-is a cheap reweighting per ``lambda_l``.  When ``k > N`` the thin SVD
-``Phi = U S V^T`` (``V`` is ``[k, N]``) gives the same eigenvectors for the
-non-zero spectrum at lower cost.  Dropping the null space of ``Phi^T Phi`` is
-exact there: every ``phi_i`` lies in the row space of ``Phi``, and ``V^T phi_i``
-ignores the rest, so the formula stays exact for every ``lambda > 0``.
-
-``lambda = 0`` with a singular ``Phi^T Phi``: the inverse does not exist and
-the Moore-Penrose pseudo-inverse is used instead, i.e. eigenvalues at or below
-``rtol * max(e)`` are dropped (default ``rtol = k * float64 eps``).  For
-``lambda > 0`` every eigenvalue is kept, since ``e + lambda > 0``.
-
-For large N, stream the training features twice: ``accumulate_gram`` builds
-``Phi^T Phi`` batch by batch, ``GramSpectrum.from_gram`` diagonalises it once,
-and ``GramSpectrum.kernel_scores`` scores one batch of training examples at a
-time (concatenate the results along the last axis).
+The solve is ``attribution.ridge``: ``Phi^T Phi`` is diagonalised once
+(``GramSpectrum``, streamed batch by batch with ``accumulate_gram`` for a
+large N) and every ``lambda`` of the sweep is a reweighting of its
+eigenvalues, with the pseudo-inverse at ``lambda = 0``.
 """
 
 from __future__ import annotations

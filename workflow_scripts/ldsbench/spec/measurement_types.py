@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 # Orientation: which direction of a value is better. It never changes a
 # score or an LDS; it is stored next to every value, picks which end of a
 # ranking the removal branch takes, and turns a similarity into a score
-# (docs/methods.md, "Methods").
+# (docs/methods.md).
 LOWER_IS_BETTER = "lower_is_better"
 HIGHER_IS_BETTER = "higher_is_better"
 # The squared norm of the predicted noise says nothing about how good the

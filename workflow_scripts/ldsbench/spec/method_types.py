@@ -57,7 +57,7 @@ ESTIMATES = ("influence", "projection", "tracin", "images")
 @dataclass(frozen=True)
 class Recipe:
     """How a method's authors run it, as their code does, with the file each
-    choice comes from (docs/methods.md, "Methods"). Where the benchmark's default
+    choice comes from (docs/methods.md). Where the benchmark's default
     still differs, ``differences`` says how and why; the benchmark's own
     improvements are named options, never the default.
 

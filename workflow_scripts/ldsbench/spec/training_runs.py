@@ -95,6 +95,7 @@ def training_run(kind: str, n_train: int, training: dict, subset: int | None = N
     )
 
 
+# The removal branch's control: as many random examples as a method removes.
 RANDOM_CONTROL = "random_control"
 
 

@@ -39,6 +39,7 @@ include: "rules/score.smk"
 include: "rules/lds.smk"
 include: "rules/figures.smk"
 include: "rules/plan.smk"
+include: "rules/bundle.smk"
 
 
 report: "report/workflow.rst"
@@ -60,3 +61,4 @@ onstart:
     if not PLAN_ONLY:
         refuse_over_budget()
     refuse_unconfirmed_retraining(workflow.dag)
+    refuse_replacing_bundle(workflow.dag)

@@ -5,6 +5,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 # The package lives next to the step scripts; importable without installing.
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
@@ -13,15 +14,49 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
 from ldsbench.planning.plan import cached_footprint, job_budget, method_passes, over_budget, rule_estimates
 from ldsbench.runtime.code_versions import content_hash, module_closure
 from ldsbench.runtime.device_slots import discover_devices
-from ldsbench.spec.config import validate_config
+from ldsbench.spec.bundles import BundleError, bundle_config, bundle_contents, changed_files, entries, list_files, missing_inputs, read_manifest, verify_bundle
+from ldsbench.spec.config import ConfigError, validate_config
 from ldsbench.spec.curvature_keys import curvature_fits, curvature_key
 from ldsbench.spec.feature_keys import FEATURE_KEY_PATTERN, feature_key, full_model_name
 from ldsbench.spec.measurement_types import measurement_gradient_settings, orientation_of
-from ldsbench.spec.method_types import default_value, feature_sets, method_type, needs, scorer_module, training_feature_sets
+from ldsbench.spec.method_types import (
+    default_value,
+    feature_sets,
+    hyperparameter_name,
+    method_code_files,
+    method_input_files,
+    method_type,
+    needs,
+    scorer_module,
+    training_feature_sets,
+)
 from ldsbench.spec.protection import existing_model_changes, retraining_report
 from ldsbench.spec.training_runs import ALL_DATA, RANDOM_CONTROL
 
+# Bundle mode (docs/bundles.md): score against a benchmark trained and
+# measured elsewhere. The bundle's protocol sections replace the user's, and
+# its files are checked before any job, once, in the main process (jobs that
+# parse the workflow again only read its config).
+BUNDLE, BUNDLE_MANIFEST = config.get("bundle"), None
+if BUNDLE is not None:
+    # Relative to the working directory (--directory); jobs get it absolute.
+    BUNDLE = os.path.abspath(BUNDLE)
+    try:
+        BUNDLE_MANIFEST = verify_bundle(BUNDLE) if workflow.is_main_process else read_manifest(BUNDLE)
+    except BundleError as error:
+        raise WorkflowError(str(error))
+    try:
+        # The receiver's own settings, defaults filled, to say which the bundle's replace.
+        yours = validate_config(config)
+    except ConfigError:
+        yours = None
+    config, replaced = bundle_config(config, BUNDLE_MANIFEST, yours)
+    if workflow.is_main_process:
+        logger.info(f"bundle {BUNDLE}: every file verified; the protocol's settings are the bundle's (they replaced yours in: {', '.join(replaced) or 'none'})")
+
 config = validate_config(config)
+if BUNDLE is not None and missing_inputs(config, BUNDLE_MANIFEST):
+    raise WorkflowError(f"bundle {BUNDLE} does not carry what the configured methods read: {'; '.join(missing_inputs(config, BUNDLE_MANIFEST))}")
 
 R = config["results"]
 M = config["benchmark"]["subsets"]
@@ -99,15 +134,26 @@ wildcard_constraints:
     fraction=r"[0-9][0-9.e-]*",
 
 
-def code_version(step, *modules):
+def code_version(step, *modules, files=()):
     """Code version of a stage that follows code edits (a param, so Snakemake
     reruns the stage when it changes): the content hash of its step script and
     of the package modules ``modules`` (dotted, under ``ldsbench``) with every
     package module they import, transitively (``ldsbench.runtime.code_versions``).
     Stages that train or measure carry none: code edits never retrain by
     themselves (``--forcerun`` does), and Snakemake's own trigger, a step
-    script's modification time, is off (``rerun-triggers`` in the profiles)."""
-    return content_hash([Path(workflow.basedir) / "workflow_scripts" / step, *(PACKAGE / f for f in module_closure(*modules))])
+    script's modification time, is off (``rerun-triggers`` in the profiles).
+    ``files``: files outside the package that decide the stage too (an
+    external method's own modules)."""
+    return content_hash([Path(workflow.basedir) / "workflow_scripts" / step, *(PACKAGE / f for f in module_closure(*modules)), *files])
+
+
+def scoring_code_version(wildcards):
+    """Code version of a method's scoring job: the step script, the code of
+    its type (``scorer_module``) and, for an external method, its own file
+    and the modules of its folder it imports, so that editing one method
+    rescores that method alone."""
+    method = config["methods"][wildcards.method]
+    return code_version("score_method.py", "runtime.provenance", scorer_module(method["type"]), files=method_code_files(method))
 
 
 # Stages that feed a training follow no code edit, like training itself:
@@ -209,6 +255,7 @@ def removal_outputs():
 
 # `snakemake rescore`: scoring and LDS only. Snakemake reads the targets after
 # this file, so the target is taken from the command line here.
-RESCORE = "rescore" in sys.argv[1:]
+# A run against a bundle is always one (it has nothing to retrain from).
+RESCORE = "rescore" in sys.argv[1:] or BUNDLE is not None
 # `snakemake plan` only writes the plan: it must show a plan that does not fit.
 PLAN_ONLY = "plan" in sys.argv[1:]

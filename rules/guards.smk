@@ -15,7 +15,8 @@ if any(needs(m, "trajectory") for m in config["methods"].values()):
     RESCORE_INPUTS.append(f"{R}/models/full_trajectory")
 if LATENT:
     RESCORE_INPUTS += [f"{PIXELS}/train.npz", QUERY_IMAGES]
-if RESCORE and not all(os.path.exists(path) for path in RESCORE_INPUTS):
+# In bundle mode the bundle's copies are jobs of their own (rules/bundle.smk).
+if RESCORE and BUNDLE is None and not all(os.path.exists(path) for path in RESCORE_INPUTS):
     missing = [path for path in RESCORE_INPUTS if not os.path.exists(path)]
     raise WorkflowError(f"`snakemake rescore` scores the models and ground truth on disk, but {', '.join(missing)} " "do not exist yet; run `snakemake` first.")
 
@@ -39,3 +40,25 @@ def refuse_unconfirmed_retraining(dag):
                 changes[job.output[0]] = changed
     if changes:
         raise WorkflowError(retraining_report(changes))
+
+
+def refuse_replacing_bundle(dag):
+    """Stop before any job starts if `snakemake bundle` would replace an
+    existing bundle by one with other files (a bundle may have been shared)."""
+    destination = Path(f"{R}/bundle")
+    jobs = [job for job in dag.needrun_jobs() if job.rule.name == "bundle"]
+    if not jobs or not destination.exists():
+        return
+    rebuilt = {str(path) for job in dag.needrun_jobs() if job.rule.name != "bundle" for path in job.output}
+    try:
+        if rebuilt & set(map(str, jobs[0].input)):
+            raise BundleError("its inputs would be rebuilt first")
+        old = read_manifest(destination)["files"]
+        changed = changed_files(old, list_files(R, BUNDLE_CONTENTS))
+    except BundleError as error:
+        raise WorkflowError(f"{destination} exists and `snakemake bundle` would replace it ({error}); move or delete it first")
+    if changed:
+        raise WorkflowError(
+            f"{destination} exists and `snakemake bundle` would replace it with other files ({len(changed)} differ, e.g. "
+            f"{', '.join(changed[:3])}); move or delete it first"
+        )

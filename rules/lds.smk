@@ -24,8 +24,8 @@ rule compute_lds:
         n_subsets=M,
         n_seeds=K,
         # The name of the swept value in lds_sweep.parquet (damping or lambda).
-        hyperparameter=lambda w: method_type(config["methods"][w.method]["type"]).hyperparameter,
-        code=code_version("compute_lds.py", "evaluation.lds", "runtime.provenance", "data.subsets"),
+        hyperparameter=lambda w: hyperparameter_name(config["methods"][w.method]),
+        code=code_version("compute_lds.py", "evaluation.method_lds", "evaluation.ground_truth"),
     script:
         f"{STEPS}/compute_lds.py"
 
@@ -54,7 +54,7 @@ rule compare_methods:
         n_seeds=K,
         tuning=config["tuning"],
         statistics=config["statistics"],
-        code=code_version("compare_methods.py", "evaluation.comparison", "evaluation.tuning", "report.tables"),
+        code=code_version("compare_methods.py", "evaluation.measurement_comparison", "evaluation.ground_truth"),
     script:
         f"{STEPS}/compare_methods.py"
 

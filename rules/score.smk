@@ -16,6 +16,8 @@ rule score_method:
         trajectory=lambda w: f"{R}/models/full_trajectory" if needs(config["methods"][w.method], "trajectory") else [],
         ensemble=ensemble_models,
         training_features=method_features,
+        # Scores computed elsewhere (type scores_file): replacing a file rescores.
+        score_files=lambda w: method_input_files(config["methods"][w.method], MEASURED),
     output:
         scores=[f"{R}/scores/{{method}}/{name}.npy" for name in MEASURED],
         sweeps=[f"{R}/scores/{{method}}/{name}.sweep.npz" for name in MEASURED],
@@ -38,7 +40,7 @@ rule score_method:
         prefix=lambda w: f"{R}/scores/{w.method}",
         # The code of this method's type only (ldsbench.spec.method_types), so
         # editing one method rescores that method alone.
-        code=lambda w: code_version("score_method.py", "runtime.provenance", scorer_module(config["methods"][w.method]["type"])),
+        code=scoring_code_version,
         # TracIn replays the full model's training.
         training=lambda w: FULL_TRAINING if needs(config["methods"][w.method], "training") else None,
         device=config["runtime"]["device"],

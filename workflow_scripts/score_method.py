@@ -7,6 +7,7 @@ import torch
 from ldsbench.data.image_sets import load_image_set
 from ldsbench.diffusion.precision import network_precision
 from ldsbench.planning.plan import job_budget
+from ldsbench.runtime.fingerprints import benchmark_fingerprint
 from ldsbench.runtime.io import atomic_path, file_sha256, save_npy
 from ldsbench.runtime.jobs import load_model, select_device, start_job
 from ldsbench.runtime.provenance import model_provenance, queries_sha256, write_checksums
@@ -20,6 +21,7 @@ runtime = snakemake.config["runtime"]
 budget_bytes, budget_setting = job_budget(runtime, device.type)
 unet, scheduler, manifest = load_model(snakemake.input.model, device)
 query_images = np.load(snakemake.input.queries)["images"]
+provenance = {**model_provenance(manifest), "queries_sha256": queries_sha256(query_images)}
 job = ScoringJob(
     unet=unet,
     scheduler=scheduler,
@@ -39,11 +41,12 @@ job = ScoringJob(
     budget_setting=budget_setting,
     draws_per_pass=runtime["gradient_draws_per_pass"],
     model_manifest=manifest,
+    name=w.method,
+    benchmark=benchmark_fingerprint(provenance),
 )
 with network_precision(snakemake.params.precision, device):
     values, scores = scorer(method["type"])(job)
 
-provenance = {**model_provenance(manifest), "queries_sha256": queries_sha256(query_images)}
 if needs(method, "feature_model"):
     provenance["feature_model_sha256"] = file_sha256(method["model_path"])
 for name in snakemake.params.measurements:

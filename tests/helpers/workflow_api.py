@@ -25,7 +25,13 @@ def default_config() -> dict:
 
 
 def tiny_config() -> dict:
-    return load_yaml(ROOT / "tests" / "configs" / "tiny.yaml")
+    """The tiny benchmark, its external methods' files made absolute (the
+    tests run it in other working directories)."""
+    config = load_yaml(ROOT / "tests" / "configs" / "tiny.yaml")
+    for method in config["methods"].values():
+        if method["type"] == "external":
+            method["path"] = str(ROOT / method["path"])
+    return config
 
 
 def with_changes(config: dict, changes: dict) -> dict:

@@ -15,6 +15,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ldsbench.report.tables import SWEEP_COLUMNS
 from ldsbench.spec.measurement_types import ORIENTATION_TEXT
 from ldsbench.spec.training_runs import RANDOM_CONTROL
 
@@ -31,8 +32,6 @@ SUMMARY_COLUMNS = [
     "n_subsets",
     "n_seeds",
 ]
-#: ``lds_sweep.parquet``: one row per (method, measurement, value of its hyperparameter).
-SWEEP_COLUMNS = ["method", "measurement", "hyperparameter", "value", "lds", "ci_low", "ci_high"]
 DPI = 150
 
 

@@ -1,13 +1,72 @@
-"""Markdown tables of benchmark results."""
+"""Tables of benchmark results: the summary's row order, the sweep and
+per-query tables, and their Markdown forms."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from ldsbench.evaluation.comparison import pair_difference
+from ldsbench.evaluation.lds import bootstrap_mean_ci
+from ldsbench.evaluation.measurement_comparison import interval_columns
 from ldsbench.spec.measurement_types import ORIENTATION_TEXT
 
-__all__ = ["interval_columns", "summary_markdown", "paired_markdown", "removal_markdown"]
+__all__ = [
+    "SWEEP_COLUMNS",
+    "interval_columns",
+    "ordered_summary",
+    "per_query_table",
+    "sweep_table",
+    "summary_markdown",
+    "paired_markdown",
+    "removal_markdown",
+]
+
+#: ``lds_sweep.parquet``: one row per (method, measurement, value of its hyperparameter).
+SWEEP_COLUMNS = ["method", "measurement", "hyperparameter", "value", "lds", "ci_low", "ci_high"]
+
+
+def ordered_summary(summary: pd.DataFrame, methods, measurements) -> pd.DataFrame:
+    """The summary's rows ordered by method (``methods`` first, in their
+    order, then any other, such as the ceiling, by name) and within a
+    method by measurement (in the order of ``measurements``), with a fresh
+    index."""
+    method_order = {name: k for k, name in enumerate([*methods, *sorted(set(summary["method"]) - set(methods))])}
+    measurements = list(measurements)
+    summary = summary.sort_values(
+        ["method", "measurement"], key=lambda col: col.map(method_order) if col.name == "method" else col.map(measurements.index), kind="stable"
+    )
+    return summary.reset_index(drop=True)
+
+
+def per_query_table(tuned: list[pd.DataFrame], default: list[pd.DataFrame]) -> pd.DataFrame:
+    """``lds_per_query.parquet``: the per-query tables of the cross-fitted
+    tuned LDS (``values`` = ``tuned``), then of the untuned default over all
+    subsets (``default``), in the order given."""
+    return pd.concat([*(frame.assign(values="tuned") for frame in tuned), *(frame.assign(values="default") for frame in default)], ignore_index=True)
+
+
+def sweep_table(sweep_per_query: pd.DataFrame) -> pd.DataFrame:
+    """``lds_sweep.parquet`` from the per-query LDS of every swept value
+    (columns method, measurement, hyperparameter, value, query, lds): the
+    mean over queries with a percentile interval that resamples queries
+    only (one two-way bootstrap per value would multiply the comparison's
+    cost by the grid size; the summary's tuned and untuned values carry the
+    two-way intervals). Values without a hyperparameter (NaN) drop out."""
+    rows = []
+    for (method, measurement, hyperparameter, value), group in sweep_per_query.groupby(["method", "measurement", "hyperparameter", "value"], sort=False):
+        stats = bootstrap_mean_ci(group.sort_values("query")["lds"].to_numpy())
+        rows.append(
+            {
+                "method": method,
+                "measurement": measurement,
+                "hyperparameter": hyperparameter,
+                "value": value,
+                "lds": stats["mean"],
+                "ci_low": stats["ci_low"],
+                "ci_high": stats["ci_high"],
+            }
+        )
+    return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
 
 
 def _escape(text) -> str:
@@ -17,12 +76,6 @@ def _escape(text) -> str:
 
 def _fmt(value: float) -> str:
     return "nan" if pd.isna(value) else f"{value:.3f}"
-
-
-def interval_columns(prefix: str) -> tuple[str, str]:
-    """Columns of an estimate's interval: the LDS's own keeps the plain
-    ``ci_low``/``ci_high``; every other estimate ``{prefix}_ci_low``/``_high``."""
-    return ("ci_low", "ci_high") if prefix == "lds" else (f"{prefix}_ci_low", f"{prefix}_ci_high")
 
 
 def _with_interval(row, prefix: str) -> str:

@@ -67,3 +67,52 @@ def content_hash(files) -> str:
     for path in files:
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:16]
+
+
+def _local_module_file(folder: Path, dotted: str) -> Path | None:
+    """The file of module ``dotted`` if it lives under ``folder``, or None."""
+    path = folder.joinpath(*dotted.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def local_import_closure(path) -> list[Path]:
+    """A user's module file and every module of its own folder it imports
+    (``import helpers``, ``from helpers.maths import f``, relative imports
+    inside a local package), also inside functions, transitively: the files
+    whose content decides an external method's scores. Imports that do not
+    resolve to a file under the module's folder (the standard library,
+    installed packages, ``ldsbench``) are not followed: the package's own
+    code is versioned by ``module_closure``."""
+    start = Path(path).resolve()
+    folder = start.parent
+    seen: list[Path] = []
+    todo = [start]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.append(current)
+        # The dotted package of ``current`` relative to the folder, for relative imports.
+        package = list(current.relative_to(folder).parent.parts)
+        for node in ast.walk(ast.parse(current.read_text(), filename=str(current))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package[: len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+                else:
+                    base = node.module.split(".")
+                names = [".".join(base)] + [".".join([*base, alias.name]) for alias in node.names]
+            else:
+                continue
+            for name in names:
+                # Each prefix of a dotted name is imported too (its __init__).
+                parts = name.split(".")
+                for end in range(1, len(parts) + 1):
+                    found = _local_module_file(folder, ".".join(parts[:end])) if all(parts[:end]) else None
+                    if found is not None and found not in seen:
+                        todo.append(found)
+    return sorted(seen, key=lambda p: (p != start, str(p)))

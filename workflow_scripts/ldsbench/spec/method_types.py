@@ -50,6 +50,8 @@ INPUTS = {
     "feature_model": "a local feature-encoder file (its `model_path`)",
     "query_sampling": "how the generated queries were sampled (the `queries` section)",
 }
+#: What an external method may declare in its ``needs`` (``type: external``).
+DECLARABLE_INPUTS = ("curvature", "trajectory", "training", "ensemble")
 # Memory models of the plan (``plan``): how a scoring job's peak is estimated.
 ESTIMATES = ("influence", "projection", "tracin", "images")
 
@@ -176,6 +178,11 @@ _RECIPES = {
         choices=("cosine similarity of an image encoder's features (CLIP's image tower)",),
     ),
     "random": Recipe(source="none: a control", choices=("independent standard normal scores",)),
+    "external": Recipe(source="the user's own file (its `path`)", choices=("whatever its scorer computes, in the benchmark's orientation",)),
+    "scores_file": Recipe(
+        source="a score file computed elsewhere (its `path`), e.g. by kronfluence, dattri or traker",
+        choices=("the file's scores as given, turned into the benchmark's orientation by its declared `layout` and `sign`",),
+    ),
 }
 
 
@@ -216,6 +223,18 @@ class MethodType:
     training_features: Callable[[dict], list[dict]] | None = None
     # Its authors' recipe (``Recipe``): the defaults that decide scores.
     recipe: Recipe | None = None
+    # Whether a method of the type declares its inputs itself (its config
+    # entry's ``needs``, a subset of ``DECLARABLE_INPUTS``) on top of ``needs``.
+    declares_needs: bool = False
+    # Whether its scorer, not the registry, decides the values it scores
+    # (an external method returns its own grid); else ``scored_values``.
+    values_from_scorer: bool = False
+    # Files outside the package whose content decides its scores
+    # (``method_code_files``): (method entry) -> paths.
+    code_files: Callable[[dict], list[str]] | None = None
+    # Files its scoring job reads besides the model and data (an input of the
+    # job, so replacing one rescores): (method entry, measurement names) -> paths.
+    input_files: Callable[[dict, list[str]], list[str]] | None = None
 
     def __post_init__(self):
         unknown = set(self.needs) - set(INPUTS)
@@ -249,6 +268,37 @@ def _similarity_check(name: str, method: dict, config: dict) -> list[str]:
                     "(+1: similar training images raise it, -1: they lower it)"
                 )
     return errors
+
+
+def _external_check(name: str, method: dict, config: dict) -> list[str]:
+    """The user's file exists and defines its scorer; what it declares is complete."""
+    from ldsbench.spec.external_files import external_method_errors
+
+    errors = [f"methods.{name}.{error}" for error in external_method_errors(method)]
+    if "ensemble" in method["needs"] and method["models"] < 2:
+        errors.append(f"methods.{name}.models: {method['models']}; declaring needs: [ensemble] takes models >= 2 (the full model and models - 1 others)")
+    return errors
+
+
+def _scores_file_check(name: str, method: dict, config: dict) -> list[str]:
+    """A readable score file of a known format for every measurement."""
+    from ldsbench.spec.external_files import score_file_errors
+
+    n_queries = config["queries"]["generated"] + config["queries"]["heldout"]
+    errors = score_file_errors(method, list(config["measurements"]), n_queries, config["dataset"].get("n_train"))
+    return [f"methods.{name}.{error}" for error in errors]
+
+
+def _score_file_paths(method: dict, measurements: list[str]) -> list[str]:
+    from ldsbench.spec.external_files import score_file_paths
+
+    return sorted(set(score_file_paths(method, measurements).values()))
+
+
+def _external_code_files(method: dict) -> list[str]:
+    from ldsbench.runtime.code_versions import local_import_closure
+
+    return [str(path) for path in local_import_closure(method["path"])]
 
 
 METHOD_TYPES: dict[str, MethodType] = {
@@ -307,6 +357,25 @@ METHOD_TYPES: dict[str, MethodType] = {
         "similarity", "score_feature_similarity", needs=frozenset({"feature_model"}), check=_similarity_check, recipe=_RECIPES["feature_similarity"]
     ),
     "random": MethodType("random_baseline", "score_random", ranks_for_removal=False, follows_examples=False, recipe=_RECIPES["random"]),
+    # A method from the user's own file (docs/external-methods.md).
+    "external": MethodType(
+        "external",
+        "score_external",
+        check=_external_check,
+        recipe=_RECIPES["external"],
+        declares_needs=True,
+        values_from_scorer=True,
+        code_files=_external_code_files,
+    ),
+    # Scores computed elsewhere, read from a file (docs/external-methods.md).
+    "scores_file": MethodType(
+        "scores_file",
+        "score_scores_file",
+        follows_examples=False,
+        check=_scores_file_check,
+        recipe=_RECIPES["scores_file"],
+        input_files=_score_file_paths,
+    ),
 }
 
 
@@ -329,6 +398,9 @@ class ScoringJob:
     budget_setting: str = "runtime.memory_gb"
     draws_per_pass: int = 64  # draws per backward pass of a per-example gradient
     model_manifest: dict | None = None  # the full model's manifest.json (provenance, weight checksums)
+    name: str = ""  # the method's name in the config (for messages)
+    # The benchmark the job scores (``runtime.fingerprints.benchmark_fingerprint``).
+    benchmark: str | None = None
 
 
 def method_type(name: str) -> MethodType:
@@ -339,10 +411,34 @@ def method_type(name: str) -> MethodType:
 
 
 def needs(method: dict, name: str) -> bool:
-    """Whether the scoring job of config entry ``method`` takes input ``name`` (a key of INPUTS)."""
+    """Whether the scoring job of config entry ``method`` takes input ``name``
+    (a key of INPUTS): the type's ``needs``, and for a type whose methods
+    declare their own, the entry's ``needs``."""
     if name not in INPUTS:
         raise ValueError(f"unknown scoring input {name!r}; known: {', '.join(INPUTS)}")
-    return name in method_type(method["type"]).needs
+    entry = method_type(method["type"])
+    return name in entry.needs or (entry.declares_needs and name in method.get("needs", ()))
+
+
+def hyperparameter_name(method: dict) -> str | None:
+    """The name of the value a method's sweep varies (damping, lambda, or an
+    external method's own ``hyperparameter``, "value" if it names none); None
+    for a type without one."""
+    entry = method_type(method["type"])
+    return (method.get("hyperparameter") or "value") if entry.values_from_scorer else entry.hyperparameter
+
+
+def method_code_files(method: dict) -> list[str]:
+    """Files outside the package whose content decides the method's scores
+    (an external method's file and the modules of its folder it imports)."""
+    declared = method_type(method["type"]).code_files
+    return [] if declared is None else declared(method)
+
+
+def method_input_files(method: dict, measurements: list[str]) -> list[str]:
+    """Files the method's scoring job reads besides the benchmark's (a score file)."""
+    declared = method_type(method["type"]).input_files
+    return [] if declared is None else declared(method, measurements)
 
 
 def training_feature_sets(method: dict) -> list[dict]:
@@ -364,7 +460,10 @@ def default_value(method: dict) -> float | None:
 
 
 def scored_values(method: dict) -> list[float]:
-    """The default value and its grid, without repeats, in that order."""
+    """The default value and its grid, without repeats, in that order (an
+    external method's scorer returns its own: ``MethodType.values_from_scorer``)."""
+    if method_type(method["type"]).values_from_scorer:
+        raise ValueError(f"a method of type {method['type']} returns its own values")
     key = method_type(method["type"]).hyperparameter
     return [float("nan")] if key is None else list(dict.fromkeys([method[key], *method[f"{key}_grid"]]))
 

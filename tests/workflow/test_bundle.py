@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from files import flip_byte
 from ldsbench.spec.bundles import (
     MANIFEST,
     BundleContents,
@@ -29,13 +30,6 @@ from workflow_api import copy_run, copy_workflow, run_workflow, tiny_config, wit
 @pytest.fixture(scope="module")
 def tiny():
     return validate_config(tiny_config())
-
-
-def _flip_byte(path, offset=None):
-    data = bytearray(path.read_bytes())
-    offset = len(data) // 2 if offset is None else offset
-    data[offset] ^= 0xFF
-    path.write_bytes(bytes(data))
 
 
 _FILES = ["data/train.npz", "queries/queries.npz", "subsets.parquet", "ground_truth/loss.parquet", "models/full/manifest.json", "models/full/unet/w.bin"]
@@ -98,7 +92,7 @@ def test_verification_names_the_first_bad_file(tmp_path, tiny):
     bundle = tmp_path / "bundle"
     for relative in manifest["files"]:
         original = (bundle / relative).read_bytes()
-        _flip_byte(bundle / relative)
+        flip_byte(bundle / relative)
         with pytest.raises(BundleError, match=f"{relative} does not match its sha256"):
             verify_bundle(bundle)
         (bundle / relative).write_bytes(original + b"\0")
@@ -118,7 +112,7 @@ def test_verification_names_the_first_bad_file(tmp_path, tiny):
 def test_an_existing_bundle_is_replaced_only_by_the_same_files(tmp_path, tiny):
     _bundle(tmp_path, tiny)
     _bundle(tmp_path, tiny)  # the same files again: a rewrite
-    _flip_byte(tmp_path / "results" / "ground_truth" / "loss.parquet")
+    flip_byte(tmp_path / "results" / "ground_truth" / "loss.parquet")
     with pytest.raises(BundleError, match="holds another bundle .1 files differ, e.g. ground_truth/loss.parquet"):
         _bundle(tmp_path, tiny)
     verify_bundle(tmp_path / "bundle")
@@ -195,7 +189,7 @@ def test_a_corrupted_bundle_is_refused_before_any_job(exported, tmp_path):
     config, _, bundle = exported
     corrupted = tmp_path / "bundle"
     shutil.copytree(bundle, corrupted)
-    _flip_byte(corrupted / "models" / "full" / "unet" / "diffusion_pytorch_model.safetensors")
+    flip_byte(corrupted / "models" / "full" / "unet" / "diffusion_pytorch_model.safetensors")
     result = _rescore(copy_workflow(tmp_path / "clone"), tmp_path / "work", config, corrupted, "--dry-run")
     assert result.returncode != 0
     assert "models/full/unet/diffusion_pytorch_model.safetensors does not match its sha256" in result.stderr + result.stdout

@@ -41,6 +41,7 @@ from ldsbench.diffusion.noise import GradientDraws
 from ldsbench.measurement.estimators import measurement_output_fn
 from ldsbench.methods.trak import trak_kernel_scores
 from ldsbench.runtime.jobs import load_model
+from ldsbench.spec.measurement_types import orientation_of
 
 
 class ExternalMethodError(RuntimeError):
@@ -63,7 +64,7 @@ class MethodInputs:
     - ``trajectory``: the folder of the full model's replayed training (with
       ``needs: [trajectory]``: ``trajectory.json`` and ``step_{k}.pt`` checkpoints).
 
-    Methods: ``output_function``, ``query_gradients``, ``training_gradients``,
+    Methods: ``output_function``, ``orientation``, ``query_gradients``, ``training_gradients``,
     ``num_params``, ``projector``, ``ridge_scores``, ``curvature``,
     ``ensemble_models``; ``SCORE_SIGN`` is the sign that turns an inner
     product grad m^T H^-1 grad loss into the benchmark's orientation.
@@ -93,6 +94,12 @@ class MethodInputs:
         measurement ``measurement`` (for ``log_likelihood``, its ELBO
         surrogate): its gradient is the measurement's query gradient."""
         return measurement_output_fn(self._gradient_settings[measurement])
+
+    def orientation(self, measurement: str) -> str:
+        """Whether lower or higher values of ``measurement`` are better, or
+        neither (``spec.measurement_types``): what a similarity needs to
+        become a score (``methods.similarity.similarity_sign``)."""
+        return orientation_of(self._gradient_settings[measurement])
 
     def num_params(self) -> int:
         """P: the number of attributed weights (every Linear and Conv2d weight)."""

@@ -94,8 +94,11 @@ def score_file_errors(method: dict, measurements: list[str], n_queries: int | No
     errors = [f"path: no score file for measurement {name!r} (give one path, or one per measurement)" for name in measurements if name not in paths]
     if not isinstance(method["path"], str):
         errors += [f"path.{name}: {name!r} is not a configured measurement ({', '.join(measurements)})" for name in method["path"] if name not in measurements]
+    # Each file once (one path may serve every measurement), under the key that names it.
+    keys: dict[str, str] = {}
     for name, path in paths.items():
-        key = "path" if isinstance(method["path"], str) else f"path.{name}"
+        keys.setdefault(path, "path" if isinstance(method["path"], str) else f"path.{name}")
+    for path, key in keys.items():
         path = Path(path)
         if path.suffix not in SCORE_FILE_FORMATS:
             errors.append(f"{key}: {path} is not one of {', '.join(SCORE_FILE_FORMATS)}")

@@ -2,28 +2,22 @@
 {results}/bundle/, with its manifest and card (``ldsbench.spec.bundles``)."""
 
 import datetime
-import json
 import os
 import subprocess
 import tomllib
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from ldsbench.runtime.fingerprints import benchmark_fingerprint
+from ldsbench.runtime.fingerprints import benchmark_fingerprint, folder_provenance
 from ldsbench.runtime.jobs import start_job
-from ldsbench.runtime.provenance import model_provenance, queries_sha256
 from ldsbench.spec.bundles import BundleContents, build_manifest, card_text, cost_rows, measured_times, write_bundle
 from ldsbench.spec.method_types import CEILING
 
 log = start_job(snakemake)
 params, config = snakemake.params, snakemake.config
 results, contents = Path(params.results), BundleContents(**{key: tuple(value) for key, value in params.contents.items()})
-provenance = {
-    **model_provenance(json.loads((results / "models" / "full" / "manifest.json").read_text())),
-    "queries_sha256": queries_sha256(np.load(results / "queries" / "queries.npz")["images"]),
-}
+provenance = folder_provenance(results)
 # A dataset the bundle does not carry is named by its settings and by the
 # content hash of its training set, which the receiver's copy must match.
 dataset = {key: value for key, value in config["dataset"].items() if key != "path"}

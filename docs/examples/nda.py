@@ -27,8 +27,9 @@ on 32 x 32 CIFAR; null for whole images), ``topk`` (their 100; null: every
 position), ``mask_value`` (their 10), ``draws`` (their 1), ``seed``,
 ``query_batch`` (patches per softmax block: the memory knob).
 
-Memory per block: query_batch x N x H W logits (float32), e.g. 16 x 5000 x
-1024 x 4 bytes = 328 MB on CIFAR-2.
+Peak memory: one block of query_batch x N x H W distances and their
+softmax (float32), e.g. 2 x 16 x 5000 x 1024 x 4 bytes = 655 MB on CIFAR-2,
+plus the padded training set (N C (H + p - 1)^2, 90 MB there).
 """
 
 import torch
@@ -45,21 +46,28 @@ def padded_patches(images: torch.Tensor, patch: int, mask_value: float) -> torch
 
 
 def nda_weights(noisy: torch.Tensor, train: torch.Tensor, scale: float, std: float, *, patch=None, topk=None, mask_value=10.0, query_batch=16):
-    """[Q, N] NDA weights of noised queries [Q, C, H, W] over training images [N, C, H, W]."""
+    """[Q, N] NDA weights of noised queries [Q, C, H, W] over training images [N, C, H, W].
+
+    Patch distances are convolutions over the padded training images, as in
+    the authors' code, so no [N, H W, C p p] patch tensor is ever built: the
+    peak is one block of query_batch x N x H W distances."""
     if patch is None:
         logits = -(torch.cdist(noisy.flatten(1), scale * train.flatten(1)) ** 2) / (2 * std**2)
         return torch.softmax(logits, dim=1)
-    train_patches = padded_patches(scale * train, patch, mask_value)  # [N, L, D]
-    n_train, positions, _ = train_patches.shape
-    train_norms = (train_patches**2).sum(-1)  # [N, L]
+    pad = (patch - 1) // 2
+    channels = train.shape[1]
+    padded_train = F.pad(scale * train, (pad, pad, pad, pad), value=mask_value)  # [N, C, H + 2 pad, W + 2 pad]
+    train_norms = F.conv2d(padded_train**2, padded_train.new_ones(1, channels, patch, patch))  # [N, 1, H, W]
+    n_train = len(train)
     weights = noisy.new_zeros(len(noisy), n_train)
-    for q, query_patches in enumerate(padded_patches(noisy, patch, mask_value)):  # [L, D]
-        for start in range(0, positions, query_batch):
-            block = query_patches[start : start + query_batch]  # [b, D]
-            distances = (block**2).sum(-1)[:, None, None] + train_norms[None] - 2 * torch.einsum("bd,nld->bnl", block, train_patches)
-            logits = -distances.clamp(min=0) / (2 * std**2)
-            weight = torch.softmax(logits.flatten(1), dim=1).view(len(block), n_train, positions)
-            per_image = weight.sum(-1) if topk is None else weight.topk(min(topk, positions), dim=-1).values.sum(-1)
+    for q in range(len(noisy)):
+        kernels = padded_patches(noisy[q : q + 1], patch, mask_value)[0].view(-1, channels, patch, patch)  # [H W, C, p, p]
+        for block in kernels.split(query_batch):
+            cross = F.conv2d(padded_train, block)  # [N, b, H, W]
+            distances = (block**2).sum((1, 2, 3))[None, :, None, None] + train_norms - 2 * cross
+            logits = (-distances.clamp(min=0) / (2 * std**2)).transpose(0, 1).flatten(1)  # [b, N H W]
+            weight = torch.softmax(logits, dim=1).view(len(block), n_train, -1)
+            per_image = weight.sum(-1) if topk is None else weight.topk(min(topk, weight.shape[-1]), dim=-1).values.sum(-1)
             weights[q] += per_image.sum(0)
     return weights
 

@@ -26,11 +26,16 @@ def benchmark_fingerprint(provenance: dict) -> str:
     return config_hash({key: provenance[key] for key in SHARED_KEYS})
 
 
-def folder_fingerprint(folder) -> str:
-    """The fingerprint of a results folder or a bundle: from its full model's
-    ``models/full/manifest.json`` and its ``queries/queries.npz``."""
+def folder_provenance(folder) -> dict:
+    """The ``SHARED_KEYS`` provenance of a results folder or a bundle: from
+    its full model's ``models/full/manifest.json`` and its ``queries/queries.npz``."""
     folder = Path(folder)
     manifest = json.loads((folder / "models" / "full" / "manifest.json").read_text())
     with np.load(folder / "queries" / "queries.npz") as archive:
         queries = archive["images"]
-    return benchmark_fingerprint({**model_provenance(manifest), "queries_sha256": queries_sha256(queries)})
+    return {**model_provenance(manifest), "queries_sha256": queries_sha256(queries)}
+
+
+def folder_fingerprint(folder) -> str:
+    """The fingerprint of a results folder or a bundle (``folder_provenance``)."""
+    return benchmark_fingerprint(folder_provenance(folder))

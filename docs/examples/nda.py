@@ -1,6 +1,10 @@
 """Nonparametric data attribution (NDA; Zhao et al. 2025, arXiv 2510.14269,
 sail-sg/NDA ``CIFAR2/nda_single_scale.py``) as an external method
 (``type: external``, docs/external-methods.md): no model, no gradient.
+NDA is also a built-in method type (``type: nda``, docs/methods.md, with
+the two-scale variant); this file stays as a worked example of the
+interface, and tests/methods/test_nda_example.py checks that it gives that
+type's weights.
 
 The query x is noised to a fixed timestep t, x_t = s x + sigma eps with
 s = sqrt(abar_t), sigma = sqrt(1 - abar_t), and each training image y_i is

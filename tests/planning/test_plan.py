@@ -36,6 +36,9 @@ def test_cifar2_preset_fits_one_80_gb_gpu(tmp_path, cifar2_footprint):
     assert by_rule.loc["measure_model", "jobs"] == 500, "one job per retrained model, all its measurements"
     assert by_rule.loc["train_subset_model", "passes"] == 16000 * 128
     assert (table["peak_memory_gb"] <= 80).all() and (table["peak_memory_gb"] > 0).all()
+    # NDA: no network pass; its peak is nda_bytes (1.7 GB, docs/methods.md) over the process and the model.
+    assert by_rule.loc["score_method[nda]", "passes"] == 0
+    assert 2.0 < by_rule.loc["score_method[nda]", "peak_memory_gb"] < 3.0
     # Passes / throughput: 500 subset trainings of 16k steps x 128 draws at 1000/s.
     assert by_rule.loc["train_subset_model", "device_hours"] == pytest.approx(500 * 16000 * 128 / 1000 / 3600)
 

@@ -18,7 +18,7 @@ def test_shipped_configs_are_valid():
     assert list(default["measurements"]) == ["loss", "elbo"] and default["removal"]["queries"] == []
     full = validate_config(load_yaml(ROOT / "configs" / "full.yaml"))
     assert len(full["measurements"]) == 6 and full["removal"]["queries"], "full.yaml holds every measurement and the removal branch"
-    assert set(full["methods"]) == set(default["methods"]), "the full config runs the default's methods"
+    assert set(full["methods"]) >= set(default["methods"]), "the full config runs the default's methods"
 
 
 def test_defaults_are_filled():
@@ -87,7 +87,21 @@ def test_similarity_methods_need_a_local_model_file_and_a_sign_where_orientation
         validate_config(config)
     config["methods"]["pixels"]["sign"] = 1
     config["methods"]["pixel_similarity"]["sign"] = -1
+    with pytest.raises(ConfigError, match=r"methods\.nda\.sign: required, since measurements\.norm"):
+        validate_config(config)
+    config["methods"]["nda"]["sign"] = 1
     assert validate_config(config)["methods"]["pixels"]["metric"] == "cosine"
+
+
+def test_nda_timesteps_must_be_the_schedulers():
+    config = default_config()
+    config["methods"]["nda"]["timestep_grid"] = [200, 1000]
+    with pytest.raises(ConfigError, match=r"methods\.nda\.timestep_grid: timestep 1000 is not below model\.scheduler\.num_train_timesteps 1000"):
+        validate_config(config)
+    config["methods"]["nda"]["timestep_grid"] = [200]
+    config["methods"]["nda"]["two_scale"] = {"patch": 3, "alpha": 0.5}
+    with pytest.raises(ConfigError, match=r"methods\.nda\.two_scale\.patch"):
+        validate_config(config)
 
 
 def test_confirm_retraining_from_the_command_line_is_a_boolean():

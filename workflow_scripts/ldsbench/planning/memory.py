@@ -60,7 +60,8 @@ class GradientChunking:
 def method_sizes(footprint, kind: str, draws_per_pass: int) -> dict:
     """The sizes a method kind's formula takes, from a model footprint
     (``footprint.ModelFootprint``): ``kind`` is ``"influence"``,
-    ``"tracin"`` or ``"projection"``; ``draws_per_pass`` the draws of one
+    ``"tracin"``, ``"projection"`` or ``"unlearning"`` (which adds the
+    forward bytes per draw); ``draws_per_pass`` the draws of one
     backward pass (at most the method's draws per example)."""
     sizes = dict(
         params=footprint.attributed_weights,
@@ -74,6 +75,8 @@ def method_sizes(footprint, kind: str, draws_per_pass: int) -> dict:
             modules=footprint.modules,
             curvature_values=footprint.kronecker_factor_values + footprint.attributed_weights,
         )
+    if kind == "unlearning":
+        sizes.update(forward_bytes_per_draw=footprint.forward_bytes_per_draw)
     return sizes
 
 
@@ -142,6 +145,65 @@ def choose_influence_chunking(budget_bytes: int, *, queries: int, batch_examples
         f"influence scoring needs at least {need / GIB:.1f} GiB (one query, one training example, "
         f"{sizes['storage']} storage) but the budget is {budget_bytes / GIB:.1f} GiB: raise {setting} "
         "or store query gradients in less precision (query_storage)"
+    )
+
+
+def ggn_batch_draws(draws_per_pass: int, draws_per_example: int) -> int:
+    """Draws per batch of the exact GGN's products (``methods.iterative_influence``):
+    whole examples' draws (``curvature_data.NoisedTrainingData``), about ``draws_per_pass``."""
+    return max(1, draws_per_pass // draws_per_example) * draws_per_example
+
+
+def iterative_influence_bytes(
+    *,
+    params: int,
+    largest_module: int,
+    modules: int,
+    curvature_values: int,
+    model_params: int,
+    activation_bytes_per_draw: int,
+    draws_per_pass: int,
+    queries: int,
+    train: int,
+    values: int,
+    queries_per_chunk: int,
+    batch_examples: int,
+    ggn_draws: int,
+) -> int:
+    """Peak bytes of exact-GGN influence (``ldsbench.methods.iterative_influence``):
+    the eigenbasis (float64), (L + 6) Qc P float64 for the L solutions of a
+    chunk, its right-hand sides and conjugate gradients' x, r, z, p and A p,
+    the preconditioner's per-module rotation temporaries (3 Qc s float64),
+    one training batch (float32 as computed, float64 as used), the scores
+    [L, Q, N] (float64), one gradient pass, and the GGN's product: a float64
+    copy of the model with its gradients and the double-backward graph of
+    one batch of ``ggn_draws`` draws in float64 (about 4 times a training
+    pass's activations per draw)."""
+    solve = (values + 6) * queries_per_chunk * params * FLOAT64 + 3 * queries_per_chunk * largest_module * FLOAT64
+    batch = batch_examples * params * (FLOAT32 + FLOAT64)
+    ggn = 2 * model_params * FLOAT64 + 4 * ggn_draws * activation_bytes_per_draw
+    scores = values * queries * train * FLOAT64
+    basis = curvature_values * FLOAT64
+    return basis + solve + batch + ggn + scores + gradient_pass_bytes(model_params, activation_bytes_per_draw, draws_per_pass)
+
+
+def choose_iterative_influence_chunking(budget_bytes: int, *, queries: int, batch_examples: int, setting: str, **sizes) -> GradientChunking:
+    """The largest chunk of right-hand sides (and, if one does not fit, a
+    smaller training batch) whose ``iterative_influence_bytes`` fit ``budget_bytes``."""
+    for batch in _halvings(batch_examples):
+
+        def peak(chunk: int) -> int:
+            return iterative_influence_bytes(queries=queries, queries_per_chunk=chunk, batch_examples=batch, **sizes)
+
+        if peak(1) > budget_bytes:
+            continue
+        chunks = math.ceil(queries / _largest_fitting(peak, budget_bytes, queries))
+        chunk = math.ceil(queries / chunks)
+        return GradientChunking(chunk, chunks, batch, peak(chunk))
+    need = iterative_influence_bytes(queries=queries, queries_per_chunk=1, batch_examples=1, **sizes)
+    raise MemoryBudgetError(
+        f"iterative influence needs at least {need / GIB:.1f} GiB (one query, one training example) "
+        f"but the budget is {budget_bytes / GIB:.1f} GiB: raise {setting}, or lower runtime.gradient_draws_per_pass"
     )
 
 
@@ -236,6 +298,41 @@ def choose_projection_batch(budget_bytes: int, *, batch_examples: int, setting: 
     raise MemoryBudgetError(f"projected-gradient scoring needs at least {need / GIB:.1f} GiB; the budget is {budget_bytes / GIB:.1f} GiB: raise {setting}")
 
 
+def unlearning_bytes(
+    *,
+    params: int,
+    model_params: int,
+    activation_bytes_per_draw: int,
+    forward_bytes_per_draw: int,
+    draws_per_pass: int,
+    batch_draws: int,
+    queries: int,
+    train: int,
+    values: int,
+    value_bytes: int,
+) -> int:
+    """Peak bytes of attribution by unlearning (``ldsbench.methods.unlearning``)
+    with the model in ``value_bytes`` per value (8: float64): the model with
+    its gradients and one backward pass, or one forward pass of
+    ``batch_draws`` draws (the larger); the Fisher (float64), one copy of the
+    original attributed weights, the unlearned weights and one query
+    gradient (P values each); the scores [L, Q, N] (float64)."""
+    scale = value_bytes / FLOAT32
+    passes = max(draws_per_pass * activation_bytes_per_draw, batch_draws * forward_bytes_per_draw) * scale
+    weights = 2 * model_params * value_bytes + params * FLOAT64 + 3 * params * value_bytes
+    return int(PROCESS_BASE_BYTES + passes + weights + values * queries * train * FLOAT64)
+
+
+def choose_unlearning_batch(budget_bytes: int, *, batch_draws: int, setting: str, **sizes) -> int:
+    """The largest forward batch of draws (at most ``batch_draws``) whose
+    ``unlearning_bytes`` fit ``budget_bytes``."""
+    for batch in _halvings(batch_draws):
+        if unlearning_bytes(batch_draws=batch, **sizes) <= budget_bytes:
+            return batch
+    need = unlearning_bytes(batch_draws=1, **sizes)
+    raise MemoryBudgetError(f"unlearning needs at least {need / GIB:.1f} GiB; the budget is {budget_bytes / GIB:.1f} GiB: raise {setting} or use dtype float32")
+
+
 def _halvings(start: int):
     """start, start // 2, ..., 1."""
     value = max(1, int(start))
@@ -256,3 +353,18 @@ def _largest_fitting(peak, budget_bytes: int, upper: int) -> int:
         else:
             high = middle - 1
     return low
+
+
+def nda_bytes(*, train: int, queries: int, channels: int, side: int, patch: int | None, kernel_batch: int, values: int, measurements: int) -> int:
+    """Peak bytes of NDA scoring (``ldsbench.methods.nda``) beyond the process
+    and the model: the padded training set N C (side + p - 1)^2 and its patch
+    norms N (side)^2 (float32); one block of ``kernel_batch`` query patches'
+    cross products, distances and softmax, 3 kernel_batch N side^2 float32;
+    and the scores, L Q N float64 per measurement plus the weights. Whole
+    images (``patch`` None): the [Q, N] distances instead of the blocks."""
+    positions = side * side
+    if patch is None:
+        work = 3 * queries * train * FLOAT32
+    else:
+        work = train * channels * (side + patch - 1) ** 2 * FLOAT32 + train * positions * FLOAT32 + 3 * kernel_batch * train * positions * FLOAT32
+    return work + (measurements + 1) * values * queries * train * FLOAT64

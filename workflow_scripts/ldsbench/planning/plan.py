@@ -26,17 +26,24 @@ from ldsbench.planning.memory import (
     FLOAT64,
     GIB,
     PROCESS_BASE_BYTES,
+    GradientChunking,
     MemoryBudgetError,
     choose_feature_batch,
     choose_influence_chunking,
+    choose_iterative_influence_chunking,
     choose_projection_batch,
     choose_tracin_chunking,
+    choose_unlearning_batch,
     feature_sizes,
+    ggn_batch_draws,
     influence_bytes,
+    iterative_influence_bytes,
     method_sizes,
+    nda_bytes,
     projected_feature_bytes,
     projection_cache_bytes,
     tracin_bytes,
+    unlearning_bytes,
 )
 from ldsbench.spec.curvature_keys import curvature_fits
 from ldsbench.spec.feature_keys import feature_key
@@ -155,6 +162,22 @@ def _scoring_estimate(method: dict, config: dict, footprint, budget_bytes: int, 
             )
         passes = plan.chunks * n_train * method["train_draws"] + n_queries * method["query_draws"]
         return JobEstimate("score_method", 1, plan.peak_bytes, passes, budget_setting)
+    if kind == "iterative_influence":
+        sizes = method_sizes(footprint, "influence", per_pass)
+        draws = method["curvature"]["draws_per_example"]
+        common = dict(queries=n_queries, train=n_train, values=values, ggn_draws=ggn_batch_draws(runtime["gradient_draws_per_pass"], draws), **sizes)
+        if smallest:
+            plan = GradientChunking(1, n_queries, 1, iterative_influence_bytes(queries_per_chunk=1, batch_examples=1, **common))
+        else:
+            plan = choose_iterative_influence_chunking(budget_bytes, batch_examples=min(32, n_train), setting=budget_setting, **common)
+        # Per chunk and damping, at most max_iterations + 1 products with the
+        # exact GGN (the start's residual and each iteration), each a pass over
+        # its draws: one forward and backward pass shared by the chunk's
+        # columns, and two backward passes per column (``iterative_solvers``).
+        ggn_data = min(method["ggn_examples"] or n_train, n_train) * draws
+        ggn_passes = values * (method["max_iterations"] + 1) * ggn_data * (plan.chunks + 2 * n_queries)
+        passes = plan.chunks * n_train * method["train_draws"] + n_queries * method["query_draws"] + ggn_passes
+        return JobEstimate("score_method", 1, plan.peak_bytes, passes, budget_setting)
     if kind == "projection":
         sizes = method_sizes(footprint, "projection", per_pass)
         cache = projection_cache_bytes(sizes["params"], method["projection_dim"], method.get("projection", "rademacher"))
@@ -179,6 +202,33 @@ def _scoring_estimate(method: dict, config: dict, footprint, budget_bytes: int, 
         train_passes = seen if per_checkpoint is None else min(seen, per_checkpoint * n_train * checkpoints)
         passes = plan.chunks * train_passes + checkpoints * n_queries * method["query_draws"]
         return JobEstimate("score_method", 1, plan.peak_bytes, passes, budget_setting)
+    if kind == "nda":
+        unet = config["model"]["unet"]
+        peak = nda_bytes(
+            train=n_train,
+            queries=n_queries,
+            channels=unet["in_channels"],
+            side=unet["sample_size"],
+            patch=method["patch"],
+            kernel_batch=method["kernel_batch"],
+            values=1 + len(method["timestep_grid"]),
+            measurements=len(config["measurements"]),
+        )
+        # No network pass: convolutions of the images only (docs/methods.md, "NDA").
+        return JobEstimate("score_method", 1, PROCESS_BASE_BYTES + 2 * footprint.model_params * FLOAT32 + peak, 0, budget_setting)
+    if kind == "unlearning":
+        # The Fisher (N fisher_draws single-draw backward passes) and the
+        # reference losses once; per query and measurement group its gradient,
+        # and per damping steps - 1 more and the training losses after.
+        sizes = method_sizes(footprint, "unlearning", per_pass)
+        value_bytes = FLOAT64 if method["dtype"] == "float64" else FLOAT32
+        common = dict(queries=n_queries, train=n_train, values=values, value_bytes=value_bytes, **sizes)
+        largest = max(MEASUREMENT_BATCH, method["eval_draws"])
+        batch = 1 if smallest else choose_unlearning_batch(budget_bytes, batch_draws=largest, setting=budget_setting, **common)
+        evaluation = n_train * method["eval_draws"] * FORWARD
+        per_query = method["query_draws"] + values * ((method["steps"] - 1) * method["query_draws"] + evaluation)
+        passes = n_train * method["fisher_draws"] + evaluation + n_queries * per_query
+        return JobEstimate("score_method", 1, unlearning_bytes(batch_draws=batch, **common), passes, budget_setting)
     # Similarity and random: images and a [Q, N] score matrix per measurement.
     scores = (3 + len(config["measurements"])) * n_queries * n_train * FLOAT64
     return JobEstimate("score_method", 1, PROCESS_BASE_BYTES + 2 * footprint.model_params * FLOAT32 + scores, 0, budget_setting)

@@ -52,8 +52,10 @@ INPUTS = {
 }
 #: What an external method may declare in its ``needs`` (``type: external``).
 DECLARABLE_INPUTS = ("curvature", "trajectory", "training", "ensemble")
+#: The values a built-in type's scoring job sweeps and cross-fitting tunes.
+HYPERPARAMETERS = ("damping", "lambda", "timestep")
 # Memory models of the plan (``plan``): how a scoring job's peak is estimated.
-ESTIMATES = ("influence", "projection", "tracin", "images")
+ESTIMATES = ("influence", "projection", "tracin", "images", "nda", "unlearning", "iterative_influence")
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,64 @@ _RECIPES = {
         source="the CLIP-similarity baselines of D-TRAK (CIFAR2/methods) and Mlodozeniec et al.",
         choices=("cosine similarity of an image encoder's features (CLIP's image tower)",),
     ),
+    "nda": Recipe(
+        source="sail-sg/NDA (Zhao et al. 2025), CIFAR2/nda_single_scale.py and CIFAR2/nda_twoscale.py",
+        choices=(
+            "the query noised to one fixed timestep, t = 100 (README, scripts/run_score_orig.sh: t_fixed 100; 100 .. 500 explored)",
+            "one noise draw per timestep shared by every query, re-seeded e_seed * 1000 + t per query (nda_single_scale.py set_seeds)",
+            "7 x 7 patches on 32 x 32 images, softmax over training images and positions, the top 100 positions per image summed, "
+            "mask value 10 on padded entries (README's run_score_orig.sh 0 5000-0.5 0 1000 100 7 100 gen 10 64)",
+            "two scales: alpha 0.5 of the 14 x 14 patch weights and 0.5 of 10 x 10 patches pooled in 2 x 2 blocks (run_score_twoscale.sh)",
+            "the weights used as scores (larger: more influential)",
+        ),
+        differences=(
+            "the weights are a similarity, signed per measurement as pixel similarity (negated for a lower-is-better measurement)",
+            "the timestep: tuned over a grid by cross-fitting; theirs fixed per run",
+        ),
+    ),
+    "unlearning": Recipe(
+        source="PeterWang512/AttributeByUnlearning (Wang et al. 2024), mscoco/compute_influence.py",
+        choices=(
+            "diagonal Fisher: squared single-draw gradients of the training loss (MSE, mean over pixels), t ~ U{0..T-1} and eps "
+            "i.i.d., averaged over the training set and 5 passes over it, in float64, undamped "
+            "(mscoco/compute_fisher.py: noise line 23, timesteps lines 44-46, squares lines 85 and 97, num_epochs=5 line 135, eval mode line 124)",
+            "unlearning: 1 step (--unlearn_steps, compute_influence.py line 52) of gradient ascent on the query's training loss, "
+            "p += unlearn_lr grad / (F N) with unlearn_lr 0.01 and N the number of training images (lines 51, 77, 109)",
+            "the query gradient: 625 accumulated batches of 80 draws (lines 53-54), timesteps distinct within a batch (randperm, "
+            "line 99), fresh noise per draw (line 95)",
+            "weights unlearned: the key and value projections of the cross-attention layers (--weight_selection cross-attn-kv, lines 16-21, 49)",
+            "training losses before and after at 20 evenly spaced timesteps (0, 50, .., 950) with one fixed noise each, the same "
+            "in both evaluations (mscoco/compute_training_loss.py collect_loss lines 31-35, 45-55)",
+            "influence: loss after minus loss before, the larger the more influential (compute_influence.py lines 133, 141)",
+        ),
+        gradient_draws=GRADIENT_LAYOUTS["uniform"],
+        differences=(
+            "weights: the attributed Linear and Conv2d weights (or those of `modules`): an unconditional UNet has no cross-attention",
+            "the query side: the measurement's per-draw output function, ascended (descended for a higher-is-better measurement), "
+            "over 64 uniform draws by default (theirs: the training loss over 50,000 draws)",
+            "score: SCORE_SIGN s Delta_i / (steps lr), the loss increase in the package's orientation, scaled to match influence with "
+            "the Fisher as curvature; theirs Delta_i itself, maximised over a flipped copy (no flips here)",
+            "the damping of F: default 1e-8 (theirs 0: the report's damping axis is logarithmic), tuned over damping_grid by cross-fitting",
+            "float64 weights and passes throughout (dtype), so that a step of lr / N survives rounding; theirs a float32 model with "
+            "the Fisher and the update in float64",
+            "the fixed draws of the training losses are keyed by the image's content (theirs by its batch's position); several "
+            "steps reuse the query's draws (theirs draw afresh; one step by default)",
+        ),
+    ),
+    "iterative_influence": Recipe(
+        source="ASTRA (arXiv 2507.14740): influence with inverse-Hessian-vector products solved iteratively, preconditioned by EK-FAC",
+        choices=(
+            "inverse-curvature-vector products by an iterative solver (a Neumann series) preconditioned by EK-FAC, the curvature applied by products only",
+            "the influence formula and its parts otherwise as EK-FAC influence: gradients, draws, EK-FAC fit, damping",
+        ),
+        gradient_draws=GRADIENT_LAYOUTS["uniform"],
+        differences=(
+            "solver: preconditioned conjugate gradients started at EK-FAC's solution, all of a chunk's right-hand sides sharing "
+            "each pass over the GGN data; the paper's Neumann-series variant is not implemented",
+            "curvature: the exact GGN of the mean-MSE training loss on the EK-FAC fit's own draws (ggn_examples of them), "
+            "not the Hessian; parameters: Linear and Conv2d weights",
+        ),
+    ),
     "random": Recipe(source="none: a control", choices=("independent standard normal scores",)),
     "external": Recipe(source="the user's own file (its `path`)", choices=("whatever its scorer computes, in the benchmark's orientation",)),
     "scores_file": Recipe(
@@ -200,7 +260,7 @@ class MethodType:
 
     module: str  # under ldsbench.methods
     scorer: str  # its function scorer(job) -> (values, scores)
-    hyperparameter: str | None = None  # "damping" or "lambda" (its grid: f"{name}_grid"); None: none
+    hyperparameter: str | None = None  # one of HYPERPARAMETERS (its grid: f"{name}_grid"); None: none
     needs: frozenset[str] = frozenset()  # keys of INPUTS
     ranks_for_removal: bool = True  # a ranking of training examples worth retraining without
     # Whether an example's score follows the example when the training set is
@@ -238,7 +298,7 @@ class MethodType:
 
     def __post_init__(self):
         unknown = set(self.needs) - set(INPUTS)
-        if unknown or self.estimate not in ESTIMATES or self.hyperparameter not in (None, "damping", "lambda"):
+        if unknown or self.estimate not in ESTIMATES or self.hyperparameter not in (None, *HYPERPARAMETERS):
             raise ValueError(f"method type {self.module}.{self.scorer}: unknown needs {sorted(unknown)}, estimate {self.estimate!r} or hyperparameter")
 
 
@@ -268,6 +328,18 @@ def _similarity_check(name: str, method: dict, config: dict) -> list[str]:
                     "(+1: similar training images raise it, -1: they lower it)"
                 )
     return errors
+
+
+def _nda_check(name: str, method: dict, config: dict) -> list[str]:
+    """Timesteps the scheduler has, and a sign wherever the orientation gives none."""
+    steps = config["model"]["scheduler"]["num_train_timesteps"]
+    errors = [
+        f"methods.{name}.{key}: timestep {t} is not below model.scheduler.num_train_timesteps {steps}"
+        for key, values in (("timestep", [method["timestep"]]), ("timestep_grid", method["timestep_grid"]))
+        for t in values
+        if t >= steps
+    ]
+    return errors + _similarity_check(name, method, config)
 
 
 def _external_check(name: str, method: dict, config: dict) -> list[str]:
@@ -343,6 +415,15 @@ METHOD_TYPES: dict[str, MethodType] = {
         query_follows_measurement=lambda method: method["form"] == "signed" and method["output"] == "jacobian",
         recipe=_RECIPES["das"],
     ),
+    "iterative_influence": MethodType(
+        "iterative_influence",
+        "score_iterative_influence",
+        "damping",
+        frozenset({"curvature"}),
+        estimate="iterative_influence",
+        query_follows_measurement=_always,
+        recipe=_RECIPES["iterative_influence"],
+    ),
     "tracin": MethodType(
         "tracin",
         "score_tracin",
@@ -355,6 +436,15 @@ METHOD_TYPES: dict[str, MethodType] = {
     "pixel_similarity": MethodType("similarity", "score_pixel_similarity", check=_similarity_check, recipe=_RECIPES["pixel_similarity"]),
     "feature_similarity": MethodType(
         "similarity", "score_feature_similarity", needs=frozenset({"feature_model"}), check=_similarity_check, recipe=_RECIPES["feature_similarity"]
+    ),
+    "nda": MethodType("nda", "score_nda", "timestep", estimate="nda", check=_nda_check, recipe=_RECIPES["nda"]),
+    "unlearning": MethodType(
+        "unlearning",
+        "score_unlearning",
+        "damping",
+        estimate="unlearning",
+        query_follows_measurement=_always,
+        recipe=_RECIPES["unlearning"],
     ),
     "random": MethodType("random_baseline", "score_random", ranks_for_removal=False, follows_examples=False, recipe=_RECIPES["random"]),
     # A method from the user's own file (docs/external-methods.md).

@@ -402,7 +402,7 @@ def test_importance_sampling_reduces_the_elbo_variance(trained_tiny_model):
 
 def _with_measurements(measurements, **changes):
     # Pixel similarity needs a sign for a measurement without a direction.
-    return with_changes(default_config(), {"measurements": measurements, "methods.pixel_similarity.sign": 1, **changes})
+    return with_changes(default_config(), {"measurements": measurements, "methods.pixel_similarity.sign": 1, "methods.nda.sign": 1, **changes})
 
 
 def test_every_measurement_type_validates_with_defaults_filled():

@@ -67,7 +67,6 @@ def test_cifar2_preset_with_reduced_counts_runs_end_to_end(tmp_path):
         "measure_model": _peaks(results, "measure/*.tsv"),
         "score_method[ekfac_influence]": _peaks(results, "scores/ekfac_influence.tsv"),
         "score_method[trak]": _peaks(results, "scores/trak.tsv"),
-        "score_method[nda]": _peaks(results, "scores/nda.tsv"),
     }
     curvature = [rule for rule in plan.index if rule.startswith("fit_curvature[")]
     measured_curvature = _peaks(results, "curvature/*.tsv")

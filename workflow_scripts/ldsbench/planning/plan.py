@@ -214,8 +214,9 @@ def _scoring_estimate(method: dict, config: dict, footprint, budget_bytes: int, 
             values=1 + len(method["timestep_grid"]),
             measurements=len(config["measurements"]),
         )
-        # No network pass: convolutions of the images only (docs/methods.md, "NDA").
-        return JobEstimate("score_method", 1, PROCESS_BASE_BYTES + 2 * footprint.model_params * FLOAT32 + peak, 0, budget_setting)
+        # No network pass: convolutions of the images only (docs/methods.md, "NDA");
+        # the job loads the model once and never differentiates it.
+        return JobEstimate("score_method", 1, PROCESS_BASE_BYTES + footprint.model_params * FLOAT32 + peak, 0, budget_setting)
     if kind == "unlearning":
         # The Fisher (N fisher_draws single-draw backward passes) and the
         # reference losses once; per query and measurement group its gradient,

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ldsbench.attribution.curvature import _attributed_weights
+
 
 @dataclass(frozen=True)
 class SolveInfo:
@@ -137,18 +139,6 @@ def block_pcg(
     return x, info
 
 
-def attributed_weights(model: nn.Module, module_names: Sequence[str]) -> list[nn.Parameter]:
-    """The weights of the named ``Linear``/``Conv2d`` modules, in order."""
-    modules = dict(model.named_modules())
-    weights = []
-    for name in module_names:
-        module = modules.get(name)
-        if not isinstance(module, (nn.Linear, nn.Conv2d)):
-            raise ValueError(f"Module {name!r} is not an nn.Linear or nn.Conv2d of the model.")
-        weights.append(module.weight)
-    return weights
-
-
 class GGNMatmat:
     """``V [P, K] -> G V [P, K]``: the exact GGN of the mean-MSE loss of
     ``model`` (``X -> [B, D]``, e.g. ``model.FlatNoisePredictor``) over
@@ -165,7 +155,7 @@ class GGNMatmat:
 
     def __init__(self, model: nn.Module, module_names: Sequence[str], data, *, num_data: int | None = None, batch_size_fn=None):
         self.model, self.data = model, data
-        self.weights = attributed_weights(model, module_names)
+        self.weights = _attributed_weights(model, module_names)
         self.sizes = [w.numel() for w in self.weights]
         self.batch_size_fn = batch_size_fn or (lambda inputs: inputs.shape[0])
         self.num_data = num_data if num_data is not None else sum(self.batch_size_fn(inputs) for inputs, _ in data)

@@ -7,10 +7,10 @@ depend on the weights).
 Prints draws (or examples) per second for a training step, a measurement
 draw (forward only), a per-example gradient (one backward pass per example
 over its draws, as the scorers do; and, for comparison, several examples per
-pass through torch.func.vmap), and the random projection of gradients;
-then the `runtime.draws_per_second` to give `snakemake plan` (the training
-step's draws per second: one draw is one image at one timestep, forward and
-backward) and the fraction of the device's peak it reaches where known.
+pass through torch.func.vmap), and the random projection of gradients.
+The training step and the measurement draw are the two rates `snakemake
+calibrate` measures for the plan (``ldsbench.planning.throughput``); the
+training step's is also printed as a `runtime.draws_per_second` to type in.
 """
 
 from __future__ import annotations
@@ -28,53 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow_scripts")
 from ldsbench.attribution.gradients import example_gradient
 from ldsbench.attribution.projection import RandomProjector
 from ldsbench.diffusion.model import attributed_modules, attributed_parameters, build_scheduler, build_unet
-from ldsbench.diffusion.outputs import noised, per_draw_output
-from ldsbench.diffusion.precision import PRECISIONS, network_forward, network_precision
-
-
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device, repeats: int) -> float:
-    """Seconds per call, after one warm-up call."""
-    fn()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    synchronize(device)
-    return (time.perf_counter() - start) / repeats
-
-
-def training_step(unet, scheduler, batch, device, precision):
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
-    shape = (batch, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-    x0, noise = torch.randn(shape, device=device), torch.randn(shape, device=device)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), device=device)
-
-    def step():
-        with network_precision(precision, device):
-            loss = torch.nn.functional.mse_loss(network_forward(unet, noised(scheduler, x0, noise, t), t), noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        optimizer.step()
-
-    return step
-
-
-def measurement_draws(unet, scheduler, batch, device, precision):
-    shape = (batch, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-    x0, noise = torch.randn(shape, device=device), torch.randn(shape, device=device)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), device=device)
-
-    def forward():
-        with torch.no_grad(), network_precision(precision, device):
-            per_draw_output(unet, scheduler, x0, noise, t, "loss")
-
-    return forward
+from ldsbench.diffusion.outputs import noised
+from ldsbench.diffusion.precision import PRECISIONS, network_precision
+from ldsbench.planning.throughput import device_name, measurement_forward, synchronize, timed, training_step
 
 
 def per_example_gradients(unet, scheduler, examples, draws, device, precision):
@@ -138,7 +94,7 @@ def main():
     scheduler = build_scheduler(config["model"]["scheduler"])
     params = sum(m.weight.numel() for _, m in attributed_modules(unet))
     batch = args.train_batch or config["training"]["batch_size"]
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    name = device_name(device)
     print(
         f"device: {name}; precision {args.precision}; UNet of {args.config}: {sum(p.numel() for p in unet.parameters()):,} parameters, P = {params:,} attributed"
     )
@@ -149,7 +105,7 @@ def main():
     rows.append(("training step", f"batch {batch}", batch / seconds, "draws/s (forward+backward)"))
     train_rate = batch / seconds
     unet.eval()
-    seconds = timed(measurement_draws(unet, scheduler, 256, device, args.precision), device, args.repeats)
+    seconds = timed(measurement_forward(unet, scheduler, 256, device, args.precision), device, args.repeats)
     rows.append(("measurement draw", "batch 256, no grad", 256 / seconds, "draws/s (forward)"))
     seconds = timed(per_example_gradients(unet, scheduler, args.examples, args.draws, device, args.precision), device, args.repeats)
     rows.append(("per-example gradient", f"{args.draws} draws, one example per pass", args.examples / seconds, "examples/s"))

@@ -11,7 +11,7 @@ from snakemake.logging import logger
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
 
 # Only torch-free modules: parsing the workflow must not import torch.
-from ldsbench.planning.plan import cached_footprint, job_budget, method_passes, over_budget, rule_estimates
+from ldsbench.planning.plan import CALIBRATION_SECONDS, cached_footprint, job_budget, measurement_batch, method_passes, over_budget, rule_estimates
 from ldsbench.runtime.code_versions import content_hash, module_closure
 from ldsbench.runtime.device_slots import discover_devices
 from ldsbench.spec.bundles import BundleError, bundle_config, bundle_contents, changed_files, entries, list_files, missing_inputs, read_manifest, verify_bundle

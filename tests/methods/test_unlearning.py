@@ -21,7 +21,7 @@ from ldsbench.measurement.estimators import measurement_output_fn
 from ldsbench.methods.unlearning import diagonal_fisher, preconditioner, score_unlearning, unlearning_scores
 from ldsbench.planning.footprint import model_footprint
 from ldsbench.planning.memory import GIB, method_sizes, unlearning_bytes
-from ldsbench.planning.plan import FORWARD, rule_estimates
+from ldsbench.planning.plan import rule_estimates
 from ldsbench.spec.config import validate_config
 from ldsbench.spec.method_types import ScoringJob, scored_values
 from tiny_models import tiny_model_and_images
@@ -157,7 +157,8 @@ def test_scoring_leaves_the_model_unchanged():
 
 
 def test_the_plan_counts_the_fisher_the_reference_and_each_unlearning():
-    """N D_F + N D_E / 3 + S Q (D_Q + L ((K - 1) D_Q + N D_E / 3)) passes of one draw."""
+    """N D_F + S Q (D_Q + L (K - 1) D_Q) forward and backward passes of one
+    draw, and N D_E (1 + S Q L) forward passes."""
     config = validate_config(tiny_config())
     method = config["methods"]["unlearning"]
     footprint = model_footprint(config["model"]["unet"])
@@ -165,8 +166,9 @@ def test_the_plan_counts_the_fisher_the_reference_and_each_unlearning():
     row = rows["score_method[unlearning]"]
     n_train, n_queries = config["dataset"]["n_train"], config["queries"]["generated"] + config["queries"]["heldout"]
     groups, values = 2, 1 + len(method["damping_grid"])  # loss and elbo
-    evaluation = n_train * method["eval_draws"] * FORWARD
-    per_query = method["query_draws"] + values * ((method["steps"] - 1) * method["query_draws"] + evaluation)
-    assert row.passes == pytest.approx(n_train * method["fisher_draws"] + evaluation + groups * n_queries * per_query)
+    evaluation = n_train * method["eval_draws"]
+    per_query = method["query_draws"] + values * (method["steps"] - 1) * method["query_draws"]
+    assert row.passes == n_train * method["fisher_draws"] + groups * n_queries * per_query
+    assert row.forward_passes == evaluation * (1 + groups * n_queries * values)
     sizes = dict(method_sizes(footprint, "unlearning", 8), batch_draws=256, queries=groups * n_queries, train=n_train, values=values)
     assert row.peak_bytes == unlearning_bytes(value_bytes=8, **sizes) > unlearning_bytes(value_bytes=4, **sizes)

@@ -7,10 +7,12 @@ cannot fit before any job starts. Peak memory is on the device a job
 computes on (``runtime.gpu_memory_gb`` bounds it on a GPU,
 ``runtime.memory_gb`` on the CPU); the formulas are ``ldsbench.planning.memory``'s.
 
-Cost unit: one forward and backward pass of one draw (one image at one
-timestep) through the UNet; a forward pass alone counts a third of it.
-``device_hours`` divides by ``runtime.draws_per_second`` (measured with
-``benchmarks/throughput.py``); without it the column is empty.
+Cost: per job, ``passes`` (forward and backward passes of one draw, one
+image at one timestep, through the UNet) and ``forward_passes`` (forward
+passes alone). ``device_hours`` divides them by the device's two rates
+(``DeviceRates``): those ``snakemake calibrate`` measured for the
+configured model on the jobs' device, or ``runtime.draws_per_second``
+where the user gives one (a forward pass then counts a third of a step).
 """
 
 from __future__ import annotations
@@ -56,19 +58,73 @@ TRAINING_COPIES = 5
 MEASUREMENT_BATCH = 256  # ldsbench.measurement.estimators's draws per forward pass
 TRAK_BATCH = 256  # training gradients per projected batch, at most
 ODE_EVALUATIONS = 100  # network evaluations of one probability-flow ODE solve (rough)
+CALIBRATION_SECONDS = 5.0  # `snakemake calibrate`'s timing of each rate, after a warm-up
 _FOOTPRINT_FORMAT = "ldsbench.footprint.v1"
 
 
 @dataclass(frozen=True)
 class JobEstimate:
     """One rule's (or one method's) jobs: ``peak_bytes`` on the job's device,
-    ``passes`` per job, and the setting to change if it does not fit."""
+    ``passes`` (forward and backward) and ``forward_passes`` (forward alone)
+    per job, and the setting to change if it does not fit."""
 
     rule: str
     jobs: int
     peak_bytes: int
     passes: float
     setting: str
+    forward_passes: float = 0.0
+
+    @property
+    def step_equivalents(self) -> float:
+        """Passes per job with a forward pass counted a third of a step: the
+        cost unit of the summary's ``gradient_passes``."""
+        return self.passes + self.forward_passes * FORWARD
+
+
+@dataclass(frozen=True)
+class DeviceRates:
+    """Draws per second on the jobs' device: ``train`` of forward and
+    backward passes, ``forward`` of forward passes alone; ``source`` says
+    where they come from."""
+
+    train: float
+    forward: float
+    source: str
+
+    def device_hours(self, row: JobEstimate) -> float:
+        """Hours of one job at a time for all of ``row``'s jobs."""
+        return row.jobs * (row.passes / self.train + row.forward_passes / self.forward) / 3600
+
+
+CALIBRATION_KEYS = ("device", "precision", "training_batch", "measurement_batch", "train_draws_per_second", "forward_draws_per_second")
+
+
+def device_rates(draws_per_second: float | None, calibration: dict | None) -> DeviceRates | None:
+    """The plan's rates: ``runtime.draws_per_second`` where the user gives
+    one (a forward pass at three times it), otherwise the ``calibration``
+    that ``snakemake calibrate`` wrote (``throughput.measure_rates``), or
+    None."""
+    if draws_per_second:
+        return DeviceRates(draws_per_second, draws_per_second / FORWARD, f"runtime.draws_per_second = {draws_per_second:g}")
+    if calibration is None:
+        return None
+    return DeviceRates(
+        calibration["train_draws_per_second"],
+        calibration["forward_draws_per_second"],
+        f"measured on {calibration['device']} at {calibration['precision']}: "
+        f"{calibration['train_draws_per_second']:.4g} training draws/s at batch {calibration['training_batch']}, "
+        f"{calibration['forward_draws_per_second']:.4g} forward draws/s at batch {calibration['measurement_batch']}",
+    )
+
+
+def read_calibration(path) -> dict:
+    """The rates ``snakemake calibrate`` wrote to ``path`` (JSON), checked."""
+    calibration = json.loads(Path(path).read_text())
+    missing = [key for key in CALIBRATION_KEYS if key not in calibration]
+    if missing:
+        raise ValueError(f"{path}: not a calibration file (missing {', '.join(missing)}); delete it and run `snakemake calibrate`")
+    return calibration
 
 
 def cached_footprint(unet_config: dict, cache_dir):
@@ -97,7 +153,7 @@ def _training(config: dict, footprint, rule: str, jobs: int, steps: int) -> JobE
 
 def _forward_job(footprint, rule: str, jobs: int, forward_passes: float, batch: int) -> JobEstimate:
     peak = PROCESS_BASE_BYTES + footprint.model_params * FLOAT32 + batch * footprint.forward_bytes_per_draw
-    return JobEstimate(rule, jobs, peak, forward_passes * FORWARD, "runtime.memory_gb")
+    return JobEstimate(rule, jobs, peak, 0, "runtime.memory_gb", forward_passes=forward_passes)
 
 
 def measurement_passes(measurements: dict, n_queries: int) -> float:
@@ -112,6 +168,12 @@ def measurement_passes(measurements: dict, n_queries: int) -> float:
         else:
             total += draws
     return total * n_queries
+
+
+def measurement_batch(config: dict) -> int:
+    """Draws per forward pass of a ``measure_model`` job."""
+    n_queries = config["queries"]["generated"] + config["queries"]["heldout"]
+    return min(MEASUREMENT_BATCH, n_queries * max(m.get("max_draws") or m["draws"] for m in config["measurements"].values()))
 
 
 def scoring_estimate(method: dict, config: dict, footprint, budget_bytes: int, budget_setting: str) -> JobEstimate:
@@ -226,10 +288,10 @@ def _scoring_estimate(method: dict, config: dict, footprint, budget_bytes: int, 
         common = dict(queries=n_queries, train=n_train, values=values, value_bytes=value_bytes, **sizes)
         largest = max(MEASUREMENT_BATCH, method["eval_draws"])
         batch = 1 if smallest else choose_unlearning_batch(budget_bytes, batch_draws=largest, setting=budget_setting, **common)
-        evaluation = n_train * method["eval_draws"] * FORWARD
-        per_query = method["query_draws"] + values * ((method["steps"] - 1) * method["query_draws"] + evaluation)
-        passes = n_train * method["fisher_draws"] + evaluation + n_queries * per_query
-        return JobEstimate("score_method", 1, unlearning_bytes(batch_draws=batch, **common), passes, budget_setting)
+        evaluation = n_train * method["eval_draws"]
+        passes = n_train * method["fisher_draws"] + n_queries * (method["query_draws"] + values * (method["steps"] - 1) * method["query_draws"])
+        forward = evaluation * (1 + n_queries * values)
+        return JobEstimate("score_method", 1, unlearning_bytes(batch_draws=batch, **common), passes, budget_setting, forward_passes=forward)
     # Similarity and random: images and a [Q, N] score matrix per measurement.
     scores = (3 + len(config["measurements"])) * n_queries * n_train * FLOAT64
     return JobEstimate("score_method", 1, PROCESS_BASE_BYTES + 2 * footprint.model_params * FLOAT32 + scores, 0, budget_setting)
@@ -273,8 +335,8 @@ def method_passes(name: str, config: dict, rows: dict[str, JobEstimate]) -> int:
     projected-feature job it reads (counted in full even when another
     method reads the same file), from the plan's rows keyed by rule."""
     method = config["methods"][name]
-    features = sum(rows[f"project_training_features[{feature_key(s)}]"].passes for s in training_feature_sets(method))
-    return int(rows[f"score_method[{name}]"].passes + features)
+    features = sum(rows[f"project_training_features[{feature_key(s)}]"].step_equivalents for s in training_feature_sets(method))
+    return int(rows[f"score_method[{name}]"].step_equivalents + features)
 
 
 def rule_estimates(config: dict, footprint, budget_bytes: int, budget_setting: str) -> list[JobEstimate]:
@@ -301,7 +363,7 @@ def rule_estimates(config: dict, footprint, budget_bytes: int, budget_setting: s
             "measure_model",
             models,
             measurement_passes(measurements, n_queries),
-            min(MEASUREMENT_BATCH, n_queries * max(m.get("max_draws") or m["draws"] for m in measurements.values())),
+            measurement_batch(config),
         ),
     ]
     # Rules a config may not use get a row of 0 jobs (every rule is declared).
@@ -316,14 +378,14 @@ def rule_estimates(config: dict, footprint, budget_bytes: int, budget_setting: s
     rows.append(_training(config, footprint, "trace_full_training", int(tracing), training["steps"]))
     for key, fit in curvature_fits(methods).items():
         estimate = curvature_estimate(fit, config, footprint)
-        rows.append(JobEstimate(f"fit_curvature[{key}]", 1, estimate.peak_bytes, estimate.passes, estimate.setting))
+        rows.append(replace(estimate, rule=f"fit_curvature[{key}]"))
     for key, settings in feature_sets(methods).items():
         estimate = feature_estimate(settings, config, footprint, budget_bytes, budget_setting)
         rows.append(replace(estimate, rule=f"project_training_features[{key}]"))
     for name, method in methods.items():
         estimate = scoring_estimate(method, config, footprint, budget_bytes, budget_setting)
         # One scoring job per method scores every measurement.
-        rows.append(JobEstimate(f"score_method[{name}]", 1, estimate.peak_bytes, estimate.passes, estimate.setting))
+        rows.append(replace(estimate, rule=f"score_method[{name}]"))
     if config["model"].get("vae") is not None:
         rows += latent_estimates(config)
     return rows
@@ -351,9 +413,10 @@ def _vae_sizes(config_json: str, latent_side: int):
     return vae_footprint(json.loads(config_json), latent_side)
 
 
-def plan_table(rows: list[JobEstimate], draws_per_second: float | None):
-    """The plan as a pandas DataFrame: rule, jobs, peak_memory_gb, passes
-    (per job), device_hours (all jobs; NaN without a throughput)."""
+def plan_table(rows: list[JobEstimate], rates: DeviceRates | None):
+    """The plan as a pandas DataFrame: rule, jobs, peak_memory_gb, passes and
+    forward_passes (per job), device_hours (all jobs, one at a time; NaN
+    without rates)."""
     import pandas as pd
 
     rows = [r for r in rows if r.jobs]
@@ -363,7 +426,8 @@ def plan_table(rows: list[JobEstimate], draws_per_second: float | None):
             "jobs": [r.jobs for r in rows],
             "peak_memory_gb": [round(r.peak_bytes / GIB, 2) for r in rows],
             "passes": [int(r.passes) for r in rows],
-            "device_hours": [r.jobs * r.passes / draws_per_second / 3600 if draws_per_second else math.nan for r in rows],
+            "forward_passes": [int(r.forward_passes) for r in rows],
+            "device_hours": [rates.device_hours(r) if rates else math.nan for r in rows],
         }
     )
     return frame

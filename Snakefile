@@ -27,6 +27,7 @@ if not RESCORE:
     include: "rules/train.smk"
     include: "rules/queries.smk"
     include: "rules/measure.smk"
+    include: "rules/precision.smk"
 
     if REMOVAL_ON:
 

@@ -76,6 +76,8 @@ class Estimate(NamedTuple):
     mean: np.ndarray  # float64 [Q]
     stderr: np.ndarray  # float64 [Q]
     draws: np.ndarray  # int64 [Q], draws used per query
+    # float64 [Q, R] replicate means (NaN past a query's draws), when asked for.
+    replicates: np.ndarray | None = None
 
 
 def measure(unet, scheduler, queries: torch.Tensor, measurement, n_draws: int | None = None, seed: int | None = None, batch_size: int = 256):
@@ -93,8 +95,10 @@ def measure(unet, scheduler, queries: torch.Tensor, measurement, n_draws: int | 
 
 
 @torch.no_grad()
-def estimate(unet, scheduler, queries: torch.Tensor, measurement, batch_size: int = 256) -> Estimate:
-    """Mean, standard error and number of draws per query.
+def estimate(unet, scheduler, queries: torch.Tensor, measurement, batch_size: int = 256, keep_replicates: bool = False) -> Estimate:
+    """Mean, standard error and number of draws per query (and, with
+    ``keep_replicates``, each replicate's mean: the mean of the first r
+    replicates is the measurement at r replicates' draws).
 
     Draws are evaluated in blocks of ``draws`` per query; with
     ``target_stderr`` set, further blocks are added for the queries whose
@@ -107,11 +111,10 @@ def estimate(unet, scheduler, queries: torch.Tensor, measurement, batch_size: in
     spec = measurement_type(settings["type"])
     stream = stream_seed(settings["seed"], "measure", spec.name)
     unet.eval()
+    design = measurement_design(settings)
     if spec.kind == "ode":
-        design = Design()
         evaluate = _likelihood_evaluator(unet, scheduler, queries, settings, stream)
     else:
-        design = Design(strata=settings.get("strata", 1), antithetic=settings["antithetic"])
         evaluate = _monte_carlo_evaluator(unet, scheduler, queries, OUTPUT_FUNCTIONS[spec.name](settings), design, stream, batch_size)
     block, target = settings["draws"], settings["target_stderr"]
     limit = settings["max_draws"] if target is not None else block
@@ -132,7 +135,16 @@ def estimate(unet, scheduler, queries: torch.Tensor, measurement, batch_size: in
     bad = np.flatnonzero(~np.isfinite(mean) | ~np.isfinite(stderr))
     if bad.size:
         raise NonFiniteMeasurementError(f"measurement {spec.name!r} is not finite for queries {bad.tolist()}")
-    return Estimate(mean, stderr, accumulator.draws.copy())
+    return Estimate(mean, stderr, accumulator.draws.copy(), accumulator.replicate_means() if keep_replicates else None)
+
+
+def measurement_design(measurement) -> Design:
+    """The draws' layout: timestep strata and antithetic pairs per replicate
+    (the ODE log-likelihood: one draw per replicate)."""
+    settings = measurement_settings(measurement)
+    if measurement_type(settings["type"]).kind == "ode":
+        return Design()
+    return Design(strata=settings.get("strata", 1), antithetic=settings["antithetic"])
 
 
 def _check_design(name: str, block: int, limit: int, design: Design) -> None:
@@ -160,6 +172,12 @@ class _ReplicateSums:
     def add(self, items: np.ndarray, draws: np.ndarray, values: np.ndarray) -> None:
         np.add.at(self.sums, (items, draws // self.replicate_size), values)
         np.add.at(self.draws, items, 1)
+
+    def replicate_means(self) -> np.ndarray:
+        """[Q, R] float64: each complete replicate's mean, NaN after a query's last."""
+        means = self.sums / self.replicate_size
+        means[np.arange(self.sums.shape[1]) >= (self.draws // self.replicate_size)[:, None]] = np.nan
+        return means
 
     def estimates(self) -> tuple[np.ndarray, np.ndarray]:
         mean, stderr = np.empty(len(self.sums)), np.empty(len(self.sums))

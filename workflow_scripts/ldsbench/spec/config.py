@@ -267,6 +267,13 @@ def _tuning_errors(config: dict) -> list[str]:
     return errors
 
 
+def _draw_precision_errors(config: dict) -> list[str]:
+    pilot, n_subsets = config["draw_precision"]["pilot_subsets"], config["benchmark"]["subsets"]
+    if pilot is not None and pilot > n_subsets:
+        return [f"draw_precision.pilot_subsets: {pilot} is more than benchmark.subsets = {n_subsets}"]
+    return []
+
+
 def _method_errors(config: dict) -> list[str]:
     """Antithetic gradient draws in pairs, and each method type's own check
     (``methods.MethodType.check``)."""
@@ -352,6 +359,7 @@ def _semantic_errors(config: dict) -> list[str]:
     errors += _measurement_errors(config)
     errors += _training_errors(config)
     errors += _tuning_errors(config)
+    errors += _draw_precision_errors(config)
     for name, method in config["methods"].items():
         if method.get("modules") is not None:
             try:

@@ -1,0 +1,41 @@
+"""`snakemake draw_precision` on a copy of the tiny benchmark's run: the pilot
+measures what the benchmark measured, keeping each replicate, and runs
+nothing else."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workflow_api import copy_run, dry_run, run_workflow
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_pilot_keeps_the_replicates_of_the_benchmarks_measurements(tiny_run, tmp_path):
+    config, workdir = tiny_run
+    workdir = copy_run(workdir, tmp_path / "run")
+    results = workdir / config["results"]
+    planned = dry_run(config, workdir, ("draw_precision",))
+    assert planned and all("/draw_precision/" in path for path in planned), planned
+    result = run_workflow(config, workdir, "draw_precision")
+    assert result.returncode == 0, result.stderr[-5000:]
+
+    subsets, seeds = config["benchmark"]["subsets"], config["benchmark"]["seeds"]
+    for measurement in config["measurements"]:
+        truth = pd.read_parquet(results / "ground_truth" / f"{measurement}.parquet").set_index(["subset", "seed", "query"])["value"]
+        for j in range(subsets):
+            for k in range(seeds):
+                archive = np.load(results / "draw_precision" / "replicates" / f"subset_{j}_seed_{k}.npz")
+                replicates = archive[f"{measurement}.replicates"]
+                np.testing.assert_allclose(replicates.mean(axis=1), truth.loc[j, k].to_numpy(), rtol=1e-12)
+    summary = pd.read_parquet(results / "draw_precision" / "summary.parquet").set_index("measurement")
+    assert list(summary.index) == sorted(config["measurements"])
+    assert (summary["pilot_subsets"] == subsets).all() and (summary["seeds"] == seeds).all()
+    for measurement, settings in config["measurements"].items():
+        assert summary.loc[measurement, "configured_draws"] == settings["draws"]
+    per_query = pd.read_parquet(results / "draw_precision" / "per_query.parquet")
+    assert len(per_query) == len(config["measurements"]) * (config["queries"]["generated"] + config["queries"]["heldout"])
+    assert per_query["share"].between(0, 1).all()
+    assert "configured_draws" in (results / "draw_precision" / "summary.md").read_text()

@@ -1,0 +1,26 @@
+"""Measure one pilot model on every query for every measurement, keeping each
+replicate's mean (``ldsbench.measurement.draw_precision``)."""
+
+import numpy as np
+import torch
+
+from ldsbench.diffusion.precision import network_precision
+from ldsbench.measurement.estimators import estimate, measurement_design
+from ldsbench.runtime.io import atomic_path
+from ldsbench.runtime.jobs import load_model, select_device, start_job
+
+log = start_job(snakemake)
+w, params = snakemake.wildcards, snakemake.params
+device = select_device(params.device)
+unet, scheduler, _ = load_model(snakemake.input.model, device)
+queries = torch.from_numpy(np.load(snakemake.input.queries)["images"]).to(device)
+arrays = {}
+for name, settings in params.settings.items():
+    with network_precision(params.precision, device):
+        result = estimate(unet, scheduler, queries, settings, keep_replicates=True)
+    arrays[f"{name}.replicates"] = result.replicates
+    arrays[f"{name}.replicate_size"] = np.int64(measurement_design(settings).replicate_size)
+    log.info("%s: %d replicates of %d draws per query", name, result.replicates.shape[1], arrays[f"{name}.replicate_size"])
+with atomic_path(snakemake.output[0]) as tmp:
+    with open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)

@@ -23,6 +23,7 @@ rule measure_pilot:
         mem_mb=job_mem_mb("measure_model"),
     params:
         settings={name: config["measurements"][name] for name in MEASURED},
+        pilot_replicates=config["draw_precision"]["pilot_replicates"],
         device=config["runtime"]["device"],
         precision=config["runtime"]["precision"],
     script:
@@ -43,6 +44,7 @@ rule draw_precision:
     params:
         models=[(j, k) for j in range(PILOT_SUBSETS) for k in range(K)],
         measurements=MEASURED,
+        configured_draws={name: config["measurements"][name]["draws"] for name in MEASURED},
         target_share=config["draw_precision"]["target_share"],
     script:
         f"{STEPS}/write_draw_precision.py"

@@ -16,6 +16,10 @@ unet, scheduler, _ = load_model(snakemake.input.model, device)
 queries = torch.from_numpy(np.load(snakemake.input.queries)["images"]).to(device)
 arrays = {}
 for name, settings in params.settings.items():
+    if params.pilot_replicates is not None:
+        # Fixed draws: the pilot's own count of whole replicates.
+        size = measurement_design(settings).replicate_size
+        settings = {**settings, "draws": params.pilot_replicates * size, "target_stderr": None, "max_draws": None}
     with network_precision(params.precision, device):
         result = estimate(unet, scheduler, queries, settings, keep_replicates=True)
     arrays[f"{name}.replicates"] = result.replicates

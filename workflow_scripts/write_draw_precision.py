@@ -5,7 +5,7 @@ its mean over queries is the target (``ldsbench.measurement.draw_precision``).""
 import numpy as np
 import pandas as pd
 
-from ldsbench.measurement.draw_precision import precision_per_query, recommendation
+from ldsbench.measurement.draw_precision import precision_per_query, recommendation, share
 from ldsbench.runtime.io import save_parquet
 from ldsbench.runtime.jobs import start_job
 
@@ -21,9 +21,11 @@ for name in params.measurements:
     replicates = np.stack([np.stack([per_model[j, k][:, :complete] for k in seeds]) for j in subsets])
     per_query = precision_per_query(replicates)
     size = int(archives[0][f"{name}.replicate_size"])
-    reading = recommendation(per_query, size, complete * size, params.target_share)
-    readings.append({"measurement": name, "pilot_subsets": len(subsets), "seeds": len(seeds), **reading})
-    frames.append(per_query.assign(measurement=name, replicate_size=size, replicates=complete))
+    configured = params.configured_draws[name]
+    reading = recommendation(per_query, size, configured, params.target_share)
+    readings.append({"measurement": name, "pilot_subsets": len(subsets), "seeds": len(seeds), "pilot_draws": complete * size, **reading})
+    per_query["share"] = share(per_query["monte_carlo_variance"], per_query["between_variance"], configured / size)
+    frames.append(per_query.assign(measurement=name, replicate_size=size, pilot_replicates=complete))
     log.info("%s: %s", name, reading)
 save_parquet(snakemake.output.per_query, pd.concat(frames, ignore_index=True))
 table = pd.DataFrame(readings)

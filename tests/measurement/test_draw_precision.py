@@ -37,7 +37,7 @@ def test_the_estimates_follow_their_definitions_on_a_small_array():
         assert table.loc[q, "monte_carlo_variance"] == pytest.approx(sigma2)
         assert table.loc[q, "between_variance"] == pytest.approx(between)
         expected = 1.0 if between <= 0 else (sigma2 / 5) / (between + sigma2 / 5)
-        assert table.loc[q, "share"] == pytest.approx(expected)
+        assert share(sigma2, between, 5) == pytest.approx(expected)
 
 
 def test_noise_common_to_every_model_does_not_count():
@@ -76,7 +76,6 @@ def test_the_share_at_the_replicates_needed_meets_the_target_and_one_fewer_does_
 
 def test_the_recommendation_is_the_fewest_replicates_whose_mean_share_meets_the_target():
     per_query = pd.DataFrame({"monte_carlo_variance": [1.0, 0.2, 3.0, 1.0], "between_variance": [0.01, 0.5, 0.02, -1.0]})
-    per_query["share"] = share(per_query["monte_carlo_variance"], per_query["between_variance"], 8)
     r = replicates_for_mean_share(per_query, 0.05)
     resolved = per_query[per_query["between_variance"] > 0]
     assert share(resolved["monte_carlo_variance"], resolved["between_variance"], r).mean() <= 0.05
@@ -84,7 +83,8 @@ def test_the_recommendation_is_the_fewest_replicates_whose_mean_share_meets_the_
     reading = recommendation(per_query, replicate_size=16, configured_draws=128, target=0.05)
     assert reading["recommended_draws"] == r * 16 and reading["draw_ratio"] == r * 16 / 128
     assert reading["unresolved_queries"] == 1 and reading["queries"] == 4
-    assert reading["mean_share"] == pytest.approx(resolved["share"].mean())
+    # The configured 128 draws are 8 replicates of 16.
+    assert reading["mean_share"] == pytest.approx(share(resolved["monte_carlo_variance"], resolved["between_variance"], 8).mean())
 
 
 def test_bad_replicates_are_refused():

@@ -29,6 +29,9 @@ def test_the_pilot_keeps_the_replicates_of_the_benchmarks_measurements(tiny_run,
             for k in range(seeds):
                 archive = np.load(results / "draw_precision" / "replicates" / f"subset_{j}_seed_{k}.npz")
                 replicates = archive[f"{measurement}.replicates"]
+                if (j, k) == (0, 0):
+                    (tmp_path / "first").mkdir(exist_ok=True)
+                    np.save(tmp_path / "first" / f"{measurement}.npy", replicates)
                 np.testing.assert_allclose(replicates.mean(axis=1), truth.loc[j, k].to_numpy(), rtol=1e-12)
     summary = pd.read_parquet(results / "draw_precision" / "summary.parquet").set_index("measurement")
     assert list(summary.index) == sorted(config["measurements"])
@@ -39,3 +42,16 @@ def test_the_pilot_keeps_the_replicates_of_the_benchmarks_measurements(tiny_run,
     assert len(per_query) == len(config["measurements"]) * (config["queries"]["generated"] + config["queries"]["heldout"])
     assert per_query["share"].between(0, 1).all()
     assert "configured_draws" in (results / "draw_precision" / "summary.md").read_text()
+
+    # A cheaper pilot: two replicates per query, which are the first two of the measurement's.
+    fewer = {**config, "draw_precision": {"pilot_replicates": 2}}
+    result = run_workflow(fewer, workdir, "draw_precision")
+    assert result.returncode == 0, result.stderr[-5000:]
+    archive = np.load(results / "draw_precision" / "replicates" / "subset_0_seed_0.npz")
+    for measurement in config["measurements"]:
+        kept = np.load(tmp_path / "first" / f"{measurement}.npy")
+        np.testing.assert_allclose(archive[f"{measurement}.replicates"], kept[:, :2], rtol=1e-6)
+    summary = pd.read_parquet(results / "draw_precision" / "summary.parquet").set_index("measurement")
+    for measurement, settings in config["measurements"].items():
+        assert summary.loc[measurement, "configured_draws"] == settings["draws"]
+        assert summary.loc[measurement, "pilot_draws"] == 2 * int(archive[f"{measurement}.replicate_size"])

@@ -46,8 +46,7 @@ import pandas as pd
 def precision_per_query(replicates: np.ndarray) -> pd.DataFrame:
     """Per query, from replicate means ``[J, K, Q, R]`` (J >= 3 subsets, R >= 2
     complete replicates of every model): ``query``, ``monte_carlo_variance``
-    (sigma^2, per replicate), ``between_variance`` (V) and ``share`` (at the R
-    replicates given)."""
+    (sigma^2, per replicate) and ``between_variance`` (V)."""
     replicates = np.asarray(replicates, dtype=np.float64)
     if replicates.ndim != 4:
         raise ValueError(f"replicates must be [subsets, seeds, queries, replicates], got shape {replicates.shape}")
@@ -61,14 +60,7 @@ def precision_per_query(replicates: np.ndarray) -> pd.DataFrame:
     sigma2 = n_subsets / (n_subsets - 1) * deviations.var(axis=2, ddof=1).mean(axis=0)
     truth = seed_means.mean(axis=2)  # y_jq [J, Q]
     between = truth.var(axis=0, ddof=1) - sigma2 / n_replicates
-    return pd.DataFrame(
-        {
-            "query": np.arange(n_queries),
-            "monte_carlo_variance": sigma2,
-            "between_variance": between,
-            "share": share(sigma2, between, n_replicates),
-        }
-    )
+    return pd.DataFrame({"query": np.arange(n_queries), "monte_carlo_variance": sigma2, "between_variance": between})
 
 
 def share(monte_carlo_variance, between_variance, replicates: float) -> np.ndarray:
@@ -118,19 +110,20 @@ def replicates_for_mean_share(per_query: pd.DataFrame, target: float, limit: int
 
 
 def recommendation(per_query: pd.DataFrame, replicate_size: int, configured_draws: int, target: float) -> dict:
-    """One measurement's reading: its configured draws and their mean share,
-    the draws whose mean share is ``target`` (whole replicates of
-    ``replicate_size`` draws, at least two), and the queries the pilot
-    cannot resolve."""
-    resolved = per_query["between_variance"] > 0
+    """One measurement's reading: its configured draws and their mean share
+    over the resolved queries, the draws whose mean share is ``target``
+    (whole replicates of ``replicate_size`` draws, at least two), and the
+    queries the pilot cannot resolve."""
+    resolved = per_query[per_query["between_variance"] > 0]
+    configured = share(resolved["monte_carlo_variance"], resolved["between_variance"], configured_draws / replicate_size)
     replicates = replicates_for_mean_share(per_query, target)
     draws = None if replicates is None else max(2, replicates) * replicate_size
     return {
         "configured_draws": configured_draws,
-        "mean_share": float(per_query.loc[resolved, "share"].mean()) if resolved.any() else math.nan,
+        "mean_share": float(configured.mean()) if len(resolved) else math.nan,
         "target_share": target,
         "recommended_draws": draws,
         "draw_ratio": math.nan if draws is None else draws / configured_draws,
         "queries": len(per_query),
-        "unresolved_queries": int((~resolved).sum()),
+        "unresolved_queries": len(per_query) - len(resolved),
     }

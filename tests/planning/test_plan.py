@@ -173,5 +173,10 @@ def test_default_estimates_are_declared_as_resources(tmp_path):
             workdir=Path(tmp_path),
         )
         rules = {rule.name: rule for rule in workflow._workflow.rules}
-    for name in ("train_full_model", "train_subset_model", "measure_model", "fit_curvature", "score_method", "generate_queries"):
+    for name in ("train_full_model", "train_subset_model", "measure_model", "fit_curvature", "score_method", "generate_queries", "calibrate", "measure_pilot"):
         assert "mem_mb" in rules[name].resources, name
+    # Every rule that asks for a GPU goes to the SLURM profile's GPU partition.
+    profile = load_yaml(ROOT / "profiles" / "slurm" / "config.yaml")
+    for name, rule in rules.items():
+        if "gpu" in rule.resources:
+            assert profile["set-resources"].get(name, {}).get("slurm_partition") == "?gpu_partition", name

@@ -47,6 +47,8 @@ GPU_RULES = {
     "measure_removal_reference",
     "encode_latents",
     "decode_queries",
+    "calibrate",
+    "measure_pilot",
 }
 
 

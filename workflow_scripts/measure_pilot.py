@@ -10,21 +10,21 @@ from ldsbench.runtime.io import atomic_path
 from ldsbench.runtime.jobs import load_model, select_device, start_job
 
 log = start_job(snakemake)
-w, params = snakemake.wildcards, snakemake.params
+params = snakemake.params
 device = select_device(params.device)
 unet, scheduler, _ = load_model(snakemake.input.model, device)
 queries = torch.from_numpy(np.load(snakemake.input.queries)["images"]).to(device)
 arrays = {}
 for name, settings in params.settings.items():
+    size = measurement_design(settings).replicate_size
     if params.pilot_replicates is not None:
         # Fixed draws: the pilot's own count of whole replicates.
-        size = measurement_design(settings).replicate_size
         settings = {**settings, "draws": params.pilot_replicates * size, "target_stderr": None, "max_draws": None}
     with network_precision(params.precision, device):
         result = estimate(unet, scheduler, queries, settings, keep_replicates=True)
     arrays[f"{name}.replicates"] = result.replicates
-    arrays[f"{name}.replicate_size"] = np.int64(measurement_design(settings).replicate_size)
-    log.info("%s: %d replicates of %d draws per query", name, result.replicates.shape[1], arrays[f"{name}.replicate_size"])
+    arrays[f"{name}.replicate_size"] = np.int64(size)
+    log.info("%s: %d replicates of %d draws per query", name, result.replicates.shape[1], size)
 with atomic_path(snakemake.output[0]) as tmp:
     with open(tmp, "wb") as handle:
         np.savez(handle, **arrays)

@@ -6,13 +6,22 @@
 #   there:  bash benchmarks/gpu_check.sh [STEP ...]   # with .wheels/ carried along; report in $OUT or results/gpu_check/
 #
 # Installs .wheels/*.whl (no index, no dependencies; the machine's torch
-# stays), then runs the steps named (default: all, in this order):
-#   throughput  the CIFAR-2 preset's UNet in fp32 and bf16 (PRECISIONS="fp32 bf16"; benchmarks/throughput.py)
+# stays), then runs the steps named (default: passes jobs rehearsal plan, in
+# this order; each has a time limit, and together they take at most 8 minutes):
+#   passes      the CIFAR-2 preset's training and measurement rates in fp32, tf32
+#               and bf16, each eager and compiled (benchmarks/pass_rates.py)
+#   jobs        one, two and four fp32 jobs sharing the GPU: aggregate rates
+#   rehearsal   the CIFAR-2 rehearsal (tests/test_cifar2_rehearsal.py's config)
+#               through Snakemake, four jobs per GPU
+#   plan        `snakemake plan` for configs/cifar2.yaml: its `calibrate` job
+#               measures the rates on the GPU, and the plan prints device-hours
+# (RATES_DEVICE=cpu RATES_CONFIG=tests/configs/tiny.yaml runs passes and jobs on a CPU,
+# to try the script before a GPU run.)
+# and, by name only (measured before; their figures are in docs/memory-and-scale.md):
+#   throughput  the preset's UNet, gradients and projections too (PRECISIONS="fp32 bf16"; benchmarks/throughput.py)
 #   features    a projected-feature job of the preset's TRAK on 512 examples, with its
 #               time and peak against the plan (benchmarks/projected_features.py)
 #   resume      a SIGKILL-and-resume of a training of that UNet (benchmarks/resume_check.py)
-#   rehearsal   the CIFAR-2 rehearsal (tests/test_cifar2_rehearsal.py's config) through Snakemake
-#   plan        `snakemake plan` for configs/cifar2.yaml with the measured throughput
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${OUT:-results/gpu_check}
@@ -32,15 +41,27 @@ if compgen -G ".wheels/*.whl" > /dev/null; then
     export PATH="$PWD/.gpu-site/bin:$PATH"
 fi
 export PYTHONPATH="$PWD/workflow_scripts${PYTHONPATH:+:$PYTHONPATH}"
-STEPS=" ${*:-throughput features resume rehearsal plan} "
+STEPS=" ${*:-passes jobs rehearsal plan} "
 wanted() { [[ "$STEPS" == *" $1 "* ]]; }
+RATES_CONFIG=${RATES_CONFIG:-configs/cifar2.yaml}
+RATES_DEVICE=${RATES_DEVICE:-cuda}
+
+if wanted passes; then
+    step "training and measurement rates, $RATES_CONFIG, eager and compiled"
+    timeout 180 "$PY" benchmarks/pass_rates.py --config "$RATES_CONFIG" --device "$RATES_DEVICE" \
+        --passes fp32 tf32 bf16 bf16+compile fp32+compile tf32+compile | tee "$OUTDIR/pass_rates.txt"
+fi
+
+if wanted jobs; then
+    step "one, two and four fp32 jobs on the GPU at once"
+    timeout 75 "$PY" benchmarks/pass_rates.py --config "$RATES_CONFIG" --device "$RATES_DEVICE" --passes fp32 --jobs 1 2 4 | tee "$OUTDIR/concurrent_jobs.txt"
+fi
 
 wanted throughput && for precision in ${PRECISIONS:-fp32 bf16}; do
     step "throughput, configs/cifar2.yaml, $precision"
     timeout 150 "$PY" benchmarks/throughput.py --config configs/cifar2.yaml --precision "$precision" --examples 8 --repeats 3 \
         | tee "$OUTDIR/throughput_$precision.txt"
 done
-RATE=$(awk '/^runtime.draws_per_second/ {print $2}' "$OUTDIR/throughput_fp32.txt" 2>/dev/null)
 
 if wanted features; then
     step "projected training features, configs/cifar2.yaml's trak, 512 examples"
@@ -57,7 +78,7 @@ wanted rehearsal && step "CIFAR-2 rehearsal on the GPU"
 REHEARSAL="$OUTDIR/rehearsal"
 wanted rehearsal && {
 rm -rf "$REHEARSAL"
-timeout 240 "$PY" - "$REHEARSAL" <<'PY'
+timeout 150 "$PY" - "$REHEARSAL" <<'PY'
 import sys, time
 from pathlib import Path
 sys.path.insert(0, "tests")
@@ -82,9 +103,9 @@ tar czf "$OUTDIR/rehearsal_logs.tar.gz" -C "$REHEARSAL" results/logs results/ben
 }
 
 wanted plan || { step "done"; exit 0; }
-step "snakemake plan, configs/cifar2.yaml, at $RATE draws/s"
+step "snakemake plan, configs/cifar2.yaml, rates measured by its calibrate job"
 PLANDIR=$(mktemp -d)
-"$PY" - "$PLANDIR" "$RATE" <<'PY'
+timeout 60 "$PY" - "$PLANDIR" <<'PY'
 import sys
 from pathlib import Path
 sys.path.insert(0, "tests")
@@ -94,11 +115,12 @@ from cifar_archive import write_cifar10_archive
 from workflow_api import ROOT, load_yaml, run_workflow, with_changes
 if not workflow_api.SNAKEMAKE.exists():
     workflow_api.SNAKEMAKE = Path(shutil.which("snakemake"))
-workdir, rate = Path(sys.argv[1]), float(sys.argv[2] or 0) or None
+workdir = Path(sys.argv[1])
 archive = write_cifar10_archive(workdir / "cifar-10-python.tar.gz", per_batch=10)
-config = with_changes(load_yaml(ROOT / "configs" / "cifar2.yaml"), {"dataset.path": str(archive), "results": "results", "runtime.device": "cuda", "runtime.draws_per_second": rate})
+config = with_changes(load_yaml(ROOT / "configs" / "cifar2.yaml"), {"dataset.path": str(archive), "results": "results", "runtime.device": "cuda", "runtime.draws_per_second": None})
 result = run_workflow(config, workdir, "plan")
 print((workdir / "results" / "logs" / "plan.log").read_text() if result.returncode == 0 else result.stderr[-3000:])
 PY
 cp "$PLANDIR/results/plan.tsv" "$OUTDIR/plan_cifar2.tsv" 2>/dev/null || true
+cp "$PLANDIR/results/calibration.json" "$OUTDIR/calibration_cifar2.json" 2>/dev/null || true
 step "done"

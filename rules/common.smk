@@ -18,6 +18,7 @@ from ldsbench.spec.bundles import BundleError, bundle_config, bundle_contents, c
 from ldsbench.spec.config import ConfigError, validate_config
 from ldsbench.spec.curvature_keys import curvature_fits, curvature_key
 from ldsbench.spec.feature_keys import FEATURE_KEY_PATTERN, feature_key, full_model_name
+from ldsbench.spec.network_passes import NetworkPasses, scoring_precision
 from ldsbench.spec.measurement_types import measurement_gradient_settings, orientation_of
 from ldsbench.spec.method_types import (
     default_value,
@@ -67,6 +68,12 @@ MEASUREMENTS = list(config["measurements"])
 # reordering the config (the order of tables and figures) reruns nothing.
 MEASURED = sorted(MEASUREMENTS)
 THREADS = config["runtime"]["threads_per_job"]
+# How training and measurement jobs run the network: the precision alone
+# ("fp32") unless runtime.compile or runtime.channels_last is on, so a folder
+# that uses neither keeps its rule parameters (ldsbench.spec.network_passes).
+NETWORK_PASSES = NetworkPasses.from_runtime(config["runtime"]).key
+# Jobs that take gradients for scoring run eager at this precision.
+SCORING_PRECISION = scoring_precision(config["runtime"])
 # GPU rules declare one gpu (Snakemake counts it; the job picks its device
 # through a slot, see ldsbench.runtime.device_slots); with device cpu they need none.
 GPUS_PER_JOB = 0 if config["runtime"]["device"] == "cpu" else 1

@@ -25,7 +25,7 @@ rule project_training_features:
         settings=lambda w: FEATURE_SETS[w.features],
         code=code_version("project_training_features.py", "attribution.projected_features"),
         device=config["runtime"]["device"],
-        # Changes results: runtime.precision reruns the jobs it affects.
-        precision=config["runtime"]["precision"],
+        # Changes results: runtime.precision (or scoring_precision) reruns the jobs it affects.
+        precision=SCORING_PRECISION,
     script:
         f"{STEPS}/project_training_features.py"

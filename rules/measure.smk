@@ -25,8 +25,8 @@ rule measure_model:
         # Every measurement's config entry, in the order of the outputs.
         settings={name: config["measurements"][name] for name in MEASURED},
         device=config["runtime"]["device"],
-        # Changes results: runtime.precision reruns the jobs it affects.
-        precision=config["runtime"]["precision"],
+        # Changes results: runtime.precision, compile and channels_last rerun the jobs they affect.
+        precision=NETWORK_PASSES,
     script:
         f"{STEPS}/measure_model.py"
 

@@ -24,7 +24,7 @@ rule calibrate:
         training_batch=config["training"]["batch_size"],
         measurement_batch=measurement_batch(config),
         device=config["runtime"]["device"],
-        precision=config["runtime"]["precision"],
+        precision=NETWORK_PASSES,
         min_seconds=CALIBRATION_SECONDS,
     script:
         f"{STEPS}/calibrate.py"

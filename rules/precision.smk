@@ -25,7 +25,7 @@ rule measure_pilot:
         settings={name: config["measurements"][name] for name in MEASURED},
         pilot_replicates=config["draw_precision"]["pilot_replicates"],
         device=config["runtime"]["device"],
-        precision=config["runtime"]["precision"],
+        precision=NETWORK_PASSES,
     script:
         f"{STEPS}/measure_pilot.py"
 

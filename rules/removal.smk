@@ -71,8 +71,8 @@ rule measure_removal_model:
         regenerate=lambda w: [int(w.query)],
         sampling=config["queries"],
         device=config["runtime"]["device"],
-        # Changes results: runtime.precision reruns the jobs it affects.
-        precision=config["runtime"]["precision"],
+        # Changes results: runtime.precision, compile and channels_last rerun the jobs they affect.
+        precision=NETWORK_PASSES,
     script:
         f"{STEPS}/measure_removal.py"
 

@@ -44,7 +44,7 @@ rule score_method:
         # TracIn replays the full model's training.
         training=lambda w: FULL_TRAINING if needs(config["methods"][w.method], "training") else None,
         device=config["runtime"]["device"],
-        # Changes results: runtime.precision reruns the jobs it affects.
-        precision=config["runtime"]["precision"],
+        # Changes results: runtime.precision (or scoring_precision) reruns the jobs it affects.
+        precision=SCORING_PRECISION,
     script:
         f"{STEPS}/score_method.py"

@@ -27,8 +27,8 @@ rule train_full_model:
         training=FULL_TRAINING,
         resume=f"{R}/resume/full",
         device=config["runtime"]["device"],
-        # Changes results: runtime.precision reruns the jobs it affects.
-        precision=config["runtime"]["precision"],
+        # Changes results: runtime.precision, compile and channels_last rerun the jobs they affect.
+        precision=NETWORK_PASSES,
     script:
         f"{STEPS}/train_model.py"
 
@@ -98,7 +98,7 @@ rule trace_full_training:
         training=FULL_TRAINING,
         resume=f"{R}/resume/full_trajectory",
         device=config["runtime"]["device"],
-        # Changes results: runtime.precision reruns the jobs it affects.
-        precision=config["runtime"]["precision"],
+        # Changes results: runtime.precision, compile and channels_last rerun the jobs they affect.
+        precision=NETWORK_PASSES,
     script:
         f"{STEPS}/trace_full_training.py"

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ldsbench.diffusion.precision import network_precision
+from ldsbench.diffusion.passes import network_passes, prepare_network
 from ldsbench.measurement.estimators import estimate
 from ldsbench.runtime.io import save_parquet
 from ldsbench.runtime.jobs import load_model, select_device, start_job
@@ -23,11 +23,13 @@ provenance = {
     "queries_sha256": queries_sha256(query_images),
     "train_rows_sha256": rows_sha256(manifest["train_rows"]),
 }
+with network_passes(snakemake.params.precision, device) as passes:
+    network = prepare_network(unet, passes)
 for (name, settings), path in zip(snakemake.params.settings.items(), snakemake.output, strict=True):
     spec = measurement_type(settings["type"])
     try:
-        with network_precision(snakemake.params.precision, device):
-            result = estimate(unet, scheduler, queries, settings)
+        with network_passes(snakemake.params.precision, device):
+            result = estimate(network if spec.kind == "monte_carlo" else unet, scheduler, queries, settings)
     except RuntimeError as error:
         raise RuntimeError(f"measurement {name}, model subset {w.subset} seed {w.seed}: {error}") from error
     frame = pd.DataFrame(

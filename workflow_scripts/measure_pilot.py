@@ -4,24 +4,27 @@ replicate's mean (``ldsbench.measurement.draw_precision``)."""
 import numpy as np
 import torch
 
-from ldsbench.diffusion.precision import network_precision
+from ldsbench.diffusion.passes import network_passes, prepare_network
 from ldsbench.measurement.estimators import estimate, measurement_design
 from ldsbench.runtime.io import atomic_path
 from ldsbench.runtime.jobs import load_model, select_device, start_job
+from ldsbench.spec.measurement_types import measurement_type
 
 log = start_job(snakemake)
 params = snakemake.params
 device = select_device(params.device)
 unet, scheduler, _ = load_model(snakemake.input.model, device)
 queries = torch.from_numpy(np.load(snakemake.input.queries)["images"]).to(device)
+with network_passes(params.precision, device) as passes:
+    network = prepare_network(unet, passes)
 arrays = {}
 for name, settings in params.settings.items():
     size = measurement_design(settings).replicate_size
     if params.pilot_replicates is not None:
         # Fixed draws: the pilot's own count of whole replicates.
         settings = {**settings, "draws": params.pilot_replicates * size, "target_stderr": None, "max_draws": None}
-    with network_precision(params.precision, device):
-        result = estimate(unet, scheduler, queries, settings, keep_replicates=True)
+    with network_passes(params.precision, device):
+        result = estimate(network if measurement_type(settings["type"]).kind == "monte_carlo" else unet, scheduler, queries, settings, keep_replicates=True)
     arrays[f"{name}.replicates"] = result.replicates
     arrays[f"{name}.replicate_size"] = np.int64(size)
     log.info("%s: %d replicates of %d draws per query", name, result.replicates.shape[1], size)

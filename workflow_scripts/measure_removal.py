@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ldsbench.diffusion.precision import network_precision
+from ldsbench.diffusion.passes import network_passes, prepare_network, release_network
 from ldsbench.diffusion.sampling import ddpm_resample_rows
 from ldsbench.measurement.estimators import estimate
 from ldsbench.runtime.io import save_parquet
@@ -29,8 +29,10 @@ name = f"{ranker} model {snakemake.input.model}"
 # The same queries in the same order on every model: the draws are keyed by
 # position, so every model sees the same draws (common random numbers).
 try:
-    with network_precision(snakemake.params.precision, device):
-        result = estimate(unet, scheduler, torch.from_numpy(query_images[measured]).to(device), settings)
+    with network_passes(snakemake.params.precision, device) as passes:
+        network = prepare_network(unet, passes) if spec.kind == "monte_carlo" else unet
+        result = estimate(network, scheduler, torch.from_numpy(query_images[measured]).to(device), settings)
+        release_network(unet, passes)  # the regeneration below runs the eager network in fp32
 except RuntimeError as error:
     raise RuntimeError(f"measurement of {name}: {error}") from error
 

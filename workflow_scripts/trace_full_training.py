@@ -9,7 +9,7 @@ import torch
 
 from ldsbench.data.image_sets import load_image_set
 from ldsbench.diffusion.model import build_scheduler
-from ldsbench.diffusion.precision import network_precision
+from ldsbench.diffusion.passes import network_passes
 from ldsbench.diffusion.training import TrainingSettings, snapshot_steps, train_diffusion_model
 from ldsbench.runtime.io import save_json
 from ldsbench.runtime.jobs import load_model, select_device, start_job
@@ -34,8 +34,8 @@ def keep(step, unet):
 # Snapshots of a resumed run before its checkpoint were written by the
 # killed run into a temporary folder of its own: start from scratch instead.
 shutil.rmtree(params.resume, ignore_errors=True)
-with network_precision(params.precision, device):  # as the full model was trained
-    unet = train_diffusion_model(images, params.model["unet"], scheduler, settings, params.resume, None, device, snapshot=keep)
+with network_passes(params.precision, device) as passes:  # as the full model was trained
+    unet = train_diffusion_model(images, params.model["unet"], scheduler, settings, params.resume, None, device, snapshot=keep, passes=passes)
 full, _, _ = load_model(snakemake.input.model, device)
 difference = max((a - b).abs().max().item() for a, b in zip(unet.state_dict().values(), full.state_dict().values()))
 log.info("largest difference between the replayed and the full model's EMA weights: %.3g", difference)

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from ldsbench.data.image_sets import image_set_hash, load_image_set
 from ldsbench.diffusion.model import build_scheduler
-from ldsbench.diffusion.precision import network_precision
+from ldsbench.diffusion.passes import network_passes
 from ldsbench.diffusion.training import TrainingDivergedError, TrainingSettings, train_diffusion_model
 from ldsbench.runtime.io import config_hash
 from ldsbench.runtime.jobs import save_model, select_device, start_job
@@ -55,8 +55,8 @@ def progress(step, loss):
 
 
 try:
-    with network_precision(params.precision, device):
-        unet = train_diffusion_model(images, params.model["unet"], scheduler, settings, params.resume, progress, device)
+    with network_passes(params.precision, device) as passes:
+        unet = train_diffusion_model(images, params.model["unet"], scheduler, settings, params.resume, progress, device, passes=passes)
 except TrainingDivergedError as error:
     raise RuntimeError(f"training diverged for {name}: {error}; no model was written") from error
 

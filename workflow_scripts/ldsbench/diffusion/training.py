@@ -19,8 +19,10 @@ from diffusers.training_utils import EMAModel
 
 from ldsbench.diffusion.model import build_unet
 from ldsbench.diffusion.outputs import training_loss
+from ldsbench.diffusion.passes import prepare_network, release_network
 from ldsbench.runtime.io import array_sha256, atomic_path, config_hash, state_digest
 from ldsbench.runtime.seeds import stream_seed
+from ldsbench.spec.network_passes import DEFAULT_PASSES, NetworkPasses
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +182,7 @@ def train_diffusion_model(
     progress=None,
     device="cpu",
     snapshot=None,
+    passes: NetworkPasses = DEFAULT_PASSES,
 ):
     """Train on ``images`` [N, C, H, W] in [-1, 1]; return the UNet holding the
     EMA weights (the weights that are measured and attributed).
@@ -191,10 +194,13 @@ def train_diffusion_model(
     ``snapshot`` an optional callable(step, unet) called with the raw
     (not EMA) weights after each of ``snapshot_steps``. Random draws are made
     on the CPU and moved to ``device``, so they do not depend on it.
+    ``passes``: compiled and channels-last options of the training's passes
+    (``ldsbench.diffusion.passes``; its precision is the one in force).
     """
     resume_path = Path(resume_dir) / "checkpoint.pt"
     torch.manual_seed(stream_seed(settings.seed, "init"))
     unet = build_unet(unet_config).to(device)
+    network = prepare_network(unet, passes)  # what the passes run through (compiled, if asked)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     lr_scheduler = _lr_scheduler(optimizer, settings)
     ema = EMAModel(unet.parameters(), decay=settings.ema_max_decay, use_ema_warmup=True, power=settings.ema_power)
@@ -219,7 +225,7 @@ def train_diffusion_model(
         x0, timesteps, noise = x0.to(device), timesteps.to(device), noise.to(device)
         torch.manual_seed(stream_seed(settings.seed, "dropout", step))
 
-        loss = training_loss(unet, noise_scheduler, x0, noise, timesteps)
+        loss = training_loss(network, noise_scheduler, x0, noise, timesteps)
         # Reading the loss waits for the device: on a GPU only every
         # SYNC_EVERY steps (and before a checkpoint); on a CPU it is free.
         done = step + 1
@@ -244,4 +250,4 @@ def train_diffusion_model(
 
     ema.copy_to(unet.parameters())
     unet.eval()
-    return unet
+    return release_network(unet, passes)

@@ -22,6 +22,7 @@ import torch
 
 from ldsbench.diffusion.model import build_scheduler, build_unet
 from ldsbench.diffusion.outputs import noised, per_draw_output
+from ldsbench.diffusion.passes import network_passes, prepare_network
 from ldsbench.diffusion.precision import network_forward, network_precision
 
 
@@ -50,14 +51,17 @@ def _draws(unet, scheduler, batch: int, device: torch.device):
     return x0, noise, t
 
 
-def training_step(unet, scheduler, batch: int, device: torch.device, precision: str):
-    """A closure running one training step of ``batch`` draws."""
+def training_step(unet, scheduler, batch: int, device: torch.device, precision: str, network=None):
+    """A closure running one training step of ``batch`` draws, its passes
+    through ``network`` (``ldsbench.diffusion.passes.prepare_network``;
+    default ``unet``)."""
+    network = unet if network is None else network
     optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
     x0, noise, t = _draws(unet, scheduler, batch, device)
 
     def step():
         with network_precision(precision, device):
-            loss = torch.nn.functional.mse_loss(network_forward(unet, noised(scheduler, x0, noise, t), t), noise)
+            loss = torch.nn.functional.mse_loss(network_forward(network, noised(scheduler, x0, noise, t), t), noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -66,13 +70,15 @@ def training_step(unet, scheduler, batch: int, device: torch.device, precision: 
     return step
 
 
-def measurement_forward(unet, scheduler, batch: int, device: torch.device, precision: str):
-    """A closure running one measurement pass of ``batch`` draws (``loss``)."""
+def measurement_forward(unet, scheduler, batch: int, device: torch.device, precision: str, network=None):
+    """A closure running one measurement pass of ``batch`` draws (``loss``)
+    through ``network`` (default ``unet``)."""
+    network = unet if network is None else network
     x0, noise, t = _draws(unet, scheduler, batch, device)
 
     def forward():
         with torch.no_grad(), network_precision(precision, device):
-            per_draw_output(unet, scheduler, x0, noise, t, "loss")
+            per_draw_output(network, scheduler, x0, noise, t, "loss")
 
     return forward
 
@@ -83,22 +89,25 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({torch.get_num_threads()} threads)"
 
 
-def measure_rates(model: dict, device: torch.device, precision: str, training_batch: int, measurement_batch: int, min_seconds: float = 5.0) -> dict:
+def measure_rates(model: dict, device: torch.device, passes: str, training_batch: int, measurement_batch: int, min_seconds: float = 5.0) -> dict:
     """``{device, precision, training_batch, measurement_batch,
     train_draws_per_second, forward_draws_per_second}`` of the UNet of
     ``model`` (a config's ``model``: ``unet`` and ``scheduler``) on
-    ``device``, each rate timed over at least ``min_seconds`` after a
-    warm-up step."""
+    ``device``, run as the ``NetworkPasses`` key ``passes`` says (its
+    ``precision`` entry), each rate timed over at least ``min_seconds``
+    after a warm-up step (which compiles, when asked)."""
     torch.manual_seed(0)
     unet = build_unet(model["unet"]).to(device)
+    with network_passes(passes, device) as settings:  # compiled and channels-last as the jobs run them
+        network = prepare_network(unet, settings)
     scheduler = build_scheduler(model["scheduler"])
     unet.train()
-    train_seconds = timed(training_step(unet, scheduler, training_batch, device, precision), device, min_seconds=min_seconds)
+    train_seconds = timed(training_step(unet, scheduler, training_batch, device, settings.precision, network), device, min_seconds=min_seconds)
     unet.eval()
-    forward_seconds = timed(measurement_forward(unet, scheduler, measurement_batch, device, precision), device, min_seconds=min_seconds)
+    forward_seconds = timed(measurement_forward(unet, scheduler, measurement_batch, device, settings.precision, network), device, min_seconds=min_seconds)
     return {
         "device": device_name(device),
-        "precision": precision,
+        "precision": passes,
         "training_batch": training_batch,
         "measurement_batch": measurement_batch,
         "train_draws_per_second": training_batch / train_seconds,

@@ -63,7 +63,11 @@ def concurrent(args, key: str, jobs: int) -> dict:
     command = [sys.executable, __file__, "--config", args.config, "--device", args.device, "--seconds", str(args.seconds), "--worker", key]
     workers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(jobs)]
     WORKERS[:] = workers
-    results = [json.loads(worker.communicate()[0].strip().splitlines()[-1]) for worker in workers]
+    outputs = [worker.communicate()[0] for worker in workers]
+    failed = [worker.returncode for worker in workers if worker.returncode != 0]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {jobs} jobs failed (exit status {failed[0]}; their error is printed above)")
+    results = [json.loads(output.strip().splitlines()[-1]) for output in outputs]
     return {
         "passes": key,
         "jobs": jobs,

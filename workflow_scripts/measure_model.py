@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ldsbench.diffusion.passes import network_passes, prepare_network
+from ldsbench.diffusion.passes import measuring_network, network_passes, prepare_network
 from ldsbench.measurement.estimators import estimate
 from ldsbench.runtime.io import save_parquet
 from ldsbench.runtime.jobs import load_model, select_device, start_job
@@ -29,7 +29,7 @@ for (name, settings), path in zip(snakemake.params.settings.items(), snakemake.o
     spec = measurement_type(settings["type"])
     try:
         with network_passes(snakemake.params.precision, device):
-            result = estimate(network if spec.kind == "monte_carlo" else unet, scheduler, queries, settings)
+            result = estimate(measuring_network(unet, network, settings), scheduler, queries, settings)
     except RuntimeError as error:
         raise RuntimeError(f"measurement {name}, model subset {w.subset} seed {w.seed}: {error}") from error
     frame = pd.DataFrame(

@@ -4,11 +4,10 @@ replicate's mean (``ldsbench.measurement.draw_precision``)."""
 import numpy as np
 import torch
 
-from ldsbench.diffusion.passes import network_passes, prepare_network
+from ldsbench.diffusion.passes import measuring_network, network_passes, prepare_network
 from ldsbench.measurement.estimators import estimate, measurement_design
 from ldsbench.runtime.io import atomic_path
 from ldsbench.runtime.jobs import load_model, select_device, start_job
-from ldsbench.spec.measurement_types import measurement_type
 
 log = start_job(snakemake)
 params = snakemake.params
@@ -24,7 +23,7 @@ for name, settings in params.settings.items():
         # Fixed draws: the pilot's own count of whole replicates.
         settings = {**settings, "draws": params.pilot_replicates * size, "target_stderr": None, "max_draws": None}
     with network_passes(params.precision, device):
-        result = estimate(network if measurement_type(settings["type"]).kind == "monte_carlo" else unet, scheduler, queries, settings, keep_replicates=True)
+        result = estimate(measuring_network(unet, network, settings), scheduler, queries, settings, keep_replicates=True)
     arrays[f"{name}.replicates"] = result.replicates
     arrays[f"{name}.replicate_size"] = np.int64(size)
     log.info("%s: %d replicates of %d draws per query", name, result.replicates.shape[1], size)

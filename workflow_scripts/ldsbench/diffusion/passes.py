@@ -69,6 +69,15 @@ def prepare_network(unet, passes: NetworkPasses):
     return network
 
 
+def measuring_network(unet, network, measurement: dict):
+    """The module measurement ``measurement`` runs through: the prepared
+    ``network`` for Monte Carlo types, the eager ``unet`` for the ODE
+    log-likelihood, which differentiates through the network."""
+    from ldsbench.spec.measurement_types import measurement_type
+
+    return network if measurement_type(measurement["type"]).kind == "monte_carlo" else unet
+
+
 def release_network(unet, passes: NetworkPasses):
     """``unet`` back in contiguous memory format after ``prepare_network``
     (safetensors writes contiguous tensors only); returns it."""

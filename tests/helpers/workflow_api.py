@@ -99,8 +99,9 @@ def workflow_command(config: dict, workdir: Path, *extra: str) -> list[str]:
     ]
 
 
-def run_workflow(config: dict, workdir: Path, *extra: str, timeout: int = 1800) -> subprocess.CompletedProcess:
-    return subprocess.run(workflow_command(config, workdir, *extra), capture_output=True, text=True, timeout=timeout)
+def run_workflow(config: dict, workdir: Path, *extra: str, timeout: int = 1800, env: dict | None = None) -> subprocess.CompletedProcess:
+    """A run to its end (``env``: the environment, if not this process's)."""
+    return subprocess.run(workflow_command(config, workdir, *extra), capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def start_workflow(config: dict, workdir: Path, *extra: str) -> subprocess.Popen:

@@ -65,10 +65,16 @@ def setup(tmp_path_factory):
             seed=0,
         )[0]
 
+    # Training is deterministic: methods that remove the same examples share one retraining.
+    retrained = {}
+
     def retrained_measurement(removed, tag):
-        keep = np.setdiff1d(np.arange(N_TRAIN), removed)
-        model = _train(images[keep], tmp_path, tag)
-        return measure(model, scheduler, queries, "loss", 512, seed=0)[0]
+        key = tuple(sorted(int(i) for i in removed))
+        if key not in retrained:
+            keep = np.setdiff1d(np.arange(N_TRAIN), removed)
+            model = _train(images[keep], tmp_path, tag)
+            retrained[key] = measure(model, scheduler, queries, "loss", 512, seed=0)[0]
+        return retrained[key]
 
     rng = np.random.default_rng(0)
     random_removal = np.mean([retrained_measurement(rng.choice(N_TRAIN, N_REMOVED, replace=False), f"random{r}") for r in range(RANDOM_REPEATS)], axis=0)

@@ -22,7 +22,10 @@ REHEARSAL = {
     "training.batch_size": 4,
     "training.checkpoint_every": 2,
     "benchmark.subsets": 4,  # the fewest that split into tuning and test subsets
-    "benchmark.seeds": 2,
+    # One seed: every rule still runs, at the model's size, and each
+    # (subset, seed) job adds about half a minute of start-up, loading and
+    # saving. The ceiling (K >= 2) is statistics over the same arrays.
+    "benchmark.seeds": 1,
     "queries": {"generated": 2, "heldout": 2, "sampling_steps": 4, "seed": 0},
     "measurements.loss": {"type": "loss", "draws": 4, "strata": 2, "seed": 0},
     "measurements.elbo": {"type": "elbo", "draws": 4, "strata": 2, "seed": 0},
@@ -38,6 +41,10 @@ REHEARSAL = {
 def rehearsal_config(tmp_path) -> dict:
     archive = write_cifar10_archive(tmp_path / "cifar-10-python.tar.gz", per_batch=20)
     config = with_changes(load_yaml(ROOT / "configs" / "cifar2.yaml"), {**REHEARSAL, "dataset.path": str(archive), "results": "results"})
+    # K-FAC shares EK-FAC's fit and runs the same scoring job with other
+    # eigenvalues (two minutes of float64 rotations here); the tiny
+    # benchmark runs both.
+    del config["methods"]["kfac_influence"]
     for method in config["methods"].values():
         if method["type"] == "influence":
             method.update(DRAWS)
@@ -64,7 +71,7 @@ def test_cifar2_preset_with_reduced_counts_runs_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-5000:]
     results = tmp_path / "results"
     summary = pd.read_parquet(results / "lds_summary.parquet")
-    assert set(summary["method"]) == set(config["methods"]) | {"retraining_ceiling"}
+    assert set(summary["method"]) == set(config["methods"])
     assert summary["n_subsets"].eq(4).all() and summary["n_queries"].eq(4).all()
 
     # The plan's estimates against the measured peak resident size (GiB).
@@ -78,7 +85,7 @@ def test_cifar2_preset_with_reduced_counts_runs_end_to_end(tmp_path):
     }
     curvature = [rule for rule in plan.index if rule.startswith("fit_curvature[")]
     measured_curvature = _peaks(records, "fit_curvature")
-    assert len(curvature) == len(measured_curvature) == 1, "K-FAC and EK-FAC share one fit"
+    assert len(curvature) == len(measured_curvature) == 1
     for rule, measured in zip(sorted(curvature), measured_curvature):
         checks[rule] = [measured]
     features = [rule for rule in plan.index if rule.startswith("project_training_features[")]

@@ -2,8 +2,8 @@
 arrays .npz. Files are read in a fixed order with their labels and source
 paths, images are resized and centre-cropped as documented, every malformed
 source stops config validation (or the first job) with a message that says
-what was expected and what was found, and a tiny benchmark runs end to end
-on each kind."""
+what was expected and what was found, a tiny benchmark runs end to end on a
+folder, and the workflow prepares arrays as their loader reads them."""
 
 import numpy as np
 import pandas as pd
@@ -155,7 +155,7 @@ def test_a_tiny_benchmark_runs_on_a_folder(folder, tmp_path):
     assert train.source_path is not None
 
 
-def test_the_workflow_prepares_arrays_as_the_folder_run_prepares_images(arrays, tmp_path):
+def test_the_workflow_prepares_the_arrays_split(arrays, tmp_path):
     """The kinds differ only up to the prepared image sets, which every later
     stage reads the same way (the folder's run above goes on to the end)."""
     config = with_changes(_config("arrays", arrays), SMALL_RUN)

@@ -5,11 +5,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
 
 from ldsbench.evaluation.ceiling import expected_spearman, retraining_ceiling, seed_agreement_per_query
 from ldsbench.evaluation.ground_truth import ground_truth_array
-from ldsbench.evaluation.lds import bootstrap_mean_ci, group_predictions, lds_per_query, spearman_per_query
+from ldsbench.evaluation.lds import average_ranks, bootstrap_mean_ci, group_predictions, lds_per_query, spearman_per_query
 
 # Hand-computed example: Q = 3 queries, N = 4 training examples, M = 4 subsets.
 SCORES = np.array(
@@ -76,6 +76,18 @@ def test_matches_scipy_with_many_ties():
     truth = rng.integers(0, 3, size=(30, 5)).astype(float)
     expected = [spearmanr(predictions[:, q], truth[:, q]).statistic for q in range(5)]
     np.testing.assert_allclose(spearman_per_query(predictions, truth), expected, atol=1e-12)
+
+
+def test_average_ranks_are_scipys_bit_for_bit():
+    rng = np.random.default_rng(0)
+    # Few distinct values: many ties, whole tied columns; NaN in some columns.
+    values = rng.integers(0, 4, size=(40, 30)).astype(np.float64)
+    values[:, 0] = 1.0
+    values[rng.integers(0, 40, size=5), rng.integers(1, 30, size=5)] = np.nan
+    values = np.concatenate([values, rng.normal(size=(40, 5))], axis=1)
+    expected = rankdata(values, method="average", axis=0)
+    assert np.isnan(expected).any(axis=0).sum() >= 3
+    assert average_ranks(values).tobytes() == expected.tobytes()
 
 
 def test_constant_prediction_is_nan():

@@ -42,7 +42,6 @@ and every fold's with its complement; no sorting per draw).
 from __future__ import annotations
 
 import itertools
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,7 +49,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from ldsbench.evaluation.ceiling import retraining_ceiling
-from ldsbench.evaluation.lds import spearman_from_ranks
+from ldsbench.evaluation.lds import spearman_from_ranks, tie_groups
 from ldsbench.evaluation.tuning import Folds, choose_tuned_value
 from ldsbench.spec.method_types import CEILING
 
@@ -193,26 +192,23 @@ class _ResampledRanks:
 
     A resample that holds row j c_j times gives row j the average rank
     (count of the resample strictly below its value) + (count equal + 1) / 2,
-    the rank ``scipy.stats.rankdata`` gives every copy, so Spearman on the
+    the rank ``lds.average_ranks`` gives every copy, so Spearman on the
     resample is the count-weighted Pearson correlation of these ranks. A draw
     then costs a few ``[M, Q]`` gathers and a cumulative sum, not a sort.
     """
 
     def __init__(self, values: np.ndarray):
         values = np.asarray(values, dtype=np.float64)
-        n_rows = values.shape[0]
         self.has_nan = np.isnan(values).any(axis=0)
-        self.order = np.argsort(values, axis=0, kind="stable")
-        self.position = np.argsort(self.order, axis=0)
-        ordered = np.take_along_axis(values, self.order, axis=0)
-        rows = np.arange(n_rows)[:, None]
-        starts = np.ones(ordered.shape, dtype=bool)
-        starts[1:] = ordered[1:] != ordered[:-1]
-        ends = np.ones(ordered.shape, dtype=bool)
-        ends[:-1] = starts[1:]
-        # Sorted position of the first and last member of each position's tie group.
-        self.first = np.maximum.accumulate(np.where(starts, rows, 0), axis=0)
-        self.last = np.flip(np.minimum.accumulate(np.flip(np.where(ends, rows, n_rows - 1), axis=0), axis=0), axis=0)
+        self.order, first, last = tie_groups(values)
+        position = np.argsort(self.order, axis=0)
+        # Each row index as an index into the flattened array, so that a
+        # draw's gathers along axis 0 (`take_along_axis`) are plain `take`s:
+        # the same elements, without take_along_axis's per-call overhead,
+        # which dominates on small arrays.
+        n_columns = values.shape[1]
+        columns = np.arange(n_columns)
+        self.first, self.last, self.position = (index * n_columns + columns for index in (first, last, position))
 
     def centred(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``[M, Q]`` ranks of each row in the resample with multiplicities
@@ -222,9 +218,9 @@ class _ResampledRanks:
         ``weights=counts``."""
         ordered_counts = counts[self.order]
         through = np.cumsum(ordered_counts, axis=0)
-        below = np.take_along_axis(through - ordered_counts, self.first, axis=0)
-        group_through = np.take_along_axis(through, self.last, axis=0)
-        ranks = np.take_along_axis(below + (group_through - below + 1) / 2.0, self.position, axis=0)
+        below = (through - ordered_counts).take(self.first)
+        group_through = through.take(self.last)
+        ranks = (below + (group_through - below + 1) / 2.0).take(self.position)
         return ranks - (counts @ ranks) / counts.sum(), self.has_nan
 
 
@@ -251,9 +247,11 @@ def cross_fitted(test_lds, chosen: np.ndarray, query_folds: np.ndarray) -> np.nd
     for a, b in itertools.product(range(n_folds), repeat=2):
         rows = query_folds == a
         values[b, rows] = test_lds(b, int(chosen[a, b]))[rows]
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN queries stay NaN
-        return np.nanmean(values, axis=0)
+    # np.nanmean's arithmetic (NaN as 0, sum, divide by the count), without
+    # its warning on all-NaN queries, which stay NaN.
+    missing = np.isnan(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(missing, 0.0, values).sum(axis=0) / (~missing).sum(axis=0)
 
 
 def two_way_bootstrap(

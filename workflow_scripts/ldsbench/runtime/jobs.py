@@ -13,25 +13,41 @@ import os
 import shutil
 import sys
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ldsbench.runtime.device_slots import claim_device_for_job
 from ldsbench.runtime.io import file_sha256, library_versions, save_json
 from ldsbench.runtime.provenance import CorruptedArtifactError
 
+if TYPE_CHECKING:
+    import torch
+
 MANIFEST = "manifest.json"
+
+# The job's thread count (``start_job``), for torch. A step that uses torch
+# gets it when ``start_job`` runs (its script imported torch already) or at
+# the latest when it picks its device; the steps that never use torch (the
+# statistics, tables and figures) never import it, which saves each about
+# two seconds of start-up.
+_job_threads: int | None = None
+
+
+def _set_torch_threads() -> None:
+    if _job_threads is not None and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(_job_threads)
 
 
 def start_job(snakemake) -> logging.Logger:
     """Send this job's output to its log file, set its thread count, and give
     a GPU job its own device (before anything initialises CUDA)."""
+    global _job_threads
     log_path = Path(snakemake.log[0])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(log_path, "w", buffering=1)
     sys.stdout = sys.stderr = handle
     logging.basicConfig(stream=handle, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
-    torch.set_num_threads(max(1, int(snakemake.threads)))
+    _job_threads = max(1, int(snakemake.threads))
+    _set_torch_threads()
     logger = logging.getLogger(snakemake.rule)
     logger.info("rule %s, wildcards %s, threads %s", snakemake.rule, dict(snakemake.wildcards), snakemake.threads)
     resources = getattr(snakemake, "resources", None)
@@ -42,6 +58,9 @@ def start_job(snakemake) -> logging.Logger:
 
 def select_device(setting: str = "auto") -> torch.device:
     """``auto``: the first visible CUDA device if any, else CPU."""
+    import torch
+
+    _set_torch_threads()
     if setting == "cpu":
         return torch.device("cpu")
     if torch.cuda.is_available():

@@ -37,6 +37,7 @@ rule draw_precision:
         per_query=f"{R}/draw_precision/per_query.parquet",
         summary=f"{R}/draw_precision/summary.parquet",
         table=f"{R}/draw_precision/summary.md",
+        overlay=f"{R}/draw_precision/measurements.yaml",
     log:
         f"{R}/logs/draw_precision/summary.log",
     conda:
@@ -44,7 +45,8 @@ rule draw_precision:
     params:
         models=[(j, k) for j in range(PILOT_SUBSETS) for k in range(K)],
         measurements=MEASURED,
-        configured_draws={name: config["measurements"][name]["draws"] for name in MEASURED},
+        # In the configured order, which the recommendation's config file keeps.
+        configured_draws={name: config["measurements"][name]["draws"] for name in MEASUREMENTS},
         target_share=config["draw_precision"]["target_share"],
     script:
         f"{STEPS}/write_draw_precision.py"

@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from ldsbench.diffusion.model import build_scheduler, build_unet
-from ldsbench.measurement.draw_precision import precision_per_query, recommendation, replicates_for_mean_share, replicates_needed, share
+from ldsbench.measurement.draw_precision import (
+    precision_per_query,
+    recommendation,
+    recommended_measurements,
+    replicates_for_mean_share,
+    replicates_needed,
+    share,
+)
 from ldsbench.measurement.estimators import estimate, measurement_design
 from tiny_models import UNET
 
@@ -85,6 +92,25 @@ def test_the_recommendation_is_the_fewest_replicates_whose_mean_share_meets_the_
     assert reading["unresolved_queries"] == 1 and reading["queries"] == 4
     # The configured 128 draws are 8 replicates of 16.
     assert reading["mean_share"] == pytest.approx(share(resolved["monte_carlo_variance"], resolved["between_variance"], 8).mean())
+
+
+def test_the_overlay_sets_the_recommended_draws_in_the_configured_order():
+    """A measurement whose pilot finds no spread gets no recommendation and
+    keeps its configured draws; every measurement is named, in the
+    configured order, so merging the file cannot reorder them."""
+    resolved = pd.DataFrame({"monte_carlo_variance": [1.0, 0.2], "between_variance": [0.01, 0.5]})
+    unresolved = pd.DataFrame({"monte_carlo_variance": [1.0, 0.2], "between_variance": [-0.01, 0.0]})
+    readings = pd.DataFrame(
+        [
+            {"measurement": "elbo", **recommendation(unresolved, replicate_size=50, configured_draws=2500, target=0.05)},
+            {"measurement": "loss", **recommendation(resolved, replicate_size=50, configured_draws=5000, target=0.05)},
+        ]
+    )
+    overlay = recommended_measurements(readings, {"loss": 5000, "elbo": 2500})
+    expected = 50 * replicates_for_mean_share(resolved, 0.05)
+    assert overlay == {"measurements": {"loss": {"draws": expected}, "elbo": {"draws": 2500}}}
+    assert list(overlay["measurements"]) == ["loss", "elbo"]
+    assert type(overlay["measurements"]["loss"]["draws"]) is int
 
 
 def test_bad_replicates_are_refused():

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_api import copy_run, dry_run, run_workflow
+from workflow_api import copy_run, dry_run, load_yaml, run_workflow
 
 pytestmark = pytest.mark.slow
 
@@ -42,6 +42,22 @@ def test_the_pilot_keeps_the_replicates_of_the_benchmarks_measurements(tiny_run,
     assert len(per_query) == len(config["measurements"]) * (config["queries"]["generated"] + config["queries"]["heldout"])
     assert per_query["share"].between(0, 1).all()
     assert "configured_draws" in (results / "draw_precision" / "summary.md").read_text()
+
+    # The recommendation as a config file: passed after the configuration it
+    # changes the draws and nothing else, so the run measures every model
+    # again and trains nothing.
+    overlay = results / "draw_precision" / "measurements.yaml"
+    recommended = summary["recommended_draws"].dropna()
+    draws = {name: int(recommended.get(name, settings["draws"])) for name, settings in config["measurements"].items()}
+    assert load_yaml(overlay) == {"measurements": {name: {"draws": count} for name, count in draws.items()}}
+    assert list(load_yaml(overlay)["measurements"]) == list(config["measurements"])
+    changed = [name for name, count in draws.items() if count != config["measurements"][name]["draws"]]
+    assert changed, "the tiny benchmark's pilot recommends its configured draws: the check below would see no change"
+    planned = run_workflow(config, workdir, "--configfile", str(workdir / "run_config.yaml"), str(overlay), "--dry-run", "--quiet", "rules")
+    assert planned.returncode == 0, planned.stderr[-5000:]
+    jobs = {line.split()[0]: int(line.split()[1]) for line in planned.stdout.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert jobs["measure_model"] == subsets * seeds, planned.stdout
+    assert not [rule for rule in jobs if rule.startswith(("train", "fit_", "project_", "score_"))], planned.stdout
 
     # A cheaper pilot: two replicates per query, which are the first two of the measurement's.
     fewer = {**config, "draw_precision": {"pilot_replicates": 2}}

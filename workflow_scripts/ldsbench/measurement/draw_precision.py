@@ -127,3 +127,19 @@ def recommendation(per_query: pd.DataFrame, replicate_size: int, configured_draw
         "queries": len(per_query),
         "unresolved_queries": len(per_query) - len(resolved),
     }
+
+
+def recommended_measurements(readings: pd.DataFrame, configured_draws: dict[str, int]) -> dict:
+    """The config overlay that gives each measurement the pilot's recommended
+    draws: ``{"measurements": {name: {"draws": draws}}}``, for every
+    measurement of ``configured_draws`` in its order, with the configured
+    draws where ``readings`` (``measurement``, ``recommended_draws``) has no
+    recommendation (no draw count up to the limit reaches the target).
+    Passed after the configuration (``--configfile config.yaml this.yaml``),
+    Snakemake merges it key by key, so every other setting stays; naming
+    every measurement in the configured order keeps that order (which
+    decides, for one, the report's default measurement) whichever file
+    Snakemake reads first."""
+    recommended = readings.set_index("measurement")["recommended_draws"]
+    draws = {name: int(recommended[name]) if pd.notna(recommended.get(name)) else int(configured) for name, configured in configured_draws.items()}
+    return {"measurements": {name: {"draws": count} for name, count in draws.items()}}

@@ -34,15 +34,12 @@ save_parquet(snakemake.output.summary, table)
 text = 'Measurement draws for the LDS\'s precision (docs/evaluation.md, "How many measurement draws")\n\n' + table.to_string(index=False) + "\n"
 with open(snakemake.output.table, "w") as handle:
     handle.write(text)
-overlay = recommended_measurements(table, params.configured_draws)
-kept = [name for name in params.configured_draws if pd.isna(table.set_index("measurement").loc[name, "recommended_draws"])]
 with open(snakemake.output.overlay, "w") as handle:
     handle.write(
         f"# The draws at which each measurement's mean Monte Carlo share is {params.target_share}\n"
-        f"# (`snakemake draw_precision`, {len(subsets)} subsets x {len(seeds)} seeds; summary.md).\n"
+        f"# (`snakemake draw_precision`, {len(subsets)} subsets x {len(seeds)} seeds; summary.md),\n"
+        "# or the configured draws where summary.md has no recommended_draws.\n"
         "# Use them with: snakemake --configfile <your config> <this file> --replace-workflow-config ...\n"
-        "# Every model is then measured again with these draws.\n"
-        + (f"# No recommendation, so the configured draws: {', '.join(kept)}\n" if kept else "")
-        + yaml.safe_dump(overlay, sort_keys=False)
+        "# Every model is then measured again with these draws.\n" + yaml.safe_dump(recommended_measurements(table, params.configured_draws), sort_keys=False)
     )
 print(text)
